@@ -17,6 +17,7 @@ test: unit integration
 
 unit: $(STAMP)
 	$(PY) -m cascade data fetch all
+	$(PY) -m cascade models fetch all
 	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no unit tests collected"; rc=0; fi; exit $$rc
 
 integration: $(STAMP)
