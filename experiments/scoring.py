@@ -1,0 +1,199 @@
+"""Score once: run a tier over a split a single time and cache its per-sample outputs.
+
+The cache key is a content hash of the data (ids and payload), the tier's config, the model's
+identity and the cascade cache format, so a re-run with anything changed rescores and a re-run
+with nothing changed reads ``$CASCADE_HOME/cache/scores/<key>.safetensors``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from cascade.artifact import ArtifactError, load_arrays, read_json, save_arrays, write_json
+from cascade.data import Dataset
+from cascade.paths import cache_dir
+
+CACHE_KIND = "cascade-tier-scores"
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class TierScores:
+    """Per-sample outputs of one tier on one split."""
+
+    tier: str
+    ids: np.ndarray
+    y: np.ndarray
+    probs: np.ndarray
+    cost: np.ndarray
+    latency_s: np.ndarray
+    prompt_tokens: np.ndarray
+    completion_tokens: np.ndarray
+    features: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pred(self) -> np.ndarray:
+        return np.argmax(self.probs, axis=1)
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.pred == self.y
+
+    @property
+    def positive_prob(self) -> np.ndarray:
+        return self.probs[:, -1]
+
+    def save(self, stem: Path) -> None:
+        arrays = {name: np.asarray(getattr(self, name)) for name in
+                  ("y", "probs", "cost", "latency_s", "prompt_tokens", "completion_tokens")}
+        if self.features is not None:
+            arrays["features"] = self.features
+        save_arrays(arrays, stem.with_suffix(".safetensors"))
+        write_json(stem.with_suffix(".json"), CACHE_KIND,
+                   {"tier": self.tier, "ids": [str(i) for i in self.ids], "meta": self.meta, "cache_format": CACHE_FORMAT})
+
+    @classmethod
+    def load(cls, stem: Path) -> "TierScores":
+        meta = read_json(stem.with_suffix(".json"), CACHE_KIND)
+        arrays = load_arrays(stem.with_suffix(".safetensors"))
+        if len(meta["ids"]) != len(arrays["y"]):
+            raise ArtifactError(f"{stem}: ids and arrays disagree in length")
+        return cls(tier=meta["tier"], ids=np.array(meta["ids"]), features=arrays.get("features"),
+                   meta=meta["meta"], **{k: v for k, v in arrays.items() if k != "features"})
+
+
+def content_hash(*parts: Any) -> str:
+    """SHA-256 over JSON-able parts, numpy arrays and lists of strings."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            digest.update(str(part.dtype).encode() + str(part.shape).encode())
+            digest.update(np.ascontiguousarray(part).tobytes())
+        elif isinstance(part, list) and part and isinstance(part[0], str):
+            for text in part:
+                digest.update(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def dataset_hash(dataset: Dataset) -> str:
+    payload = dataset.texts if dataset.texts is not None else dataset.X
+    return content_hash(dataset.name, [str(i) for i in dataset.ids], payload, dataset.y)
+
+
+def model_identity(model: str) -> str:
+    """A short hash of a model folder's config and weight sizes (or the name if not local)."""
+    from cascade.models import ModelMissing, path
+
+    try:
+        folder = path(model)
+    except (ModelMissing, ValueError):
+        return model
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    return content_hash([p.name for p in files], [p.stat().st_size for p in files],
+                        (folder / "config.json").read_text())[:16]
+
+
+def cached(key: str, compute: Callable[[], TierScores], refresh: bool = False) -> tuple[TierScores, bool]:
+    """Return (scores, hit): the cached scores for ``key`` or freshly computed (and stored) ones."""
+    stem = cache_dir("scores") / key
+    if not refresh and stem.with_suffix(".json").is_file():
+        try:
+            return TierScores.load(stem), True
+        except ArtifactError:
+            pass  # a damaged cache entry is recomputed
+    scores = compute()
+    scores.save(stem)
+    return scores, False
+
+
+def score_expert(expert: Any, dataset: Dataset, tier: str, batch_size: int = 16,
+                 progress: bool = True) -> TierScores:
+    """Judge ``dataset`` with an expert in batches, with a progress bar."""
+    from rich.progress import Progress
+
+    chunks = []
+    starts = range(0, len(dataset), batch_size)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"scoring {tier}", total=len(dataset))
+        for start in starts:
+            index = np.arange(start, min(start + batch_size, len(dataset)))
+            chunks.append(expert.judge(_payload(dataset.subset(index))))
+            bar.advance(task, len(index))
+    return TierScores(
+        tier=tier, ids=dataset.ids, y=dataset.y,
+        probs=np.concatenate([c.probs for c in chunks]),
+        cost=np.concatenate([c.cost for c in chunks]),
+        latency_s=np.concatenate([c.latency_s for c in chunks]),
+        prompt_tokens=np.concatenate([c.prompt_tokens for c in chunks]),
+        completion_tokens=np.concatenate([c.completion_tokens for c in chunks]),
+        meta={"truncated": int(np.sum(np.concatenate([c.truncated for c in chunks])))},
+    )
+
+
+def score_small(small: Any, dataset: Dataset, cost_per_call: float) -> TierScores:
+    """Calibrated probabilities and uncertainty features of the small tier on ``dataset``."""
+    start = time.perf_counter()
+    X = _payload(dataset)
+    probs = small.predict_proba(X)
+    elapsed = time.perf_counter() - start
+    n = len(dataset)
+    return TierScores(
+        tier="small", ids=dataset.ids, y=dataset.y, probs=probs,
+        cost=np.full(n, cost_per_call), latency_s=np.full(n, elapsed / max(n, 1)),
+        prompt_tokens=np.zeros(n, dtype=np.int64), completion_tokens=np.zeros(n, dtype=np.int64),
+        features=small.features(X),
+    )
+
+
+def _payload(dataset: Dataset) -> Any:
+    return dataset.X
+
+
+def score_with_ray_data(expert_factory: Callable[[], Any], dataset: Dataset, tier: str,
+                        batch_size: int = 16, concurrency: int = 1, num_cpus: float = 1.0) -> TierScores:
+    """Score a text dataset on Ray Data: ``map_batches`` with one expert per actor.
+
+    For data that outgrows one machine; on a Ray cluster each actor holds its own engine. The
+    result has the same format (and cache) as local scoring.
+    """
+    import ray
+
+    if dataset.texts is None:
+        raise ValueError("Ray Data scoring takes text datasets")
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)
+
+    class _Judge:
+        def __init__(self) -> None:
+            self.expert = expert_factory()
+
+        def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            result = self.expert.judge([str(t) for t in batch["text"]])
+            return {"row": batch["row"], "probs": result.probs, "cost": result.cost,
+                    "latency_s": result.latency_s, "prompt_tokens": result.prompt_tokens,
+                    "completion_tokens": result.completion_tokens}
+
+    items = [{"row": i, "text": t} for i, t in enumerate(dataset.texts)]
+    out = (ray.data.from_items(items)
+           .map_batches(_Judge, batch_size=batch_size, concurrency=concurrency, num_cpus=num_cpus)
+           .take_all())
+    out.sort(key=lambda r: r["row"])
+    return TierScores(
+        tier=tier, ids=dataset.ids, y=dataset.y,
+        probs=np.stack([r["probs"] for r in out]),
+        cost=np.array([r["cost"] for r in out], dtype=float),
+        latency_s=np.array([r["latency_s"] for r in out], dtype=float),
+        prompt_tokens=np.array([r["prompt_tokens"] for r in out], dtype=np.int64),
+        completion_tokens=np.array([r["completion_tokens"] for r in out], dtype=np.int64),
+    )
