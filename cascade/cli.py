@@ -159,5 +159,54 @@ def tune_command(
     console.print(f"artifact: {cfg.artifact_dir}")
 
 
+@app.command("serve")
+def serve_command(
+    config: str = typer.Argument(..., help="cascade YAML whose artifact_dir holds a tuned artifact (cascade tune)"),
+    port: int = typer.Option(None, help="override serve.port"),
+) -> None:
+    """Start the Ray Serve app (detector + expert + router) and serve until Ctrl-C."""
+    from cascade.artifact import ArtifactError
+    from deployments.app import run
+
+    cfg = _config(config)
+    if port is not None:
+        cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"port": port})})
+    try:
+        run(cfg, blocking=True, on_ready=lambda url: console.print(f"cascade serving at {url} (docs: {url}/docs)"))
+    except ArtifactError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command("detect")
+def detect_command(
+    texts: list[str] = typer.Argument(None, help="texts to classify"),
+    url: str = typer.Option("http://127.0.0.1:8000", help="a running cascade app"),
+    file: str = typer.Option(None, help="a file with one text per line ('-' for stdin)"),
+    rationale: bool = typer.Option(False, help="ask the expert to explain deferred verdicts"),
+) -> None:
+    """Send samples to a running app; print one JSON verdict per line."""
+    import httpx
+
+    from cascade.client import CascadeError, detect_cli
+
+    try:
+        detect_cli(url, texts or (), file=file, rationale=rationale)
+    except (CascadeError, ValueError, OSError, httpx.HTTPError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command("demo")
+def demo_command(
+    config: str = typer.Option("experiments/configs/spamassassin.yaml", help="the experiment to demo"),
+    requests: int = typer.Option(300, help="test mails to send through the running app"),
+) -> None:
+    """Fetch, run the SpamAssassin experiment, tune a 20% budget, serve it, send real traffic."""
+    from experiments.demo import demo
+
+    demo(_config(config), requests=requests, console=console)
+
+
 def main() -> None:
     app()

@@ -1,0 +1,121 @@
+"""`make demo` / `cascade demo`: the whole product on the embedded SpamAssassin default.
+
+fetch data and models -> experiment (score once, sweep, report) -> tune a 20 % deferral budget ->
+start the Ray Serve app -> send real test mails through it -> print what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from cascade.config import CascadeConfig
+
+DEMO_RATE = 0.2
+
+
+def demo(config: CascadeConfig, requests: int = 300, console: Console | None = None) -> dict[str, Any]:
+    """Run every step, print a summary per step, return the numbers."""
+    console = console or Console()
+    clock: dict[str, float] = {}
+
+    def step(name: str) -> None:
+        clock[name] = time.perf_counter()
+        console.rule(f"[bold]{name}")
+
+    start = time.perf_counter()
+    step("1/5 fetch data and models")
+    from cascade import data, models
+
+    data.fetch(config.dataset.name)
+    for name in {config.expert.model, "minilm"} & set(models.MODELS):
+        console.print(f"{name}: {models.fetch(name)}")
+
+    step("2/5 experiment: score each tier once, sweep every policy")
+    from experiments.report import adherence_table, frontier_table, tier_table
+    from experiments.run import run_experiment
+
+    out = run_experiment(config)
+    results = json.loads((out / "results.json").read_text())
+    console.print(tier_table(results))
+    for expert in results["scalars"]:
+        console.print(f"\ncascade with [bold]{expert}[/bold]: test accuracy at each deferral budget")
+        console.print(frontier_table(results, expert))
+    console.print(adherence_table({"budget_adherence": results["budget_adherence"][:4]}))
+    console.print(f"report: {out / 'report.md'}\nplots:  {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
+
+    step(f"3/5 tune: at most {DEMO_RATE:.0%} of traffic to the expert")
+    from experiments.tune import tune
+
+    tuned = config.model_copy(update={"budget": config.budget.model_copy(update={"kind": "rate", "target": DEMO_RATE})})
+    certificate = tune(tuned)
+    console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']} (n={certificate['n']})")
+
+    step("4/5 serve: Ray Serve app with the detector, the vLLM expert and the router")
+    from ray import serve
+
+    from deployments.app import run
+
+    url = run(tuned)
+    console.print(f"serving at {url}")
+    try:
+        step(f"5/5 traffic: {requests} held-out test mails through {url}/v1/detect")
+        traffic = send_test_traffic(tuned, url, requests)
+    finally:
+        serve.shutdown()
+    console.print(
+        f"realised deferral rate {traffic['defer_rate']:.1%} (target {DEMO_RATE:.0%}), accuracy "
+        f"{traffic['accuracy']:.3f} (small tier alone on the experiment's test set: "
+        f"{results['tiers']['small']['accuracy']:.3f}), cost "
+        f"{traffic['cost_per_1k']:.2f} per 1k requests, degraded {traffic['degraded']}, lost {traffic['lost']}, "
+        f"{traffic['throughput_rps']:.1f} req/s"
+    )
+    total = time.perf_counter() - start
+    names = list(clock)
+    timings = {name: (clock[names[i + 1]] if i + 1 < len(names) else start + total) - clock[name]
+               for i, name in enumerate(names)}
+    console.print("time per step: " + ", ".join(f"{n.split(' ', 1)[0]} {t:.0f}s" for n, t in timings.items()) +
+                  f"; total {total:.0f}s")
+    summary = {"traffic": traffic, "certificate": certificate, "timings_s": timings, "total_s": total,
+               "results_dir": str(out)}
+    (out / "demo.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def send_test_traffic(config: CascadeConfig, url: str, requests: int, concurrency: int = 4,
+                      batch: int = 4) -> dict[str, Any]:
+    """Send held-out test mails (the last ``requests`` of the test split) and score the answers."""
+    from cascade.client import CascadeClient
+    from experiments.run import load_experiment_splits
+
+    test = load_experiment_splits(config)["test"]
+    index = np.arange(len(test))[-requests:]
+    texts, y = [test.texts[i] for i in index], test.y[index]
+    names = list(test.label_names)
+    chunks = [list(range(s, min(s + batch, len(texts)))) for s in range(0, len(texts), batch)]
+
+    def send(chunk: list[int]) -> list[Any]:
+        with CascadeClient(url, timeout_s=120.0) as client:
+            return client.detect([texts[i] for i in chunk])
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        answers = [verdict for chunk in pool.map(send, chunks) for verdict in chunk]
+    elapsed = time.perf_counter() - started
+    labels = np.array([names.index(v.label) for v in answers])
+    deferred = np.array([v.source == "expert" for v in answers])
+    return {
+        "requests": len(texts),
+        "answered": len(answers),
+        "lost": len(texts) - len(answers),
+        "defer_rate": float(deferred.mean()),
+        "accuracy": float(np.mean(labels == y)),
+        "cost_per_1k": float(1000 * np.mean([v.cost for v in answers])),
+        "degraded": int(sum(v.degraded for v in answers)),
+        "throughput_rps": len(answers) / elapsed,
+    }
