@@ -1,0 +1,72 @@
+"""Build the expert an :class:`~cascade.config.ExpertConfig` describes.
+
+>>> from cascade.config import ExpertConfig
+>>> import cascade.data
+>>> train = cascade.data.load("spamassassin", split="train", seed=0)                     # doctest: +SKIP
+>>> control = make_expert(ExpertConfig(kind="knn-vote", shots=4), pool=train)           # doctest: +SKIP
+>>> llm = make_expert(ExpertConfig(kind="vllm", shots=4), pool=train)                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from cascade.config import ExpertConfig
+from cascade.data import Dataset
+from cascade.experts.control import KnnVoteExpert
+from cascade.experts.engines.base import Engine
+from cascade.experts.llm import LLMExpert
+from cascade.experts.protocol import Expert
+from cascade.experts.retrieval import NeighbourRetriever
+from cascade.experts.settings import ExpertSettings
+from cascade.types import CostModel
+
+
+def make_expert(config: ExpertConfig, cost: CostModel | None = None, pool: Dataset | None = None) -> Expert:
+    """The expert for ``config.kind``; ``pool`` holds the labelled examples for retrieval.
+
+    ``vllm``, ``openai`` and ``transformers`` are LLM experts (few-shot when ``config.shots`` >= 1,
+    which needs a ``pool``); ``knn-vote`` is the no-LLM control and needs a ``pool`` and shots >= 1.
+    Engines start on first use (or with ``expert.start()`` / ``await expert.astart()``).
+    """
+    settings = ExpertSettings.from_config(config)
+    if config.kind == "cnn":
+        raise ValueError("expert kind 'cnn' is an image model, not an LLM expert; cascade.experts does not build it")
+    if config.shots and pool is None:
+        raise ValueError(f"expert.shots={config.shots} needs a labelled pool (e.g. the train split)")
+    retriever = NeighbourRetriever(pool, k=config.shots) if config.shots and pool is not None else None
+    if config.kind == "knn-vote":
+        if retriever is None:
+            raise ValueError("expert kind 'knn-vote' needs a labelled pool and expert.shots >= 1")
+        return KnnVoteExpert(retriever, config.labels, smoothing=settings.vote_smoothing, cost=cost)
+    from cascade.experts.tokens import load_tokenizer
+    from cascade.models import path
+
+    model_dir = path(config.model)
+    tokenizer = load_tokenizer(model_dir)
+    return LLMExpert(
+        _engine(config, settings, model_dir, tokenizer), tokenizer, config.labels, template=config.template,
+        shots=config.shots, retriever=retriever, max_input_tokens=config.max_input_tokens,
+        shot_max_tokens=settings.shot_max_tokens, max_model_len=config.max_model_len,
+        explain_max_tokens=settings.explain_max_tokens,
+        feature_names=pool.feature_names if pool is not None else None, cost=cost,
+    )
+
+
+def _engine(config: ExpertConfig, settings: ExpertSettings, model_dir: object, tokenizer: object) -> Engine:
+    batch_size = settings.batch_size or config.max_num_seqs
+    if config.kind == "vllm":
+        from cascade.experts.engines.vllm_local import VllmEngine
+
+        return VllmEngine(model_dir, dtype=config.dtype, max_model_len=config.max_model_len,  # type: ignore[arg-type]
+                          kv_cache_gib=config.kv_cache_gib, max_num_seqs=config.max_num_seqs,
+                          num_labels=len(config.labels), enforce_eager=settings.enforce_eager)
+    if config.kind == "openai":
+        from cascade.experts.engines.openai_http import OpenAIEngine
+
+        if not config.base_url:
+            raise ValueError("expert kind 'openai' needs expert.base_url (e.g. http://127.0.0.1:8000)")
+        return OpenAIEngine(config.base_url, max_model_len=config.max_model_len, model=settings.served_model_name,
+                            timeout_s=config.timeout_s, max_retries=config.max_retries, batch_size=batch_size,
+                            backoff_s=settings.retry_backoff_s, api_key=settings.api_key)
+    from cascade.experts.engines.hf_local import TransformersEngine
+
+    return TransformersEngine(model_dir, tokenizer, dtype=config.dtype, batch_size=batch_size)  # type: ignore[arg-type]

@@ -1,0 +1,78 @@
+"""The k labelled pool samples nearest to each query, for few-shot prompts and the control vote.
+
+Texts are compared by MiniLM cosine similarity (:class:`cascade.embeddings.Embedder`, cached on
+disk); feature rows by Euclidean distance after z-scoring with the pool's mean and spread.
+Each neighbour comes with a weight in ``[0, 1]`` (cosine clipped at 0, or ``1 / (1 + distance)``).
+The pool is used as given: a query that is itself in the pool retrieves itself.
+
+>>> retriever = NeighbourRetriever(train, k=4)           # doctest: +SKIP
+>>> index, weight = retriever.query(["Cheap meds!"])      # doctest: +SKIP
+>>> index.shape, train.y[index]                           # doctest: +SKIP
+((1, 4), array([[1, 1, 1, 0]]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from cascade.data import Dataset
+from cascade.embeddings import Embedder
+from cascade.experts.prompts import Modality
+
+_QUERY_CHUNK = 1024
+
+
+class NeighbourRetriever:
+    """Nearest labelled neighbours from a pool :class:`~cascade.data.Dataset` (texts or features)."""
+
+    def __init__(self, pool: Dataset, k: int, embedder: Embedder | None = None) -> None:
+        if pool.modality not in ("text", "features"):
+            raise ValueError(f"few-shot retrieval needs a text or feature pool, got {pool.modality}")
+        if not 1 <= k <= len(pool):
+            raise ValueError(f"k={k} neighbours from a pool of {len(pool)}")
+        self.k = k
+        self.modality: Modality = "text" if pool.modality == "text" else "features"
+        self.texts = pool.texts
+        self.features = pool.features
+        self.labels = np.asarray(pool.y, dtype=np.int64)
+        self.label_names = pool.label_names
+        if self.modality == "text":
+            self._embedder = embedder or Embedder()
+            self._vectors = self._embedder.encode(pool.texts or [])
+        else:
+            features = np.asarray(pool.features, dtype=np.float64)
+            self._mean = features.mean(axis=0)
+            self._scale = np.where(features.std(axis=0) > 0, features.std(axis=0), 1.0)
+            self._vectors = (features - self._mean) / self._scale
+
+    def query(self, X: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pool indices ``(n, k)`` (nearest first) and their weights ``(n, k)``."""
+        if self.modality == "text":
+            if isinstance(X, np.ndarray) and X.dtype.kind in "fiu":
+                raise ValueError("this pool holds texts; query it with texts, not feature rows")
+            queries = self._embedder.encode(list(X))
+        else:
+            queries = np.asarray(X, dtype=np.float64)
+            if queries.ndim != 2 or queries.shape[1] != self._vectors.shape[1]:
+                raise ValueError(f"this pool holds rows of {self._vectors.shape[1]} features; got {queries.shape}")
+            queries = (queries - self._mean) / self._scale
+        parts = [self._nearest(queries[start:start + _QUERY_CHUNK]) for start in range(0, len(queries), _QUERY_CHUNK)]
+        if not parts:
+            return np.zeros((0, self.k), dtype=np.int64), np.zeros((0, self.k))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.modality == "text":
+            closeness = queries @ self._vectors.T
+        else:
+            cross = queries @ self._vectors.T
+            squared = (queries ** 2).sum(1)[:, None] + (self._vectors ** 2).sum(1)[None, :] - 2 * cross
+            closeness = -np.sqrt(np.maximum(squared, 0.0))
+        top = np.argpartition(-closeness, self.k - 1, axis=1)[:, : self.k]
+        order = np.argsort(-np.take_along_axis(closeness, top, axis=1), axis=1, kind="stable")
+        index = np.take_along_axis(top, order, axis=1)
+        best = np.take_along_axis(closeness, index, axis=1)
+        weight = np.clip(best, 0.0, 1.0) if self.modality == "text" else 1.0 / (1.0 - best)
+        return index, weight

@@ -1,0 +1,98 @@
+"""Tokenizer-side work shared by every backend: chat rendering, label tokens, truncation.
+
+All backends receive the same token ids, built here with the model's own Hugging Face tokenizer
+and chat template, so vLLM, a vLLM server and transformers score identical prompts.
+
+Label tokens: a label word is scored by its *first* token as the tokenizer yields it right after
+the assistant header of the chat template (e.g. ``"<|im_start|>assistant\\n" + "spam"``; no
+leading space, since templates end the header with a newline). Multi-token words are represented
+by their first token; labels must map to distinct first tokens.
+
+>>> enc = PromptEncoder(tokenizer, ["ham", "spam"])  # doctest: +SKIP
+>>> enc.label_token_ids                               # doctest: +SKIP
+[4256, 2401]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cascade.experts.errors import ExpertError
+
+Messages = list[dict[str, str]]
+
+
+def load_tokenizer(model_dir: str | Path) -> Any:
+    """The model folder's Hugging Face tokenizer; it must carry a chat template."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if not getattr(tokenizer, "chat_template", None):
+        raise ExpertError(f"{model_dir}: the tokenizer has no chat template; use an instruct/chat model")
+    return tokenizer
+
+
+class PromptEncoder:
+    """Renders chat messages to token ids and maps label words to token ids."""
+
+    def __init__(self, tokenizer: Any, labels: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.labels = tuple(labels)
+        self.label_token_ids = label_token_ids(self, self.labels)
+
+    def render(self, messages: Messages) -> str:
+        """The chat template applied, ending with the assistant header."""
+        return str(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+
+    def encode(self, messages: Messages) -> list[int]:
+        """Token ids of :meth:`render` (the template already holds any special tokens)."""
+        return self.token_ids(self.render(messages))
+
+    def encode_many(self, conversations: Sequence[Messages]) -> list[list[int]]:
+        """:meth:`encode` for many conversations in one tokenizer call."""
+        rendered = [self.render(messages) for messages in conversations]
+        return [list(ids) for ids in self.tokenizer(rendered, add_special_tokens=False)["input_ids"]]
+
+    def token_ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def count(self, text: str) -> int:
+        return len(self.token_ids(text))
+
+    def truncate(self, texts: Sequence[str], max_tokens: Sequence[int] | int) -> tuple[list[str], np.ndarray]:
+        """Cut each text to its first ``max_tokens`` tokens (at a character offset, so the kept
+        part is the original text); returns the texts and which ones were cut."""
+        budgets = np.broadcast_to(np.asarray(max_tokens, dtype=np.int64), (len(texts),))
+        if len(texts) == 0:
+            return [], np.zeros(0, dtype=bool)
+        encoded = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+        kept, cut = [], np.zeros(len(texts), dtype=bool)
+        for i, (text, offsets, budget) in enumerate(zip(texts, encoded["offset_mapping"], budgets)):
+            if len(offsets) > budget:
+                cut[i] = True
+                text = text[: offsets[budget - 1][1]] if budget > 0 else ""
+            kept.append(text)
+        return kept, cut
+
+
+def label_token_ids(encoder: PromptEncoder, labels: Sequence[str]) -> list[int]:
+    """First token of each label word after the assistant header; distinct or a clear error."""
+    prefix = encoder.render([{"role": "user", "content": "?"}])
+    prefix_ids = encoder.token_ids(prefix)
+    ids = []
+    for label in labels:
+        if not label:
+            raise ValueError("label words must be non-empty")
+        full = encoder.token_ids(prefix + label)
+        if full[: len(prefix_ids)] == prefix_ids and len(full) > len(prefix_ids):
+            ids.append(full[len(prefix_ids)])
+        else:  # the word merged with the header's last token: fall back to the word alone
+            ids.append(encoder.token_ids(label)[0])
+    if len(set(ids)) != len(ids):
+        words = {label: encoder.tokenizer.convert_ids_to_tokens(i) for label, i in zip(labels, ids)}
+        raise ValueError(f"label words must start with distinct tokens; got {words}. Choose other label words.")
+    return ids

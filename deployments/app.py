@@ -1,0 +1,154 @@
+"""Build and start the cascade as one Ray Serve app: ``SmallDetector``, ``LLMExpert``, ``CascadeRouter``.
+
+Three ways in, one builder underneath:
+
+* Python: ``url = run("experiments/configs/spamassassin.yaml")`` (returns once every replica is
+  ready; ``blocking=True`` serves until Ctrl-C);
+* ``cascade serve CONFIG`` calls :func:`run` with ``blocking=True``;
+* ``serve run deployments/configs/spamassassin.yaml`` imports :func:`app_builder`.
+
+Replica counts, fractional ``num_cpus``, batching and autoscaling come from ``config.serve``.
+``serve.autoscaling`` maps a role (``detector``, ``expert``, ``router``) to a Ray Serve
+``autoscaling_config``; a role listed there is autoscaled instead of using its replica count.
+The fitted artifact is loaded here, in the driver, before anything is deployed, so a wrong or
+corrupt artifact fails at start and never at the first request. The router's metrics
+(``ray_cascade_*``) are exported by Ray's metrics agent; to choose the Prometheus port, start Ray
+first (``ray start --head --metrics-export-port 8080``) and run with ``RAY_ADDRESS=auto``.
+
+>>> run("experiments/configs/spamassassin.yaml")   # doctest: +SKIP
+'http://127.0.0.1:8000'
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+from ray.serve.config import AutoscalingConfig
+
+from cascade.config import CascadeConfig, ConfigError
+from deployments.artifact import load_served
+from deployments.detector import SmallDetector
+from deployments.expert import LLMExpert, expert_env
+from deployments.router import CascadeRouter
+
+APP_NAME = "cascade"
+ROLES = ("detector", "expert", "router")
+ROUTER_MAX_ONGOING_REQUESTS = 256
+_PASSED_ENV = ("CASCADE_HOME",)
+
+
+class AppArgs(BaseModel):
+    """``args`` of the application in a Serve config YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: str = Field(description="path of the CascadeConfig YAML (relative to the working directory)")
+
+
+def build_app(config: CascadeConfig) -> Application:
+    """The bound Serve application for ``config`` (loads and checks the artifact; starts nothing)."""
+    config = _absolute_paths(config)
+    served = load_served(config)
+    options = deployment_options(config)
+    detector = SmallDetector.options(**options["detector"]).bind(
+        str(served.small_dir), config.serve.max_batch_size, config.serve.batch_wait_timeout_s)
+    expert = LLMExpert.options(**options["expert"]).bind(config)
+    return CascadeRouter.options(**options["router"]).bind(config, served, detector, expert)
+
+
+def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
+    """Serve options per role: replicas or autoscaling, ``max_ongoing_requests``, CPUs, environment.
+
+    >>> from cascade.config import CascadeConfig
+    >>> cfg = CascadeConfig.model_validate({"dataset": {"name": "spamassassin"}})
+    >>> deployment_options(cfg)["expert"]["ray_actor_options"]["num_cpus"]
+    0.5
+    """
+    settings = config.serve
+    autoscaling = _autoscaling(settings.autoscaling)
+    env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
+    roles = {
+        "detector": (settings.detector_replicas, settings.detector_num_cpus, {}, 2 * settings.max_batch_size),
+        "expert": (settings.expert_replicas, settings.expert_num_cpus, expert_env(config),
+                   2 * config.expert.max_num_seqs),
+        "router": (settings.router_replicas, settings.router_num_cpus, {}, ROUTER_MAX_ONGOING_REQUESTS),
+    }
+    options: dict[str, dict[str, Any]] = {}
+    for role, (replicas, num_cpus, role_env, max_ongoing) in roles.items():
+        scale: dict[str, Any] = (
+            {"autoscaling_config": autoscaling[role]} if role in autoscaling else {"num_replicas": replicas})
+        options[role] = {**scale, "max_ongoing_requests": max_ongoing,
+                         # internal hops: the router's access log and metrics already cover each request
+                         "logging_config": {"enable_access_log": role == "router"},
+                         "ray_actor_options": {"num_cpus": num_cpus, "runtime_env": {"env_vars": {**env, **role_env}}}}
+    return options
+
+
+def app_builder(args: dict[str, Any]) -> Application:
+    """Entry point for ``serve run`` / ``serve deploy`` (``import_path: deployments.app:app_builder``);
+    ``args`` are the application's ``args`` (:class:`AppArgs`)."""
+    return build_app(CascadeConfig.from_yaml(AppArgs.model_validate(args).config))
+
+
+def run(config: CascadeConfig | str | Path, *, blocking: bool = False, name: str = APP_NAME,
+        on_ready: Callable[[str], None] | None = None) -> str:
+    """Start the app on ``serve.host:serve.port``; return its URL once every replica is ready.
+
+    Starts a local Ray instance first unless one is running (or ``RAY_ADDRESS`` names a cluster).
+    ``on_ready(url)`` is called once the app answers; with ``blocking=True`` the call then serves
+    until interrupted and shuts Serve down on the way out.
+    """
+    import ray
+
+    if not isinstance(config, CascadeConfig):
+        config = CascadeConfig.from_yaml(config)
+    app = build_app(config)
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, logging_level="warning")
+    serve.start(http_options={"host": config.serve.host, "port": config.serve.port})
+    serve.run(app, name=name, route_prefix="/", blocking=False)
+    url = f"http://{config.serve.host}:{config.serve.port}"
+    if on_ready is not None:
+        on_ready(url)
+    if blocking:
+        try:
+            while True:
+                time.sleep(1.0)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            serve.shutdown()
+    return url
+
+
+def _autoscaling(raw: dict[str, Any] | None) -> dict[str, AutoscalingConfig]:
+    """Validate ``serve.autoscaling`` (role -> Ray Serve autoscaling config) before deploying."""
+    if not raw:
+        return {}
+    unknown = sorted(set(raw) - set(ROLES))
+    if unknown:
+        raise ConfigError(f"serve.autoscaling: unknown roles {unknown}; use {list(ROLES)}")
+    checked = {}
+    for role, values in raw.items():
+        try:
+            checked[role] = AutoscalingConfig(**values)
+        except Exception as exc:
+            raise ConfigError(f"serve.autoscaling.{role}: {exc}") from exc
+    return checked
+
+
+def _absolute_paths(config: CascadeConfig) -> CascadeConfig:
+    """Resolve relative paths (artifact, data file, model folder) here: replicas run elsewhere."""
+    update: dict[str, Any] = {"artifact_dir": str(Path(config.artifact_dir).resolve())}
+    if config.dataset.path:
+        update["dataset"] = config.dataset.model_copy(update={"path": str(Path(config.dataset.path).resolve())})
+    if Path(config.expert.model).exists():
+        update["expert"] = config.expert.model_copy(update={"model": str(Path(config.expert.model).resolve())})
+    return config.model_copy(update=update)

@@ -1,0 +1,89 @@
+"""What the Serve app loads from ``config.artifact_dir``: the small tier and the deferral hop.
+
+Layout (each part checksummed by its own manifest)::
+
+    <artifact_dir>/small/   a saved cascade.small.SmallTier (detector + calibrator)
+    <artifact_dir>/hop/     a saved policies.Hop (policy + threshold + certificate)
+
+Everything is loaded and checked in the driver before any replica starts, so a missing, corrupt
+or mismatched artifact fails ``build_app`` with the file's name.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cascade.artifact import ArtifactError
+from cascade.config import CascadeConfig, ConfigError
+from deployments.schemas import Modality
+
+SMALL_DIR = "small"
+HOP_DIR = "hop"
+
+
+@dataclass(frozen=True)
+class ServedPolicy:
+    """The router's share of the artifact: policy, starting threshold, certificate, labels, modality.
+
+    Verdict labels are ``config.expert.labels``, index for index with the small tier's classes.
+    """
+
+    policy: Any
+    threshold: float
+    certificate: dict[str, Any] | None
+    label_names: tuple[str, ...]
+    modality: Modality
+    small_dir: Path
+
+    def controller(self, config: CascadeConfig) -> Any:
+        """A fresh :class:`~policies.OnlineController` starting at the fitted threshold."""
+        from policies.online import OnlineController
+
+        budget = config.budget
+        return OnlineController(target=target_rate(config, self.certificate), threshold=self.threshold,
+                                learning_rate=budget.learning_rate, hard_cap=budget.hard_cap, window=budget.window)
+
+
+def target_rate(config: CascadeConfig, certificate: dict[str, Any] | None) -> float:
+    """The deferral rate the controller holds: the budget's target for a rate budget, else the rate
+    the tuned threshold achieved on the calibration split."""
+    if config.budget.kind == "rate":
+        return config.budget.target
+    if certificate is None or "defer_rate" not in certificate.get("achieved", {}):
+        raise ArtifactError(f"a '{config.budget.kind}' budget needs the certificate's achieved defer_rate to serve")
+    return float(certificate["achieved"]["defer_rate"])
+
+
+def load_served(config: CascadeConfig) -> ServedPolicy:
+    """Load and check the artifact in ``config.artifact_dir``."""
+    from cascade.small import SmallTier
+    from policies.tiers import Hop
+
+    modality = served_modality(config)
+    root = Path(config.artifact_dir)
+    if not root.is_dir():
+        raise ArtifactError(f"{root}: no fitted artifact here (artifact_dir of config '{config.name}')")
+    SmallTier.load(root / SMALL_DIR)
+    hop = Hop.load(root / HOP_DIR)
+    if not math.isfinite(hop.threshold):
+        raise ArtifactError(f"{root / HOP_DIR}: threshold is {hop.threshold}; serving needs a finite threshold")
+    certificate = hop.certificate.model_dump(mode="json") if hop.certificate is not None else None
+    return ServedPolicy(policy=hop.policy, threshold=float(hop.threshold), certificate=certificate,
+                        label_names=tuple(config.expert.labels), modality=modality, small_dir=root / SMALL_DIR)
+
+
+def served_modality(config: CascadeConfig) -> Modality:
+    """What samples carry for this config's dataset: texts or feature vectors (images are not served)."""
+    from cascade.data import SOURCES
+
+    dataset = config.dataset
+    if dataset.name in SOURCES:
+        modality = SOURCES[dataset.name].modality
+    else:
+        modality = "text" if dataset.text_column else "features"
+    if modality not in ("text", "features"):
+        raise ConfigError(f"dataset '{dataset.name}' holds {modality} samples; the Serve app takes text or features")
+    return modality  # type: ignore[return-value]

@@ -1,0 +1,162 @@
+"""The cascade's HTTP API as a FastAPI app around a :class:`~deployments.service.CascadeService`.
+
+Bad input never reaches the service: malformed JSON and an empty body are 400, a body that is not
+JSON is 415, anything over a size limit is 413, every other validation failure is 422; each body
+names the fields at fault (:class:`~deployments.schemas.ErrorResponse`). An expert failure is never
+an error (the small tier's verdict comes back, flagged ``degraded``); only a failed small tier is
+a 503. ``X-Cascade-Tier`` says which tier answered (``small``, ``expert`` or ``mixed``),
+``X-Cascade-Degraded`` how many samples fell back to the small tier.
+
+The app is plain FastAPI, so it runs in Ray Serve (the router) and under a test client alike::
+
+    app = build_http_app(service, config.serve)   # doctest: +SKIP
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the per-app request models, which
+# are local to build_http_app, as real annotation objects.
+
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cascade import __version__
+from cascade.config import ServeConfig
+from deployments.schemas import (
+    BudgetState,
+    BudgetUpdate,
+    DetectResponse,
+    ErrorResponse,
+    ExplainResponse,
+    FieldProblem,
+    Health,
+    max_body_bytes,
+    request_models,
+)
+from deployments.service import CascadeService, InvalidBudget, SmallTierUnavailable
+
+ROUTES: tuple[str, ...] = ("/v1/detect", "/v1/explain", "/v1/budget", "/healthz")
+TIER_HEADER = "X-Cascade-Tier"
+DEGRADED_HEADER = "X-Cascade-Degraded"
+_SIZE_ERRORS = {"too_long", "string_too_long"}
+_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in ((400, "malformed JSON or empty body"), (413, "over a size limit"),
+                       (415, "body is not JSON"), (422, "invalid fields"))
+}
+
+
+def build_http_app(service: CascadeService, limits: ServeConfig) -> FastAPI:
+    """The FastAPI app: ``/v1/detect``, ``/v1/explain``, ``/v1/budget``, ``/healthz``, ``/docs``."""
+    models = request_models(limits, service.modality)
+    body_limit = max_body_bytes(limits)
+    app = FastAPI(
+        title="cascade",
+        version=__version__,
+        description="A cheap detector answers; a calibrated deferral policy sends likely-wrong samples to an LLM.",
+    )
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next: Any) -> Response:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > body_limit:
+            response: Response = _error(413, "payload_too_large",
+                                        f"request body of {declared} bytes is over the limit of {body_limit}")
+        else:
+            response = await call_next(request)
+        path = request.url.path if request.url.path in ROUTES else "other"
+        service.metrics.requests.inc(tags={"path": path, "status": str(response.status_code)})
+        if 400 <= response.status_code < 500:
+            service.metrics.rejected.inc(tags={"status": str(response.status_code)})
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(request, exc)
+
+    @app.exception_handler(InvalidBudget)
+    async def _invalid_budget(request: Request, exc: InvalidBudget) -> JSONResponse:
+        return _error(422, "invalid_request", f"target: {exc}", [FieldProblem(field="target", problem=str(exc))])
+
+    @app.exception_handler(SmallTierUnavailable)
+    async def _small_down(request: Request, exc: SmallTierUnavailable) -> JSONResponse:
+        return _error(503, "small_tier_unavailable", str(exc), headers={"Retry-After": "1"})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}",
+                      headers=exc.headers)
+
+    @app.post("/v1/detect", response_model=DetectResponse, responses=_ERROR_RESPONSES)
+    async def detect(body: models.detect, response: Response) -> DetectResponse:  # type: ignore[valid-type]
+        """Verdicts for one or many samples; the expert is awaited only for deferred ones."""
+        result = await service.detect(body.samples, rationale=body.rationale)
+        tiers = [tier for tier, count in result.answered_by.items() if count]
+        response.headers[TIER_HEADER] = tiers[0] if len(tiers) == 1 else "mixed"
+        response.headers[DEGRADED_HEADER] = str(result.degraded)
+        return result
+
+    @app.post("/v1/explain", response_model=ExplainResponse, responses=_ERROR_RESPONSES)
+    async def explain(body: models.explain, response: Response) -> ExplainResponse:  # type: ignore[valid-type]
+        """The expert's answer to a follow-up question about a sample and its verdict."""
+        result = await service.explain(body)
+        response.headers[TIER_HEADER] = "expert"
+        response.headers[DEGRADED_HEADER] = str(int(result.degraded))
+        return result
+
+    @app.get("/v1/budget", response_model=BudgetState)
+    async def budget() -> BudgetState:
+        """Target, realised deferral rate over the window, and whether the hard cap binds."""
+        return service.budget()
+
+    @app.put("/v1/budget", response_model=BudgetState, responses=_ERROR_RESPONSES)
+    async def set_budget(body: BudgetUpdate) -> BudgetState:
+        """Change the deferral-rate target at run time (on every router replica)."""
+        return await service.set_budget(body)
+
+    @app.get("/healthz", response_model=Health)
+    async def healthz() -> Health:
+        """200 while the router answers; names the served labels and the expert."""
+        return service.health()
+
+    return app
+
+
+def _validation_response(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = list(exc.errors())
+    problems = [FieldProblem(field=_field(err["loc"]), problem=err["msg"]) for err in errors]
+    content_type = request.headers.get("content-type", "")
+    if "json" not in content_type.lower():
+        return _error(415, "unsupported_media_type",
+                      f"send the body as application/json (got content-type '{content_type or 'none'}')")
+    if any(err["type"] == "json_invalid" for err in errors):
+        where = next(err for err in errors if err["type"] == "json_invalid")
+        detail = where.get("ctx", {}).get("error", "JSON decode error")
+        return _error(400, "malformed_json", f"body is not valid JSON: {detail} (at character {where['loc'][-1]})")
+    if any(err["type"] == "missing" and tuple(err["loc"]) == ("body",) for err in errors):
+        return _error(400, "empty_body", "the request needs a JSON object body")
+    if any(err["type"] in _SIZE_ERRORS for err in errors):
+        sized = [p for p, err in zip(problems, errors) if err["type"] in _SIZE_ERRORS]
+        return _error(413, "payload_too_large", _summary(sized), sized)
+    return _error(422, "invalid_request", _summary(problems), problems)
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return ".".join(parts) or "<body>"
+
+
+def _summary(problems: list[FieldProblem]) -> str:
+    return "; ".join(f"{p.field}: {p.problem}" for p in problems[:5]) + (
+        f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+
+
+def _error(status: int, code: str, message: str, problems: list[FieldProblem] | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    body = ErrorResponse(error=code, message=message, fields=problems or [])
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)

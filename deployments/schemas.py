@@ -1,0 +1,173 @@
+"""The HTTP API's request and response bodies (pydantic; FastAPI renders them at ``/docs``).
+
+Size limits come from ``CascadeConfig.serve``, so the request models are built per app by
+:func:`request_models`; everything else is fixed here.
+
+>>> from cascade.config import ServeConfig
+>>> models = request_models(ServeConfig(max_samples_per_request=2), modality="text")
+>>> models.detect.model_validate({"samples": [{"text": "cheap meds"}]}).samples[0].text
+'cheap meds'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+
+from cascade.config import ServeConfig
+from cascade.types import Sample, Tier, Verdict
+
+Modality = Literal["text", "features"]
+PAYLOADS: tuple[str, ...] = ("text", "features", "image_ref")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DetectSample(Sample):
+    """A sample as the API takes it: a :class:`~cascade.types.Sample` with a non-blank text."""
+
+    id: str | None = Field(None, max_length=256)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("text must not be empty or only whitespace")
+        return value
+
+
+class DetectRequest(_Body):
+    """One or many samples; ``rationale`` asks the expert to explain the verdicts it gives."""
+
+    samples: list[DetectSample] = Field(min_length=1)
+    rationale: bool = Field(False, description="ask the expert for a short rationale on the samples it answers")
+
+
+class Turn(_Body):
+    """One earlier message of a follow-up conversation."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(min_length=1)
+
+
+class ExplainRequest(_Body):
+    """A follow-up question about one sample (and, optionally, the verdict it got)."""
+
+    sample: DetectSample
+    question: str | None = Field(None, min_length=1, description="default: a short rationale for the verdict")
+    verdict: Verdict | None = None
+    history: list[Turn] = Field(default_factory=list, max_length=16)
+
+
+class BudgetUpdate(_Body):
+    """A new deferral-rate target, applied at once (the hard cap stays as configured)."""
+
+    target: float = Field(ge=0, le=1, description="deferral rate to hold over the window")
+
+
+class DetectResponse(BaseModel):
+    """One verdict per sample, in request order, and how many each tier answered."""
+
+    verdicts: list[Verdict]
+    answered_by: dict[Tier, int]
+    degraded: int = Field(ge=0, description="samples the expert should have answered but could not")
+
+
+class ExplainResponse(BaseModel):
+    """The expert's answer; when the expert fails, no answer, ``degraded`` and the reason."""
+
+    answer: str | None
+    history: list[Turn] = Field(default_factory=list, description="send back as `history` to ask a follow-up")
+    degraded: bool = False
+    error: str | None = Field(None, description="why the expert gave no answer, when degraded")
+    cost: float = Field(0.0, ge=0)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float
+
+
+class BudgetState(BaseModel):
+    """What the online controller holds now (this router replica's window)."""
+
+    kind: str = Field(description="the budget the threshold was tuned for (rate, cost, accepted-error, joint)")
+    target: float = Field(description="deferral rate the controller holds")
+    realised_rate: float = Field(description="deferral rate over the window")
+    window: int
+    observed: int = Field(description="samples in the current window")
+    threshold: float
+    hard_cap: float | None
+    cap_remaining: int | None = Field(description="deferrals the hard cap still allows now")
+    capped: bool = Field(description="the hard cap binds: no deferral is allowed now")
+    certificate: dict[str, Any] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    name: str
+    modality: Modality
+    labels: list[str]
+    expert: str
+    max_samples_per_request: int
+
+
+class FieldProblem(BaseModel):
+    field: str
+    problem: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx body: a short code, a readable message and each bad field."""
+
+    error: str
+    message: str
+    fields: list[FieldProblem] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RequestModels:
+    """The request bodies with this app's limits and modality baked in."""
+
+    detect: type[DetectRequest]
+    explain: type[ExplainRequest]
+
+
+def request_models(limits: ServeConfig, modality: Modality) -> RequestModels:
+    """Request models that enforce ``limits`` (sizes) and ``modality`` (which payload is accepted)."""
+    text = (str | None, Field(None, min_length=1, max_length=limits.max_text_chars))
+    features = (list[float] | None, Field(None, min_length=1, max_length=limits.max_features))
+
+    def _modality(self: DetectSample) -> DetectSample:
+        given = next(name for name in PAYLOADS if getattr(self, name) is not None)
+        if given != modality:
+            raise ValueError(f"this cascade serves {modality} samples; got {given}")
+        return self
+
+    sample = create_model(
+        "DetectSample", __base__=DetectSample, __doc__=DetectSample.__doc__,
+        __validators__={"_modality": model_validator(mode="after")(_modality)},
+        text=text, features=features,
+    )
+    samples = Field(min_length=1, max_length=limits.max_samples_per_request)
+    detect = create_model(
+        "DetectRequest", __base__=DetectRequest, __doc__=DetectRequest.__doc__,
+        samples=(list[sample], samples),  # type: ignore[valid-type]
+    )
+    explain = create_model(
+        "ExplainRequest", __base__=ExplainRequest, __doc__=ExplainRequest.__doc__,
+        sample=(sample, ...),
+        question=(str | None, Field(None, min_length=1, max_length=limits.max_text_chars)),
+    )
+    return RequestModels(detect=detect, explain=explain)
+
+
+def max_body_bytes(limits: ServeConfig) -> int:
+    """The largest request body worth parsing: a full request at every limit, JSON-encoded.
+
+    A sample carries a text (6 bytes a character at worst, ``\\uXXXX``) or features (32 bytes each).
+    """
+    per_sample = max(6 * limits.max_text_chars, 32 * limits.max_features) + 4096
+    return limits.max_samples_per_request * per_sample + 65536

@@ -1,0 +1,329 @@
+"""The router's decision logic, free of Ray and HTTP: detector first, policy + controller, expert last.
+
+:class:`CascadeService` takes the two tiers as plain async callables, so the same code runs in the
+Ray Serve router (callables that await deployment handles) and in-process (callables around a
+:class:`~cascade.small.SmallTier` and an expert). The expert is awaited only for the samples the
+controller defers; if it fails or times out those samples keep the small tier's verdict, flagged
+``degraded``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from cascade.config import CascadeConfig
+from cascade.types import CostModel, Sample, Verdict
+from deployments.artifact import ServedPolicy
+from deployments.metrics import CascadeMetrics
+from deployments.schemas import (
+    BudgetState,
+    BudgetUpdate,
+    DetectResponse,
+    ExplainRequest,
+    ExplainResponse,
+    Health,
+    Modality,
+)
+
+Payload = list[str] | np.ndarray
+
+
+@dataclass(frozen=True)
+class SmallScores:
+    """What the detector returns for a batch: calibrated probabilities and the policy's features."""
+
+    probabilities: np.ndarray
+    features: np.ndarray
+
+
+class ExpertTier(Protocol):
+    """The part of an expert the router needs (an expert object, or a handle to the deployment)."""
+
+    async def ajudge(self, X: Payload) -> Any: ...
+
+    async def aexplain(self, sample: str | np.ndarray, question: str | None = None,
+                       history: list[dict[str, str]] | None = None, label: str | None = None) -> Any: ...
+
+
+class DeferralPolicy(Protocol):
+    def score(self, features: np.ndarray) -> np.ndarray: ...
+
+
+class Controller(Protocol):
+    """The online controller (:class:`policies.online.OnlineController`)."""
+
+    hard_cap: float | None
+    threshold: float
+
+    def decide(self, scores: np.ndarray) -> np.ndarray: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def set_target(self, target: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the service needs to know besides the tiers."""
+
+    name: str
+    label_names: tuple[str, ...]
+    modality: Modality
+    expert_name: str
+    expert_timeout_s: float
+    max_samples_per_request: int
+    budget_kind: str = "rate"
+    certificate: dict[str, Any] | None = None
+
+    @classmethod
+    def from_config(cls, config: CascadeConfig, served: ServedPolicy) -> "ServiceSettings":
+        return cls(name=config.name, label_names=served.label_names, modality=served.modality,
+                   expert_name=f"{config.expert.kind}:{config.expert.model}",
+                   expert_timeout_s=config.serve.expert_timeout_s,
+                   max_samples_per_request=config.serve.max_samples_per_request,
+                   budget_kind=config.budget.kind, certificate=served.certificate)
+
+
+class InvalidBudget(ValueError):
+    """A budget update the controller cannot take (e.g. a target above the hard cap)."""
+
+
+class SmallTierUnavailable(RuntimeError):
+    """The detector failed: the request has no verdict to fall back on (503)."""
+
+
+class CascadeService:
+    """Answers detect / explain / budget requests; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        small: Callable[[Payload], Awaitable[SmallScores]],
+        expert: ExpertTier,
+        policy: DeferralPolicy,
+        controller: Controller,
+        cost: CostModel,
+        metrics: CascadeMetrics | None = None,
+        publish_budget: Callable[[BudgetUpdate], Awaitable[None]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or CascadeMetrics()
+        self._small = small
+        self._expert = expert
+        self._policy = policy
+        self._controller = controller
+        self._cost = cost
+        self._labels = np.asarray(settings.label_names)
+        self._publish_budget = publish_budget
+
+    @property
+    def modality(self) -> Modality:
+        return self.settings.modality
+
+    async def detect(self, samples: Sequence[Sample], rationale: bool = False) -> DetectResponse:
+        """Verdicts for ``samples``, in order."""
+        started = time.perf_counter()
+        payload = _payload(samples, self.modality)
+        try:
+            small = await self._small(payload)
+        except Exception as exc:  # without the small tier there is no answer to give: 503, not 500
+            raise SmallTierUnavailable(f"the small tier could not answer: {_describe(exc)}") from exc
+        small_ms = _ms_since(started)
+        scores = np.asarray(self._policy.score(small.features), dtype=float)
+        threshold = self._controller.threshold
+        defer = np.asarray(self._controller.decide(scores), dtype=bool)
+        n = len(samples)
+        answers = _Answers.from_small(small.probabilities, self._cost.small_per_call)
+        deferred = np.flatnonzero(defer)
+        expert_ms = 0.0
+        if deferred.size:
+            expert_started = time.perf_counter()
+            reason = await self._ask_expert(_take(payload, deferred), deferred, answers, rationale)
+            expert_ms = _ms_since(expert_started)
+            if reason:
+                answers.degraded[deferred] = True
+                self.metrics.fallbacks.inc(deferred.size, tags={"reason": reason})
+            else:
+                self.metrics.latency.observe(expert_ms, tags={"tier": "expert"})
+        label_index = answers.probabilities.argmax(axis=1)
+        probability = np.clip(answers.probabilities[np.arange(n), label_index], 0.0, 1.0)
+        total_ms = _ms_since(started)
+        verdicts = [
+            Verdict(
+                id=samples[i].id, label=str(self._labels[label_index[i]]), probability=float(probability[i]),
+                source=answers.source[i], deferral_score=float(scores[i]), threshold=threshold,
+                cost=float(answers.cost[i]),
+                latency_ms={"small": small_ms, **({"expert": expert_ms} if defer[i] else {}), "total": total_ms},
+                degraded=bool(answers.degraded[i]),
+                prompt_tokens=int(answers.prompt_tokens[i]) if answers.source[i] == "expert" else None,
+                completion_tokens=int(answers.completion_tokens[i]) if answers.source[i] == "expert" else None,
+                rationale=answers.rationales[i],
+            )
+            for i in range(n)
+        ]
+        self._record(answers, defer, small_ms, total_ms)
+        answered_by = {tier: int(np.count_nonzero(answers.source == tier)) for tier in ("small", "expert")}
+        return DetectResponse(verdicts=verdicts, answered_by=answered_by, degraded=int(answers.degraded.sum()))
+
+    async def explain(self, request: ExplainRequest) -> ExplainResponse:
+        """The expert's answer about one sample; degraded (no answer, the reason) if it fails."""
+        started = time.perf_counter()
+        sample = request.sample
+        payload = sample.text if sample.text is not None else np.asarray(sample.features, dtype=float)
+        history = [turn.model_dump() for turn in request.history] or None
+        label = request.verdict.label if request.verdict is not None else None
+        try:
+            explanation = await asyncio.wait_for(
+                self._expert.aexplain(payload, question=request.question, history=history, label=label),
+                self.settings.expert_timeout_s)
+        except Exception as exc:  # any expert failure is an answer, never a 5xx
+            reason = _reason(exc)
+            self.metrics.fallbacks.inc(tags={"reason": reason})
+            return ExplainResponse(answer=None, degraded=True, error=f"expert {reason}: {_describe(exc)}",
+                                   latency_ms=_ms_since(started))
+        if explanation.cost > 0:
+            self.metrics.cost.inc(float(explanation.cost), tags={"tier": "expert"})
+        return ExplainResponse(answer=explanation.text, history=explanation.history, cost=explanation.cost,
+                               prompt_tokens=explanation.prompt_tokens, completion_tokens=explanation.completion_tokens,
+                               latency_ms=_ms_since(started))
+
+    def budget(self) -> BudgetState:
+        """The controller's state now."""
+        state = self._controller.state()
+        hard_cap = state["hard_cap"]
+        return BudgetState(
+            kind=self.settings.budget_kind, target=state["target"], realised_rate=state["realised_rate"],
+            window=state["window"], observed=min(state["decisions"], state["window"]), threshold=state["threshold"],
+            hard_cap=hard_cap, cap_remaining=state["cap_remaining"] if hard_cap is not None else None,
+            capped=hard_cap is not None and state["cap_remaining"] == 0, certificate=self.settings.certificate,
+        )
+
+    async def set_budget(self, update: BudgetUpdate) -> BudgetState:
+        """Check ``update``, then apply it here and on every other router replica there is."""
+        hard_cap = self._controller.hard_cap
+        if hard_cap is not None and update.target > hard_cap:
+            raise InvalidBudget(f"target {update.target} is above the configured hard cap {hard_cap}")
+        if self._publish_budget is None:
+            self.apply_budget(update)
+        else:
+            await self._publish_budget(update)
+        return self.budget()
+
+    def apply_budget(self, update: BudgetUpdate) -> None:
+        """Set this controller's target (no checks beyond the controller's own)."""
+        self._controller.set_target(update.target)
+        self.metrics.threshold.set(self._controller.threshold)
+
+    def health(self) -> Health:
+        return Health(name=self.settings.name, modality=self.modality, labels=list(self.settings.label_names),
+                      expert=self.settings.expert_name,
+                      max_samples_per_request=self.settings.max_samples_per_request)
+
+    async def _ask_expert(self, payload: Payload, index: np.ndarray, answers: "_Answers", rationale: bool) -> str:
+        """Put the expert's answers for ``payload`` into ``answers[index]``; return '' or why it failed."""
+        try:
+            result = await asyncio.wait_for(self._expert.ajudge(payload), self.settings.expert_timeout_s)
+            if tuple(result.label_names) != self.settings.label_names:
+                raise ValueError(f"expert labels {result.label_names} differ from {self.settings.label_names}")
+        except Exception as exc:  # any expert failure degrades the answer, never a 5xx
+            return _reason(exc)
+        answers.take_expert(index, result)
+        if rationale:
+            await self._rationales(payload, index, answers)
+        return ""
+
+    async def _rationales(self, payload: Payload, index: np.ndarray, answers: "_Answers") -> None:
+        """Ask for each answered sample's rationale concurrently; a failed one is left empty."""
+        labels = self._labels[answers.probabilities[index].argmax(axis=1)]
+
+        async def one(position: int) -> Any:
+            return await asyncio.wait_for(
+                self._expert.aexplain(payload[position], label=str(labels[position])), self.settings.expert_timeout_s)
+
+        outcomes = await asyncio.gather(*(one(p) for p in range(len(index))), return_exceptions=True)
+        for position, outcome in enumerate(outcomes):
+            if isinstance(outcome, BaseException):
+                self.metrics.fallbacks.inc(tags={"reason": "rationale"})
+                continue
+            answers.take_rationale(int(index[position]), outcome)
+
+    def _record(self, answers: "_Answers", defer: np.ndarray, small_ms: float, total_ms: float) -> None:
+        metrics = self.metrics
+        for tier in ("small", "expert"):
+            answered = answers.source == tier
+            if answered.any():
+                metrics.samples.inc(int(answered.sum()), tags={"tier": tier})
+        expert_cost = float(answers.cost.sum()) - self._cost.small_per_call * len(defer)
+        if expert_cost > 0:
+            metrics.cost.inc(expert_cost, tags={"tier": "expert"})
+        if self._cost.small_per_call > 0:
+            metrics.cost.inc(self._cost.small_per_call * len(defer), tags={"tier": "small"})
+        if defer.any():
+            metrics.deferrals.inc(int(defer.sum()))
+        state = self._controller.state()
+        metrics.deferral_rate.set(state["realised_rate"])
+        metrics.threshold.set(state["threshold"])
+        metrics.latency.observe(small_ms, tags={"tier": "small"})
+        metrics.latency.observe(total_ms, tags={"tier": "total"})
+
+
+@dataclass
+class _Answers:
+    """Per-sample answer columns for one request, starting from the small tier's."""
+
+    probabilities: np.ndarray
+    source: np.ndarray
+    cost: np.ndarray
+    degraded: np.ndarray
+    prompt_tokens: np.ndarray
+    completion_tokens: np.ndarray
+    rationales: list[str | None]
+
+    @classmethod
+    def from_small(cls, probabilities: np.ndarray, small_cost: float) -> "_Answers":
+        n = len(probabilities)
+        return cls(probabilities=np.array(probabilities, dtype=float), source=np.full(n, "small", dtype=object),
+                   cost=np.full(n, small_cost), degraded=np.zeros(n, dtype=bool),
+                   prompt_tokens=np.zeros(n, dtype=np.int64), completion_tokens=np.zeros(n, dtype=np.int64),
+                   rationales=[None] * n)
+
+    def take_expert(self, index: np.ndarray, result: Any) -> None:
+        self.probabilities[index] = result.probs
+        self.source[index] = "expert"
+        self.cost[index] += result.cost
+        self.prompt_tokens[index] = result.prompt_tokens
+        self.completion_tokens[index] = result.completion_tokens
+
+    def take_rationale(self, i: int, explanation: Any) -> None:
+        self.rationales[i] = explanation.text
+        self.cost[i] += explanation.cost
+        self.prompt_tokens[i] += explanation.prompt_tokens
+        self.completion_tokens[i] += explanation.completion_tokens
+
+
+def _payload(samples: Sequence[Sample], modality: Modality) -> Payload:
+    if modality == "text":
+        return [str(s.text) for s in samples]
+    return np.asarray([s.features for s in samples], dtype=np.float64)
+
+
+def _take(payload: Payload, index: np.ndarray) -> Payload:
+    return [payload[i] for i in index] if isinstance(payload, list) else payload[index]
+
+
+def _reason(exc: BaseException) -> str:
+    return "timeout" if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) else "error"
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0

@@ -1,0 +1,138 @@
+"""Load test a running cascade on this machine: N concurrent clients for T seconds, one sample each.
+
+Bounded by design: loopback URLs only, at most ``MAX_CLIENTS`` clients, ``MAX_SECONDS`` seconds and
+``max_requests`` requests. Every request counts exactly once as answered (2xx), an error (any
+other status) or lost (no response at all: connection error or client timeout). Latencies are
+grouped per path, i.e. the tier that answered (``X-Cascade-Tier``), with degraded answers apart.
+
+    python experiments/benchmarks/load_test.py --url http://127.0.0.1:8000 --clients 8 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
+
+MAX_CLIENTS = 64
+MAX_SECONDS = 300.0
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class LoadReport:
+    """What a load run saw: per-path latency percentiles, throughput, errors and lost requests."""
+
+    clients: int
+    seconds: float
+    sent: int = 0
+    errors: int = 0
+    lost: int = 0
+    latencies_ms: dict[str, list[float]] = field(default_factory=dict)
+    error_samples: list[str] = field(default_factory=list)
+
+    def record(self, path: str, latency_ms: float) -> None:
+        self.latencies_ms.setdefault(path, []).append(latency_ms)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready numbers: totals, throughput and p50/p95/p99 per path."""
+        answered = sum(len(v) for v in self.latencies_ms.values())
+        paths = {
+            path: {"requests": len(values), "throughput_rps": len(values) / self.seconds,
+                   **{f"p{q}_ms": float(np.percentile(values, q)) for q in (50, 95, 99)}}
+            for path, values in sorted(self.latencies_ms.items())
+        }
+        return {"clients": self.clients, "seconds": self.seconds, "sent": self.sent, "answered": answered,
+                "errors": self.errors, "lost": self.lost, "throughput_rps": answered / self.seconds,
+                "paths": paths, "error_samples": self.error_samples[:5]}
+
+
+def check_loopback(url: str) -> None:
+    """Refuse any URL that leaves this machine."""
+    host = urlparse(url).hostname
+    if host not in LOOPBACK:
+        raise ValueError(f"load tests run against this machine only ({', '.join(LOOPBACK)}); got host '{host}'")
+
+
+async def run_load(url: str, texts: Sequence[str], clients: int = 8, seconds: float = 20.0,
+                   max_requests: int = 100_000, timeout_s: float = 60.0) -> LoadReport:
+    """``clients`` concurrent loops, each posting one text at a time to ``/v1/detect`` for ``seconds``.
+
+    Texts are taken in turn from ``texts``; pass a mix (e.g. confident and uncertain samples) to
+    load both paths.
+    """
+    check_loopback(url)
+    if not 1 <= clients <= MAX_CLIENTS:
+        raise ValueError(f"clients must be in [1, {MAX_CLIENTS}], got {clients}")
+    if not 0 < seconds <= MAX_SECONDS:
+        raise ValueError(f"seconds must be in (0, {MAX_SECONDS:g}], got {seconds}")
+    if not texts:
+        raise ValueError("need at least one text to send")
+    report = LoadReport(clients=clients, seconds=seconds)
+    order = itertools.cycle(range(len(texts)))
+    deadline = time.perf_counter() + seconds
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while time.perf_counter() < deadline and report.sent < max_requests:
+            report.sent += 1
+            body = {"samples": [{"text": texts[next(order)]}]}
+            started = time.perf_counter()
+            try:
+                response = await http.post("/v1/detect", json=body)
+            except httpx.HTTPError as exc:
+                report.lost += 1
+                report.error_samples.append(f"lost: {type(exc).__name__}: {exc}")
+                continue
+            latency_ms = (time.perf_counter() - started) * 1000.0
+            if response.status_code != 200:
+                report.errors += 1
+                report.error_samples.append(f"HTTP {response.status_code}: {response.text[:200]}")
+                continue
+            degraded = response.headers.get("x-cascade-degraded", "0") != "0"
+            report.record("degraded" if degraded else response.headers.get("x-cascade-tier", "unknown"), latency_ms)
+
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        report.seconds = time.perf_counter() - started
+    return report
+
+
+def _spam_texts(count: int) -> list[str]:
+    from cascade import data
+
+    data.fetch("spamassassin", progress=False)
+    test = data.load("spamassassin", split="test", seed=0)
+    return list(test.texts or [])[:count]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--max-requests", type=int, default=100_000)
+    parser.add_argument("--texts", help="file with one text per line (default: SpamAssassin test mails)")
+    parser.add_argument("--count", type=int, default=500, help="how many default test mails to cycle through")
+    args = parser.parse_args(argv)
+    if args.texts:
+        with open(args.texts, encoding="utf-8") as handle:
+            texts = [line.rstrip("\n") for line in handle if line.strip()]
+    else:
+        texts = _spam_texts(args.count)
+    report = asyncio.run(run_load(args.url, texts, args.clients, args.seconds, args.max_requests))
+    print(json.dumps(report.summary(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""What a budget tuner guarantees about the threshold it picked, as a frozen, saveable record.
+
+Metrics are named ``defer_rate`` (share of requests sent to the expert), ``accepted_error``
+(error rate of the small tier's non-deferred answers) and ``cost_per_1k`` (cost units per 1,000
+requests). A sample is deferred when ``score > threshold``.
+
+>>> c = Certificate(kind="rate", method="conformal risk control", threshold=0.42,
+...                 target={"defer_rate": 0.2}, achieved={"defer_rate": 0.19},
+...                 bound={"defer_rate": 0.1996}, guarantee="in expectation",
+...                 statement="E[defer_rate] <= 0.2", n=500, delta=None)
+>>> c.holds
+True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cascade.artifact import ArtifactError, read_json, write_json
+from policies.persistence import open_verified, prepare, seal
+
+CERTIFICATE_FILE = "certificate.json"
+CERTIFICATE_KIND = "cascade.certificate"
+BudgetKind = Literal["rate", "cost", "accepted-error", "joint"]
+Guarantee = Literal["in expectation", "with probability ≥ 1-δ"]
+IN_EXPECTATION: Final = "in expectation"
+WITH_PROBABILITY: Final = "with probability ≥ 1-δ"
+
+
+class Certificate(BaseModel):
+    """Target, value achieved on the calibration split, guaranteed bound, ``n`` and ``δ``.
+
+    ``bound`` holds, per target metric, the upper bound the method proves (conformal risk
+    control bound, or a Clopper-Pearson upper confidence bound at the tested level); it never
+    exceeds the target. ``threshold`` may be ``±inf`` (defer nothing / everything).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
+
+    kind: BudgetKind
+    method: str
+    threshold: float
+    target: dict[str, float]
+    achieved: dict[str, float]
+    bound: dict[str, float]
+    guarantee: Guarantee
+    statement: str
+    n: int
+    delta: float | None
+
+    @property
+    def holds(self) -> bool:
+        """Whether every bound is within its target (always true for a tuner's certificate)."""
+        return all(self.bound[metric] <= target for metric, target in self.target.items())
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``certificate.json`` and a checksum manifest into ``directory``."""
+        path = prepare(directory)
+        write_json(path / CERTIFICATE_FILE, CERTIFICATE_KIND, {"certificate": self.model_dump()})
+        seal(path)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Certificate:
+        """Load a saved certificate; a corrupt file raises ``ArtifactError`` naming it."""
+        path = open_verified(directory) / CERTIFICATE_FILE
+        body = read_json(path, CERTIFICATE_KIND)
+        try:
+            return cls.model_validate(body.get("certificate"))
+        except ValidationError as exc:
+            raise ArtifactError(f"{path}: not a valid certificate ({exc.error_count()} problems: {exc})") from exc
+
+
+class InfeasibleTarget(ValueError):
+    """No threshold meets the target with the guarantee asked for; ``best`` says what can be met."""
+
+    def __init__(self, message: str, best: dict[str, float]) -> None:
+        super().__init__(message)
+        self.best = best

@@ -1,0 +1,135 @@
+"""Online deferral control for serving: track a target rate under drift, never exceed a hard cap.
+
+Quantile tracking moves the threshold after every decision, ``λ ← λ + η (wanted − β)``, where
+``wanted`` is 1 when ``score > λ``; its fixed point is the threshold whose deferral rate is the
+target ``β``, so the realised rate follows the target when the score distribution drifts.
+
+The hard cap is a sliding-window limit: no ``window`` consecutive requests ever contain more
+than ``⌊hard_cap · window⌋`` deferrals. A batch may defer at most that number minus the
+deferrals among the previous ``window - 1`` requests, and the allowance goes to its highest
+scores; the rest of the batch is answered by the small tier. Bookkeeping is a ring buffer with a
+running count: O(1) amortised per decision, numpy per batch.
+
+Calls are synchronous and never await, so one controller may be shared by every coroutine of a
+single asyncio event loop (e.g. a Ray Serve router replica) without locks. It is not meant to be
+shared across threads.
+
+>>> import numpy as np
+>>> controller = OnlineController(target=0.1, threshold=0.5, hard_cap=0.2, window=100)
+>>> mask = controller.decide(np.random.default_rng(0).random(64))
+>>> int(mask.sum()) <= 20
+True
+>>> sorted(controller.state())[:3]
+['cap_remaining', 'cap_window_deferrals', 'decisions']
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+
+class OnlineController:
+    """Per-batch defer decisions with quantile tracking and a sliding-window hard cap.
+
+    ``threshold`` is the starting threshold (e.g. a tuner's ``threshold_``; must be finite);
+    ``learning_rate`` is ``η`` in score units per decision; ``hard_cap=None`` disables the cap.
+    """
+
+    def __init__(
+        self,
+        target: float,
+        threshold: float = 0.0,
+        learning_rate: float = 0.05,
+        hard_cap: float | None = None,
+        window: int = 1000,
+    ) -> None:
+        if not math.isfinite(threshold):
+            raise ValueError(f"the starting threshold must be finite, got {threshold}")
+        if learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {learning_rate}")
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        if hard_cap is not None and not 0 < hard_cap <= 1:
+            raise ValueError(f"hard_cap must be in (0, 1], got {hard_cap}")
+        self.learning_rate = float(learning_rate)
+        self.hard_cap = hard_cap
+        self.window = int(window)
+        self.cap_deferrals = self.window if hard_cap is None else math.floor(hard_cap * self.window + 1e-9)
+        self._threshold = float(threshold)
+        self._target = 0.0
+        self.set_target(target)
+        self._history = np.zeros(self.window, dtype=bool)
+        self._cursor = 0
+        self._decisions = 0
+        self._in_window = 0
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @property
+    def target(self) -> float:
+        return self._target
+
+    def set_target(self, target: float) -> None:
+        """Change the target deferral rate at run time (it must not exceed the hard cap)."""
+        if not 0 <= target <= 1:
+            raise ValueError(f"target must be in [0, 1], got {target}")
+        if self.hard_cap is not None and target > self.hard_cap:
+            raise ValueError(f"target {target} exceeds the hard cap {self.hard_cap}")
+        self._target = float(target)
+
+    def decide(self, scores: ArrayLike) -> np.ndarray:
+        """Boolean defer mask for a batch of deferral scores (in arrival order); updates the state."""
+        scores = np.asarray(scores, dtype=float).reshape(-1)
+        mask = np.empty(len(scores), dtype=bool)
+        for start in range(0, len(scores), self.window):
+            chunk = scores[start:start + self.window]
+            wanted = chunk > self._threshold
+            defer = self._capped(chunk, wanted)
+            self._record(defer)
+            self._threshold += self.learning_rate * (np.count_nonzero(wanted) - self._target * len(chunk))
+            mask[start:start + len(chunk)] = defer
+        return mask
+
+    def state(self) -> dict[str, Any]:
+        """Target, threshold, realised rate over the window and the cap's state, JSON-ready."""
+        seen = min(self._decisions, self.window)
+        return {
+            "target": self._target,
+            "threshold": self._threshold,
+            "realised_rate": self._in_window / seen if seen else 0.0,
+            "window": self.window,
+            "decisions": self._decisions,
+            "window_deferrals": self._in_window,
+            "hard_cap": self.hard_cap,
+            "cap_window_deferrals": self.cap_deferrals,
+            "cap_remaining": self._allowance(),
+        }
+
+    def _allowance(self) -> int:
+        """Deferrals the next request may still make: the cap minus those in the last ``window-1``."""
+        recent = self._in_window - int(self._history[self._cursor])
+        return max(self.cap_deferrals - recent, 0)
+
+    def _capped(self, scores: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        allowance = self._allowance()
+        if np.count_nonzero(wanted) <= allowance:
+            return wanted
+        defer = np.zeros(len(scores), dtype=bool)
+        if allowance:
+            candidates = np.flatnonzero(wanted)
+            keep = np.argpartition(-scores[candidates], allowance - 1)[:allowance]
+            defer[candidates[keep]] = True
+        return defer
+
+    def _record(self, defer: np.ndarray) -> None:
+        slots = (self._cursor + np.arange(len(defer))) % self.window
+        self._in_window += int(np.count_nonzero(defer)) - int(np.count_nonzero(self._history[slots]))
+        self._history[slots] = defer
+        self._cursor = (self._cursor + len(defer)) % self.window
+        self._decisions += len(defer)

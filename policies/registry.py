@@ -1,0 +1,40 @@
+"""Policies by name: the kinds of :class:`cascade.config.PolicyConfig`, built or loaded.
+
+>>> make_policy("posthoc", model="gradient-boosting")
+PosthocPolicy(model='gradient-boosting')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cascade.artifact import ArtifactError
+from policies.base import PolicyBase
+from policies.baselines import AlwaysPolicy, NeverPolicy, OraclePolicy, RandomPolicy
+from policies.persistence import POLICY_FILE, read_policy
+from policies.posthoc import PosthocPolicy
+from policies.rules import ConfidencePolicy, EntropyPolicy, MarginPolicy
+
+POLICIES: dict[str, type[PolicyBase]] = {
+    policy.kind: policy
+    for policy in (
+        ConfidencePolicy, MarginPolicy, EntropyPolicy, PosthocPolicy,
+        RandomPolicy, OraclePolicy, NeverPolicy, AlwaysPolicy,
+    )
+}
+
+
+def make_policy(kind: str, **params: Any) -> PolicyBase:
+    """A new, unfitted policy of ``kind`` with hyper-parameters ``params``."""
+    if kind not in POLICIES:
+        raise ValueError(f"unknown policy kind '{kind}'; choose one of {sorted(POLICIES)}")
+    return POLICIES[kind](**params)
+
+
+def load_policy(directory: str | Path) -> PolicyBase:
+    """Load any saved policy, whatever its kind; a corrupt file raises ``ArtifactError`` naming it."""
+    kind, params, state, estimators = read_policy(directory)
+    if kind not in POLICIES:
+        raise ArtifactError(f"{Path(directory) / POLICY_FILE}: unknown policy kind '{kind}'")
+    return POLICIES[kind].restore(directory, params, state, estimators)
