@@ -49,6 +49,7 @@ class DetectorConfig(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
     train_labels: int | None = Field(None, gt=0, description="use only this many labelled training samples")
     one_class: bool = Field(False, description="fit on normal (label 0) training samples only")
+    distance_feature: bool = Field(False, description="add the distance to the nearest training sample as a policy feature")
 
 
 class CalibratorConfig(_Section):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 def home() -> Path:
     """The cascade home directory (created on first use)."""
-    root = Path(os.environ.get("CASCADE_HOME", Path.home() / ".cache" / "cascade")).expanduser()
+    root = Path(os.environ.get("CASCADE_HOME") or Path.home() / ".cache" / "cascade").expanduser()
     root.mkdir(parents=True, exist_ok=True)
     return root
 

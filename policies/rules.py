@@ -15,32 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import xlogy
 
+from cascade.features import entropy_uncertainty, margin_uncertainty, max_prob_uncertainty, uncertainty_features
 from policies.base import PolicyBase, class_probabilities
 
-
-def max_prob_uncertainty(probabilities: np.ndarray) -> np.ndarray:
-    """``1 - max_k p_k``: Chow's rule on calibrated probabilities."""
-    return 1.0 - probabilities.max(axis=1)
-
-
-def margin_uncertainty(probabilities: np.ndarray) -> np.ndarray:
-    """``1 - (p_top1 - p_top2)``: high when the two leading classes are close."""
-    top_two = np.partition(probabilities, -2, axis=1)[:, -2:]
-    return 1.0 - (top_two[:, 1] - top_two[:, 0])
-
-
-def entropy_uncertainty(probabilities: np.ndarray) -> np.ndarray:
-    """Shannon entropy divided by ``log k``, so 1 means uniform."""
-    return -xlogy(probabilities, probabilities).sum(axis=1) / np.log(probabilities.shape[1])
-
-
-def uncertainty_features(probabilities: np.ndarray) -> np.ndarray:
-    """The three uncertainties side by side, shape ``(n, 3)``."""
-    return np.column_stack(
-        [max_prob_uncertainty(probabilities), margin_uncertainty(probabilities), entropy_uncertainty(probabilities)]
-    )
+__all__ = ["ConfidencePolicy", "EntropyPolicy", "MarginPolicy", "entropy_uncertainty", "margin_uncertainty",
+           "max_prob_uncertainty", "uncertainty_features"]
 
 
 class ConfidencePolicy(PolicyBase):

@@ -1,0 +1,56 @@
+"""Small-tier detectors by name (the kinds of :class:`cascade.config.DetectorConfig`).
+
+Modules are imported on first use, so ``import cascade.detectors`` does not import torch.
+
+>>> make_detector("isolation-forest", n_estimators=50)
+IsolationForestDetector(n_estimators=50)
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from cascade.artifact import ArtifactError, read_json
+from cascade.detectors.base import DETECTOR_FILE, Detector, DetectorBase
+
+DETECTORS: dict[str, str] = {
+    "tfidf-lr": "cascade.detectors.text:TfidfLogistic",
+    "tfidf-knn": "cascade.detectors.text:TfidfKnn",
+    "embedding-lr": "cascade.detectors.embedding:EmbeddingLogistic",
+    "embedding-knn": "cascade.detectors.embedding:EmbeddingKnn",
+    "isolation-forest": "cascade.detectors.tabular:IsolationForestDetector",
+    "minilm-finetune": "cascade.detectors.finetune:MiniLMClassifier",
+    "pixel-lr": "cascade.detectors.image:PixelLogistic",
+    "pixel-cnn": "cascade.detectors.image:PixelCNN",
+}
+
+
+def detector_class(kind: str) -> type[DetectorBase]:
+    """The class registered for ``kind``."""
+    if kind not in DETECTORS:
+        raise ValueError(f"unknown detector kind '{kind}'; choose one of {sorted(DETECTORS)}")
+    module, name = DETECTORS[kind].split(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def make_detector(kind: str, **params: Any) -> DetectorBase:
+    """A new, unfitted detector of ``kind`` with hyper-parameters ``params``."""
+    cls = detector_class(kind)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ValueError(f"detector '{kind}': bad parameters {sorted(params)} ({exc})") from exc
+
+
+def load_detector(directory: str | Path) -> DetectorBase:
+    """Load any saved detector, whatever its kind; a bad artifact raises ``ArtifactError`` naming the file."""
+    body = read_json(Path(directory) / DETECTOR_FILE, "cascade.detector")
+    kind = body.get("kind")
+    if kind not in DETECTORS:
+        raise ArtifactError(f"{Path(directory) / DETECTOR_FILE}: unknown detector kind '{kind}'")
+    return detector_class(kind).load(directory)
+
+
+__all__ = ["DETECTORS", "Detector", "DetectorBase", "detector_class", "load_detector", "make_detector"]

@@ -1,0 +1,149 @@
+"""The small tier: a detector fitted on the train split plus a calibrator fitted on the calibration split.
+
+The harness, ``cascade tune`` and the Ray Serve ``SmallDetector`` all use this one object, so the
+probabilities a policy was tuned on are the ones it sees when serving.
+
+>>> from cascade.config import CascadeConfig
+>>> config = CascadeConfig.model_validate({"dataset": {"name": "spamassassin"}, "detector": {"kind": "tfidf-lr"}})
+>>> small = SmallTier.from_config(config)
+>>> small.fit(train, calibration).predict_proba(["Cheap meds, click now"]).shape   # doctest: +SKIP
+(1, 2)
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from cascade.artifact import (
+    ArtifactError,
+    load_arrays,
+    read_json,
+    save_arrays,
+    verify_manifest,
+    write_json,
+    write_manifest,
+)
+from cascade.calibration import CalibratorBase, load_calibrator, make_calibrator
+from cascade.config import CascadeConfig
+from cascade.data.dataset import Dataset, stratified_subsample
+from cascade.detectors import DetectorBase, load_detector, make_detector
+from cascade.detectors.base import Inputs
+from cascade.features import NeighbourDistance
+
+SMALL_FILE = "small.json"
+DISTANCE_FILE = "distance.safetensors"
+
+
+class SmallTier:
+    """Detector + calibrator (+ optional distance feature) with one ``fit`` and one saved folder.
+
+    ``one_class`` fits the detector on the normal (label 0) training samples only;
+    ``train_labels`` keeps a seeded, stratified subset of that many labelled training samples
+    (the few-label setting).
+    """
+
+    def __init__(self, detector: DetectorBase, calibrator: CalibratorBase, one_class: bool = False,
+                 train_labels: int | None = None, distance_feature: bool = False, seed: int = 0) -> None:
+        self.detector = detector
+        self.calibrator = calibrator
+        self.one_class = one_class or detector.one_class
+        self.train_labels = train_labels
+        self.distance_feature = distance_feature
+        self.seed = seed
+        self.distance: NeighbourDistance | None = None
+        self.fitted_ = False
+
+    @classmethod
+    def from_config(cls, config: CascadeConfig) -> SmallTier:
+        detector = make_detector(config.detector.kind, **config.detector.params)
+        return cls(detector, make_calibrator(config.calibrator.kind), one_class=config.detector.one_class,
+                   train_labels=config.detector.train_labels, distance_feature=config.detector.distance_feature,
+                   seed=config.experiment.seed)
+
+    @property
+    def n_classes(self) -> int:
+        """How many leading columns of :meth:`features` are class probabilities."""
+        return self.detector.n_classes
+
+    def fit(self, train: Dataset, calibration: Dataset) -> Self:
+        """Fit the detector on (a subset of) ``train`` and the calibrator on ``calibration``."""
+        if train.modality != self.detector.modality:
+            raise ValueError(f"detector '{self.detector.kind}' takes {self.detector.modality} data, "
+                             f"dataset '{train.name}' holds {train.modality}")
+        fit_on = self.training_subset(train)
+        self.detector.fit(fit_on.X, None if self.one_class else fit_on.y)
+        self.calibrator.fit(self.detector.predict_proba(calibration.X), calibration.y)
+        if self.distance_feature:
+            self.distance = NeighbourDistance(train.modality, seed=self.seed).fit(fit_on.X)
+        self.fitted_ = True
+        return self
+
+    def training_subset(self, train: Dataset) -> Dataset:
+        """The samples the detector learns from: normals only for one-class, ``train_labels`` of them if set."""
+        if self.one_class:
+            train = train.subset(np.flatnonzero(train.y == 0))
+        if self.train_labels is not None and self.train_labels < len(train):
+            train = train.subset(stratified_subsample(train.y, train.groups, self.train_labels, self.seed))
+        if len(train) == 0:
+            raise ValueError("no training samples left (one_class keeps label 0 only)")
+        return train
+
+    def predict_raw(self, X: Inputs) -> np.ndarray:
+        """The detector's uncalibrated probabilities ``(n, k)``."""
+        self._check_fitted()
+        return self.detector.predict_proba(X)
+
+    def predict_proba(self, X: Inputs) -> np.ndarray:
+        """Calibrated probabilities ``(n, k)``."""
+        return self.calibrator.transform(self.predict_raw(X))
+
+    def features(self, X: Inputs) -> np.ndarray:
+        """What policies see: calibrated probabilities, then the distance to the training data if enabled."""
+        probs = self.predict_proba(X)
+        if self.distance is None:
+            return probs
+        return np.column_stack([probs, self.distance.transform(X)])
+
+    def save(self, directory: str | Path) -> None:
+        """Write ``detector/``, ``calibrator/``, ``small.json`` and a manifest over all of them."""
+        self._check_fitted()
+        directory = Path(directory)
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        self.detector.save(directory / "detector")
+        self.calibrator.save(directory / "calibrator")
+        options = {"one_class": self.one_class, "train_labels": self.train_labels,
+                   "distance_feature": self.distance_feature, "seed": self.seed}
+        if self.distance is not None:
+            save_arrays(self.distance.state(), directory / DISTANCE_FILE)
+            options["distance_modality"] = self.distance.modality
+        write_json(directory / SMALL_FILE, "cascade.small", options)
+        write_manifest(directory, "cascade.small.manifest", {"detector": self.detector.kind,
+                                                              "calibrator": self.calibrator.kind})
+
+    @classmethod
+    def load(cls, directory: str | Path) -> SmallTier:
+        """Load and check a saved small tier; any missing, corrupt or edited file raises ``ArtifactError``."""
+        directory = Path(directory)
+        verify_manifest(directory, "cascade.small.manifest")
+        options: dict[str, Any] = read_json(directory / SMALL_FILE, "cascade.small")
+        small = cls(load_detector(directory / "detector"), load_calibrator(directory / "calibrator"),
+                    one_class=bool(options.get("one_class")), train_labels=options.get("train_labels"),
+                    distance_feature=bool(options.get("distance_feature")), seed=int(options.get("seed", 0)))
+        if small.detector.n_classes != getattr(small.calibrator, "n_classes_", small.detector.n_classes):
+            raise ArtifactError(f"{directory}: detector has {small.detector.n_classes} classes, "
+                                f"calibrator was fitted on {small.calibrator.n_classes_}")  # type: ignore[attr-defined]
+        if small.distance_feature:
+            modality = options.get("distance_modality", small.detector.modality)
+            small.distance = NeighbourDistance(modality, seed=small.seed).set_state(load_arrays(directory / DISTANCE_FILE))
+        small.fitted_ = True
+        return small
+
+    def _check_fitted(self) -> None:
+        if not self.fitted_:
+            raise RuntimeError("SmallTier is not fitted; call fit(train, calibration) first")
