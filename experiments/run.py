@@ -143,7 +143,8 @@ def policy_scores(kind: str, calibration: Scored, test: Scored, expert: str, see
     """Fit a deferral policy on the calibration split; return its scores on the test split."""
     from policies import make_policy
 
-    policy = make_policy(kind, seed=seed) if kind == "random" else make_policy(kind)
+    n_classes = calibration.small.probs.shape[1]
+    policy = make_policy(kind, seed=seed) if kind == "random" else make_policy(kind, n_classes=n_classes)
     cal_expert, test_expert = calibration.experts[expert], test.experts[expert]
     policy.fit(calibration.small.features, calibration.small.correct, cal_expert.correct, cost=cal_expert.cost)
     if kind == "oracle":

@@ -29,7 +29,7 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
 
     splits = load_experiment_splits(config)
     small_tier, _ = fit_small_tier(config, splits)
-    policy = make_policy(config.policy.kind, **config.policy.params)
+    policy = make_policy(config.policy.kind, n_classes=small_tier.n_classes, **config.policy.params)
     tuner = make_tuner(config.budget, config.cost)
     if config.policy.kind in NEEDS_EXPERT or config.budget.kind == "cost":
         calibration, _ = score_all(config, splits, small_tier, progress=progress)

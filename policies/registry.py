@@ -25,10 +25,16 @@ POLICIES: dict[str, type[PolicyBase]] = {
 }
 
 
-def make_policy(kind: str, **params: Any) -> PolicyBase:
-    """A new, unfitted policy of ``kind`` with hyper-parameters ``params``."""
+def make_policy(kind: str, n_classes: int | None = None, **params: Any) -> PolicyBase:
+    """A new, unfitted policy of ``kind`` with hyper-parameters ``params``.
+
+    ``n_classes`` (how many leading feature columns are class probabilities) is passed to the
+    kinds that read probabilities and ignored by the baselines, which do not.
+    """
     if kind not in POLICIES:
         raise ValueError(f"unknown policy kind '{kind}'; choose one of {sorted(POLICIES)}")
+    if n_classes is not None and "n_classes" in POLICIES[kind]._get_param_names():
+        params.setdefault("n_classes", n_classes)
     return POLICIES[kind](**params)
 
 

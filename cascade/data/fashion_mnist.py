@@ -38,7 +38,11 @@ def fetch(progress: bool = True) -> Path:
         return source_dir()
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise RuntimeError(f"Fashion-MNIST is missing; install it with: sudo apt-get install -y {DEBIAN_PACKAGE}")
-    subprocess.run(["apt-get", "install", "-y", "-q", DEBIAN_PACKAGE], check=True, stdout=subprocess.DEVNULL)
+    install = ["apt-get", "install", "-y", "-q", DEBIAN_PACKAGE]
+    if subprocess.run(install, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode != 0:
+        # a fresh machine may have no package lists yet
+        subprocess.run(["apt-get", "update", "-q"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(install, check=True, stdout=subprocess.DEVNULL)
     return source_dir()
 
 
