@@ -24,12 +24,18 @@ def make_expert(config: ExpertConfig, cost: CostModel | None = None, pool: Datas
     """The expert for ``config.kind``; ``pool`` holds the labelled examples for retrieval.
 
     ``vllm``, ``openai`` and ``transformers`` are LLM experts (few-shot when ``config.shots`` >= 1,
-    which needs a ``pool``); ``knn-vote`` is the no-LLM control and needs a ``pool`` and shots >= 1.
+    which needs a ``pool``); ``knn-vote`` is the no-LLM control and needs a ``pool`` and shots >= 1;
+    ``cnn`` is a :class:`~cascade.detectors.image.PixelCNN` trained on the ``pool``'s images (cached,
+    see :func:`cascade.experts.image.fitted_cnn`; ``config.model`` is only a name for it).
     Engines start on first use (or with ``expert.start()`` / ``await expert.astart()``).
     """
     settings = ExpertSettings.from_config(config)
     if config.kind == "cnn":
-        raise ValueError("expert kind 'cnn' is an image model, not an LLM expert; cascade.experts does not build it")
+        from cascade.experts.image import CnnExpert, fitted_cnn
+
+        if pool is None:
+            raise ValueError("expert kind 'cnn' trains a CNN on a labelled pool of images (e.g. the train split)")
+        return CnnExpert(fitted_cnn(pool), config.labels, cost=cost)
     if config.shots and pool is None:
         raise ValueError(f"expert.shots={config.shots} needs a labelled pool (e.g. the train split)")
     retriever = NeighbourRetriever(pool, k=config.shots) if config.shots and pool is not None else None
