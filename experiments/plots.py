@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-_STYLE = {"random": ":", "oracle": "--", "upper hull": "-."}
+_STYLE = {"random": ":", "oracle": "--", "upper hull (defer_rate)": "-.", "upper hull (cost_per_1k)": "-."}
 
 
 def _pyplot() -> Any:
@@ -30,6 +30,8 @@ def frontier(curves: dict[str, dict[str, dict[str, list[float]]]], x: str, path:
     fig, axes = plt.subplots(1, len(experts), figsize=(6.5 * len(experts), 4.8), squeeze=False, sharey=True)
     for ax, expert in zip(axes[0], experts):
         for policy, curve in curves[expert].items():
+            if x not in curve:  # each upper hull is drawn on its own axis only
+                continue
             ax.plot(curve[x], curve["accuracy"], _STYLE.get(policy, "-"), label=policy, linewidth=1.4)
         for label, point_x, accuracy in anchors.get(expert, []):
             ax.scatter([point_x], [accuracy], zorder=5, color="black", s=18)

@@ -146,10 +146,17 @@ def policy_scores(kind: str, calibration: Scored, test: Scored, expert: str, see
     n_classes = calibration.small.probs.shape[1]
     policy = make_policy(kind, seed=seed) if kind == "random" else make_policy(kind, n_classes=n_classes)
     cal_expert, test_expert = calibration.experts[expert], test.experts[expert]
-    policy.fit(calibration.small.features, calibration.small.correct, cal_expert.correct, cost=cal_expert.cost)
+    policy.fit(calibration.small.features, calibration.small.correct, cal_expert.correct,
+               cost=varying_cost(cal_expert.cost))
     if kind == "oracle":
         return policy.score(test.small.features, small_correct=test.small.correct, expert_correct=test_expert.correct)
     return policy.score(test.small.features)
+
+
+def varying_cost(cost: np.ndarray) -> np.ndarray | None:
+    """Per-sample expert cost for a cost-aware policy, or None where it cannot change the order
+    (constant cost) or cannot be divided by (a free expert)."""
+    return cost if len(cost) and np.all(cost > 0) and np.ptp(cost) > 0 else None
 
 
 def frontier_tables(config: CascadeConfig, calibration: Scored, test: Scored) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -168,11 +175,13 @@ def frontier_tables(config: CascadeConfig, calibration: Scored, test: Scored) ->
         by_policy["random"] = _mean_curve([run(policy_scores("random", calibration, test, expert_name, seed=s))
                                            for s in range(config.experiment.random_seeds)])
         oracle = by_policy["oracle"]
-        hull_x, hull_y = upper_hull(np.concatenate([c.cost_per_1k for k, c in by_policy.items() if k != "oracle"]),
-                                    np.concatenate([c.accuracy for k, c in by_policy.items() if k != "oracle"]))
-        small_acc, expert_acc = float(np.mean(small.correct)), float(np.mean(expert.correct))
         curves[expert_name] = {kind: curve.as_dict() for kind, curve in by_policy.items()}
-        curves[expert_name]["upper hull"] = {"cost_per_1k": hull_x.tolist(), "accuracy": hull_y.tolist()}
+        policies_only = [c for k, c in by_policy.items() if k != "oracle"]
+        for x in ("defer_rate", "cost_per_1k"):
+            hull_x, hull_y = upper_hull(np.concatenate([getattr(c, x) for c in policies_only]),
+                                        np.concatenate([c.accuracy for c in policies_only]))
+            curves[expert_name][f"upper hull ({x})"] = {x: hull_x.tolist(), "accuracy": hull_y.tolist()}
+        small_acc, expert_acc = float(np.mean(small.correct)), float(np.mean(expert.correct))
         per_policy = {}
         for kind, curve in by_policy.items():
             row = _curve_scalars(curve, oracle, small_acc, expert_acc, budgets)

@@ -24,7 +24,7 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     """Fit and save; return the certificate as a dict."""
     from policies import Hop, make_policy, make_tuner
 
-    from experiments.run import fit_small_tier, load_experiment_splits, score_all
+    from experiments.run import fit_small_tier, load_experiment_splits, score_all, varying_cost
     from experiments.scoring import score_small
 
     splits = load_experiment_splits(config)
@@ -34,7 +34,7 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     if config.policy.kind in NEEDS_EXPERT or config.budget.kind == "cost":
         calibration, _ = score_all(config, splits, small_tier, progress=progress)
         small, expert = calibration.small, calibration.experts["expert"]
-        policy.fit(small.features, small.correct, expert.correct, cost=expert.cost)
+        policy.fit(small.features, small.correct, expert.correct, cost=varying_cost(expert.cost))
         expert_cost = expert.cost
     else:
         small = score_small(small_tier, splits["calibration"], config.cost.small_per_call)
