@@ -112,6 +112,10 @@ class ExperimentConfig(_Section):
     budgets: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.15, 0.2, 0.3, 0.5])
     results_dir: str = "results"
     test_samples: int | None = Field(None, gt=0, description="cap on scored test samples (LLM cost)")
+    scoring: Literal["local", "ray-data"] = Field(
+        "local", description="score experts in this process, or with Ray Data map_batches over a Ray cluster")
+    ray_data_concurrency: int = Field(1, gt=0, description="ray-data scoring: expert actors (one engine each)")
+    ray_data_num_cpus: float = Field(1.0, gt=0, description="ray-data scoring: CPUs per expert actor")
 
 
 class CascadeConfig(_Section):

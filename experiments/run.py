@@ -132,6 +132,13 @@ def _score_with_new_expert(config: CascadeConfig, expert_config: ExpertConfig, p
                            tier: str, progress: bool) -> TierScores:
     from cascade.experts import make_expert
 
+    if config.experiment.scoring == "ray-data":
+        from experiments.scoring import score_with_ray_data
+
+        cost = config.cost
+        return score_with_ray_data(lambda: make_expert(expert_config, cost=cost, pool=pool), dataset, tier,
+                                   concurrency=config.experiment.ray_data_concurrency,
+                                   num_cpus=config.experiment.ray_data_num_cpus)
     expert = make_expert(expert_config, cost=config.cost, pool=pool)
     try:
         return score_expert(expert, dataset, tier, progress=progress)

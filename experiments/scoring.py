@@ -182,7 +182,7 @@ def score_with_ray_data(expert_factory: Callable[[], Any], dataset: Dataset, tie
             result = self.expert.judge([str(t) for t in batch["text"]])
             return {"row": batch["row"], "probs": result.probs, "cost": result.cost,
                     "latency_s": result.latency_s, "prompt_tokens": result.prompt_tokens,
-                    "completion_tokens": result.completion_tokens}
+                    "completion_tokens": result.completion_tokens, "truncated": result.truncated}
 
     items = [{"row": i, "text": t} for i, t in enumerate(dataset.texts)]
     out = (ray.data.from_items(items)
@@ -196,4 +196,5 @@ def score_with_ray_data(expert_factory: Callable[[], Any], dataset: Dataset, tie
         latency_s=np.array([r["latency_s"] for r in out], dtype=float),
         prompt_tokens=np.array([r["prompt_tokens"] for r in out], dtype=np.int64),
         completion_tokens=np.array([r["completion_tokens"] for r in out], dtype=np.int64),
+        meta={"truncated": int(sum(bool(r["truncated"]) for r in out))},
     )
