@@ -50,12 +50,7 @@ class KnnVoteExpert:
         k = len(self.label_names)
         votes = (weight[:, :, None] * (self.retriever.labels[index][:, :, None] == np.arange(k))).sum(axis=1)
         probs = (votes + self.smoothing) / (votes.sum(axis=1, keepdims=True) + k * self.smoothing)
-        n = len(probs)
-        return ExpertResult.from_arrays(
-            probs, prompt_tokens=np.zeros(n), completion_tokens=np.zeros(n),
-            latency_s=np.full(n, (time.perf_counter() - start) / n), cost=np.full(n, self.cost.small_per_call),
-            truncated=np.zeros(n, dtype=bool), label_names=self.label_names,
-        )
+        return ExpertResult.tokenless(probs, time.perf_counter() - start, self.cost.small_per_call, self.label_names)
 
     async def ajudge(self, X: ExpertInput) -> ExpertResult:
         """:meth:`judge` in a worker thread."""

@@ -54,12 +54,7 @@ class CnnExpert:
         if len(X) == 0:
             return ExpertResult.empty(self.label_names)
         probs = self.detector.predict_proba(np.asarray(X))
-        n = len(probs)
-        return ExpertResult.from_arrays(
-            probs, prompt_tokens=np.zeros(n), completion_tokens=np.zeros(n),
-            latency_s=np.full(n, (time.perf_counter() - start) / n), cost=np.full(n, self.cost.expert_per_call),
-            truncated=np.zeros(n, dtype=bool), label_names=self.label_names,
-        )
+        return ExpertResult.tokenless(probs, time.perf_counter() - start, self.cost.expert_per_call, self.label_names)
 
     async def ajudge(self, X: ExpertInput) -> ExpertResult:
         """:meth:`judge` in a worker thread."""

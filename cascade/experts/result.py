@@ -56,6 +56,15 @@ class ExpertResult:
         )
 
     @classmethod
+    def tokenless(cls, probs: Any, elapsed_s: float, cost_per_sample: float,
+                  label_names: Sequence[str]) -> ExpertResult:
+        """A result of a model that spends no tokens (the vote control, a CNN): the call's time shared evenly."""
+        n = len(probs)
+        return cls.from_arrays(probs, prompt_tokens=np.zeros(n), completion_tokens=np.zeros(n),
+                               latency_s=np.full(n, elapsed_s / max(n, 1)), cost=np.full(n, cost_per_sample),
+                               truncated=np.zeros(n, dtype=bool), label_names=label_names)
+
+    @classmethod
     def empty(cls, label_names: Sequence[str]) -> ExpertResult:
         """A result with no samples."""
         return cls.from_arrays(np.zeros((0, len(label_names))), prompt_tokens=[], completion_tokens=[],
