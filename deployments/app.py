@@ -97,6 +97,21 @@ def app_builder(args: dict[str, Any]) -> Application:
     return build_app(CascadeConfig.from_yaml(AppArgs.model_validate(args).config))
 
 
+# Serve's proxy must pass its readiness check within 5 s by default; on a busy 2-core machine (a vLLM
+# engine loading beside it) it misses that and is killed and restarted in a loop. Longer checks here.
+SLOW_HOST_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
+
+
+def init_ray(**options: Any) -> None:
+    """Start a local Ray instance (unless one is running) with Serve's health checks relaxed."""
+    import ray
+
+    for variable, value in SLOW_HOST_DEFAULTS.items():
+        os.environ.setdefault(variable, value)
+    if not ray.is_initialized():
+        ray.init(**{"include_dashboard": False, "logging_level": "warning", **options})
+
+
 def run(config: CascadeConfig | str | Path, *, blocking: bool = False, name: str = APP_NAME,
         on_ready: Callable[[str], None] | None = None) -> str:
     """Start the app on ``serve.host:serve.port``; return its URL once every replica is ready.
@@ -105,13 +120,10 @@ def run(config: CascadeConfig | str | Path, *, blocking: bool = False, name: str
     ``on_ready(url)`` is called once the app answers; with ``blocking=True`` the call then serves
     until interrupted and shuts Serve down on the way out.
     """
-    import ray
-
     if not isinstance(config, CascadeConfig):
         config = CascadeConfig.from_yaml(config)
     app = build_app(config)
-    if not ray.is_initialized():
-        ray.init(include_dashboard=False, logging_level="warning")
+    init_ray()
     serve.start(http_options={"host": config.serve.host, "port": config.serve.port})
     serve.run(app, name=name, route_prefix="/", blocking=False)
     url = f"http://{config.serve.host}:{config.serve.port}"

@@ -47,9 +47,9 @@ def url(config: CascadeConfig, metrics_port: int) -> Iterator[str]:
     import ray
     from ray import serve
 
-    from deployments.app import run
+    from deployments.app import init_ray, run
 
-    ray.init(num_cpus=2, include_dashboard=False, _metrics_export_port=metrics_port, logging_level="warning")
+    init_ray(num_cpus=2, _metrics_export_port=metrics_port)
     try:
         yield run(config)
     finally:

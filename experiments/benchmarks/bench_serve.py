@@ -109,7 +109,7 @@ def benchmark(model: str, clients: int, seconds: float, count: int = 600) -> dic
     import ray
     from ray import serve
 
-    from deployments.app import run
+    from deployments.app import init_ray, run
     from experiments.tune import tune
 
     with socket.socket() as sock:
@@ -119,7 +119,7 @@ def benchmark(model: str, clients: int, seconds: float, count: int = 600) -> dic
     config = bench_config(workdir / "artifact", model, port)
     tune(config, progress=False)
     kept, deferred = held_out_texts(config, count)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
+    init_ray(num_cpus=2)
     started = time.perf_counter()
     try:
         url = run(config)
