@@ -19,8 +19,8 @@ from deployments.service import Payload, SmallScores
 
 def score_small(small: Any, X: Payload) -> SmallScores:
     """Calibrated probabilities and policy features of a :class:`~cascade.small.SmallTier` for ``X``."""
-    return SmallScores(probabilities=np.asarray(small.predict_proba(X), dtype=float),
-                       features=np.asarray(small.features(X), dtype=float))
+    features = np.asarray(small.features(X), dtype=float)  # calibrated probabilities come first: one pass
+    return SmallScores(probabilities=features[:, : small.n_classes], features=features)
 
 
 def _samples_in(payloads: list[Payload]) -> int:

@@ -145,14 +145,15 @@ def score_small(small: Any, dataset: Dataset, cost_per_call: float) -> TierScore
     """Calibrated probabilities and uncertainty features of the small tier on ``dataset``."""
     start = time.perf_counter()
     X = _payload(dataset)
-    probs = small.predict_proba(X)
+    features = small.features(X)  # calibrated probabilities come first: one detector pass
+    probs = features[:, : small.n_classes]
     elapsed = time.perf_counter() - start
     n = len(dataset)
     return TierScores(
         tier="small", ids=dataset.ids, y=dataset.y, probs=probs,
         cost=np.full(n, cost_per_call), latency_s=np.full(n, elapsed / max(n, 1)),
         prompt_tokens=np.zeros(n, dtype=np.int64), completion_tokens=np.zeros(n, dtype=np.int64),
-        features=small.features(X),
+        features=features,
     )
 
 
