@@ -292,8 +292,20 @@ def test_a_failed_expert_gives_the_small_verdict_flagged_degraded(
 
 def test_an_expert_timeout_gives_degraded_answers(config: CascadeConfig, knn_expert: Any,
                                                  tiers: Tiers, kept_and_deferred: KeptDeferred) -> None:
-    impatient = config.model_copy(update={"serve": config.serve.model_copy(update={"expert_timeout_s": 1e-4})})
-    response = detect(TestClient(in_process_app(impatient, knn_expert, tiers)), kept_and_deferred[1][:2])
+    class SlowExpert:
+        """The real control expert, answering 0.5 s late: longer than the router waits."""
+
+        label_names = knn_expert.label_names
+
+        async def ajudge(self, X: Any) -> Any:
+            await asyncio.sleep(0.5)
+            return await knn_expert.ajudge(X)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(knn_expert, name)
+
+    impatient = config.model_copy(update={"serve": config.serve.model_copy(update={"expert_timeout_s": 0.05})})
+    response = detect(TestClient(in_process_app(impatient, SlowExpert(), tiers)), kept_and_deferred[1][:2])
     assert [v["degraded"] for v in response.json()["verdicts"]] == [True, True]
 
 
