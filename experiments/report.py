@@ -14,6 +14,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _cache_note(results: dict[str, Any]) -> str:
+    cached = [tier for tier, hit in results.get("expert_scores_from_cache", {}).items() if hit]
+    return f" (scores of {', '.join(cached)} read from the cache, not recomputed)" if cached else ""
+
+
 def tier_table(results: dict[str, Any]) -> str:
     lines = ["| tier | accuracy | F1 | AUROC | ECE | cost / 1k | latency ms |", "|---|---|---|---|---|---|---|"]
     for tier, row in results["tiers"].items():
@@ -31,6 +36,11 @@ def frontier_table(results: dict[str, Any], expert: str) -> str:
     for policy, row in block["policies"].items():
         cells = " | ".join(_fmt(row["at_budget"][b]["accuracy"]) for b in budgets)
         lines.append(f"| {policy} | {cells} | {_fmt(row['aiq_accuracy_vs_cost'])} | {_fmt(row['apgr'])} | {_fmt(row['cpt50'])} |")
+    small, alone = results["tiers"]["small"]["accuracy"], results["tiers"][expert]["accuracy"]
+    if alone <= small:
+        lines.append(f"\nAPGR and CPT are n/a: `{expert}` alone ({alone:.3f}) is no more accurate than the small tier "
+                     f"alone ({small:.3f}), so there is no gap between the two to recover. The cascade can still beat "
+                     f"both (the two tiers err on different samples): read the accuracy at each budget.")
     return "\n".join(lines)
 
 
@@ -50,7 +60,7 @@ def markdown_report(results: dict[str, Any]) -> str:
     parts = [
         f"# Experiment `{results['name']}`",
         f"Held-out samples scored by every tier: {evaluated['calibration']} calibration, {evaluated['test']} test. "
-        f"Total time {results['timing_s']['total']:.0f} s.",
+        f"Total time {results['timing_s']['total']:.0f} s{_cache_note(results)}.",
         "## Each tier alone (test)", tier_table(results),
     ]
     for expert in results["scalars"]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,8 @@ class Scored:
 
     small: TierScores
     experts: dict[str, TierScores]
+    from_cache: dict[str, bool] = field(default_factory=dict)
+    """per expert: whether its scores came from the on-disk cache (no model ran)"""
 
 
 def run_experiment(config: CascadeConfig, results_root: str | Path | None = None, refresh: bool = False,
@@ -64,6 +66,8 @@ def run_experiment(config: CascadeConfig, results_root: str | Path | None = None
         "budget_adherence": adherence,
         "curves": curves,
         "timing_s": {"small_fit": small_fit_s, "total": time.perf_counter() - started},
+        "expert_scores_from_cache": {tier: calibration.from_cache[tier] and test.from_cache[tier]
+                                     for tier in test.experts},
     }
     write_outputs(out, results, test, small_tier, splits)
     return out
@@ -116,15 +120,15 @@ def score_all(config: CascadeConfig, splits: dict[str, Dataset], small_tier: Any
     scored: dict[str, Scored] = {}
     for split, dataset in held_out.items():
         small = score_small(small_tier, dataset, config.cost.small_per_call)
-        by_expert = {}
+        by_expert, from_cache = {}, {}
         for tier, expert_config in experts.items():
             key = content_hash("expert", expert_config.model_dump(), model_identity(expert_config.model),
                                config.cost.model_dump(), dataset_hash(dataset), dataset_hash(splits["train"]))
-            by_expert[tier], _ = cached(
+            by_expert[tier], from_cache[tier] = cached(
                 key, lambda ec=expert_config, t=tier, d=dataset: _score_with_new_expert(config, ec, splits["train"], d, t, progress),
                 refresh=refresh,
             )
-        scored[split] = Scored(small=small, experts=by_expert)
+        scored[split] = Scored(small=small, experts=by_expert, from_cache=from_cache)
     return scored["calibration"], scored["test"]
 
 
