@@ -1,12 +1,13 @@
 """MiniLM sentence embeddings with an on-disk cache keyed by text hash.
 
->>> enc = Embedder()                                   # doctest: +SKIP
+>>> enc = shared_embedder("minilm")                   # doctest: +SKIP
 >>> enc.encode(["cheap meds", "meeting at 3"]).shape   # doctest: +SKIP
 (2, 384)
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any, Sequence
@@ -24,15 +25,19 @@ class Embedder:
     """Unit-normalised sentence embeddings from a sentence-transformers model folder.
 
     Embeddings are cached per (model, text) in ``$CASCADE_HOME/cache/embeddings/<model>/`` as
-    safetensors shards, so scoring the same corpus twice embeds it once.
+    safetensors shards, so scoring the same corpus twice embeds it once. Only calls with at least
+    ``remember_min`` new texts are remembered (corpora, not serving traffic): a single unseen
+    request is embedded and forgotten, so serving neither grows memory nor writes a shard per
+    request.
     """
 
     def __init__(self, model: str = "minilm", batch_size: int = 64, max_seq_length: int = 256,
-                 cache: bool = True) -> None:
+                 cache: bool = True, remember_min: int = 16) -> None:
         self.model = model
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
         self.cache = cache
+        self.remember_min = remember_min
         self._encoder: Any = None
         self._memory: dict[str, np.ndarray] = {}
 
@@ -52,6 +57,8 @@ class Embedder:
                 convert_to_numpy=True, show_progress_bar=False,
             ).astype(np.float32)
             fresh = {k: v for (k, _), v in zip(missing, vectors)}
+            if len(fresh) < self.remember_min:
+                return np.stack([self._memory[k] if k in self._memory else fresh[k] for k in keys])
             self._memory.update(fresh)
             if self.cache:
                 self._write_cache(fresh)
@@ -94,3 +101,9 @@ class Embedder:
         partial = shard.with_suffix(".partial")
         save_file(fresh, str(partial))
         partial.rename(shard)
+
+
+@functools.lru_cache(maxsize=4)
+def shared_embedder(model: str = "minilm") -> Embedder:
+    """The process-wide :class:`Embedder` for ``model``: the encoder and the cache load once."""
+    return Embedder(model)

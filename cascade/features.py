@@ -91,9 +91,9 @@ class NeighbourDistance:
 
     def _represent(self, X: Sequence[str] | np.ndarray) -> np.ndarray:
         if self.modality == "text":
-            from cascade.embeddings import Embedder
+            from cascade.embeddings import shared_embedder
 
-            return Embedder(self.model).encode(list(X)).astype(np.float32)
+            return shared_embedder(self.model).encode(list(X)).astype(np.float32)
         rows = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
         if self.modality == "features":
             return ((rows - self.mean_) / self.scale_).astype(np.float32)

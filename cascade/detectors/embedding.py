@@ -13,7 +13,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from cascade.detectors.base import DetectorBase, anomaly_probability, check_labels, check_texts, score_reference
-from cascade.embeddings import Embedder
+from cascade.embeddings import shared_embedder
 
 
 class EmbeddingLogistic(DetectorBase):
@@ -31,14 +31,14 @@ class EmbeddingLogistic(DetectorBase):
     def fit(self, X: Sequence[str], y: np.ndarray | None = None) -> Self:
         texts = check_texts(X, self.kind)
         labels = check_labels(y, len(texts), self.kind)
-        embeddings = Embedder(self.model).encode(texts)
+        embeddings = shared_embedder(self.model).encode(texts)
         self.classifier_ = LogisticRegression(C=self.C, class_weight="balanced", max_iter=2000).fit(embeddings, labels)
         self.classes_ = self.classifier_.classes_
         return self
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
         self._check_fitted()
-        embeddings = Embedder(self.model).encode(check_texts(X, self.kind))
+        embeddings = shared_embedder(self.model).encode(check_texts(X, self.kind))
         return np.asarray(self.classifier_.predict_proba(embeddings), dtype=np.float64)
 
 
@@ -62,7 +62,7 @@ class EmbeddingKnn(DetectorBase):
         texts = check_texts(X, self.kind)
         if len(texts) <= self.k:
             raise ValueError(f"detector '{self.kind}' needs more than k={self.k} normal texts, got {len(texts)}")
-        self.normal_embeddings_ = Embedder(self.model).encode(texts).astype(np.float32)
+        self.normal_embeddings_ = shared_embedder(self.model).encode(texts).astype(np.float32)
         similarity = self.normal_embeddings_ @ self.normal_embeddings_.T
         np.fill_diagonal(similarity, -np.inf)  # leave-one-out: a training text is not its own neighbour
         self.reference_ = score_reference(self._mean_distance(similarity))
@@ -72,7 +72,7 @@ class EmbeddingKnn(DetectorBase):
     def anomaly_score(self, X: Sequence[str]) -> np.ndarray:
         """Mean cosine distance to the ``k`` nearest normal training texts (higher = more anomalous)."""
         self._check_fitted()
-        embeddings = Embedder(self.model).encode(check_texts(X, self.kind))
+        embeddings = shared_embedder(self.model).encode(check_texts(X, self.kind))
         return self._mean_distance(embeddings @ self.normal_embeddings_.T)
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from cascade.data import Dataset
-from cascade.embeddings import Embedder
+from cascade.embeddings import Embedder, shared_embedder
 from cascade.experts.prompts import Modality
 
 _QUERY_CHUNK = 1024
@@ -39,7 +39,7 @@ class NeighbourRetriever:
         self.labels = np.asarray(pool.y, dtype=np.int64)
         self.label_names = pool.label_names
         if self.modality == "text":
-            self._embedder = embedder or Embedder()
+            self._embedder = embedder or shared_embedder()
             self._vectors = self._embedder.encode(pool.texts or [])
         else:
             features = np.asarray(pool.features, dtype=np.float64)

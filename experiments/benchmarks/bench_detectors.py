@@ -3,9 +3,10 @@
 For each detector, on the seeded train / calibration / test splits (60 / 20 / 20): fit time,
 test AUROC and accuracy, ECE (15 bins) of the raw probabilities and after each calibrator
 (temperature, Platt, isotonic; fitted on the calibration split only), Brier and NLL of the
-configured calibrator, and latency: per sample in one batched call over the test split, and for
-a single sample (median of 20 calls). MiniLM embeddings are cached, so embedding detectors are
-timed warm in the batched row and cold for single samples not in the cache.
+configured calibrator, and latency: per sample in one batched call over the test split after one
+warm-up pass (so MiniLM embedding detectors read their cached embeddings: the harness's case), and
+for a single unseen sample (median of 20 calls on test mails with a unique suffix, so their
+embeddings are computed: the serving case).
 
 Writes ``experiments/benchmarks/results/detectors.{json,md}`` and prints the JSON.
 
@@ -19,6 +20,7 @@ import json
 import os
 import platform
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,6 +56,7 @@ def run_case(dataset: str, detector: dict[str, Any], calibrator: str, splits: di
     tier = SmallTier.from_config(config).fit(splits["train"], splits["calibration"])
     fit_s = time.perf_counter() - start
     test = splits["test"]
+    tier.predict_raw(test.X)  # warm-up: embeddings cached, lazy state built
     start = time.perf_counter()
     raw = tier.predict_raw(test.X)
     batched_s = (time.perf_counter() - start) / len(test)
@@ -62,8 +65,9 @@ def run_case(dataset: str, detector: dict[str, Any], calibrator: str, splits: di
     ece_after = {kind: ece(make_calibrator(kind).fit(raw_cal, splits["calibration"].y).transform(raw), test.y)
                  for kind in CALIBRATORS}
     singles = []
+    nonce = uuid.uuid4().hex  # unseen in every run: no embedding cache can hold these texts
     for i in range(20):
-        one = test.X[i : i + 1]
+        one = [f"{test.X[i]}\n-- {nonce} {i}"] if test.texts is not None else test.X[i : i + 1]
         start = time.perf_counter()
         tier.predict_proba(one)
         singles.append(time.perf_counter() - start)
@@ -83,7 +87,7 @@ def markdown(out: dict[str, Any]) -> str:
              f"Seeded 60/20/20 splits (seed 0); calibrators fitted on the calibration split only; numbers on the "
              f"test split. {out['machine']['cpus']} CPU cores, no GPU. ECE: 15 equal-width bins, top label.", "",
              "| dataset | detector | trained on | AUROC | accuracy | ECE raw | ECE temp. | ECE Platt | ECE isotonic "
-             "| Brier | fit (s) | ms/sample batched | ms single |",
+             "| Brier | fit (s) | ms/sample batched (warm) | ms single (unseen) |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in out["rows"]:
         cal = row["ece_calibrated"]
@@ -94,13 +98,27 @@ def markdown(out: dict[str, Any]) -> str:
             f"{row['latency_ms_batched']:.3f} | {row['latency_ms_single']:.1f} |")
     lines += ["", "Brier is for the configured calibrator (Platt for supervised detectors, isotonic for one-class ones).",
               "One-class detectors never see a labelled anomaly while fitting; their raw probability is a fixed "
-              "squashing of the anomaly score, so the calibrator does the real work."]
+              "squashing of the anomaly score, so the calibrator does the real work.",
+              "Fit time of the MiniLM embedding detectors excludes embedding the corpus when the on-disk embedding "
+              "cache already holds it (embedding all 6,046 mails once takes about 5 minutes on these 2 cores)."]
     return "\n".join(lines) + "\n"
+
+
+def merge_rows(fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The recorded rows with the ``--only`` cases replaced by ``fresh`` ones, in ``CASES`` order."""
+    def key(row: dict[str, Any]) -> tuple[str, str, str]:
+        return row["dataset"], row["detector"], row["note"]
+
+    path = RESULTS / "detectors.json"
+    recorded = json.loads(path.read_text())["rows"] if path.is_file() else []
+    by_key = {key(row): row for row in recorded} | {key(row): row for row in fresh}
+    order = [(dataset, detector["kind"], note) for dataset, detector, _, note in CASES]
+    return [by_key[k] for k in order if k in by_key]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="comma-separated detector kinds to run")
+    parser.add_argument("--only", default="", help="comma-separated detector kinds to rerun; other recorded rows are kept")
     args = parser.parse_args(argv)
     only = {k for k in args.only.split(",") if k}
     rows = []
@@ -115,6 +133,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{dataset:13s} {detector['kind']:17s} AUROC {row['auroc']:.3f} ECE {row['ece_raw']:.3f} -> "
               f"{row['ece_calibrated'][calibrator]:.3f} ({calibrator}), {row['latency_ms_batched']:.3f} ms/sample", flush=True)
         rows.append(row)
+    if only:
+        rows = merge_rows(rows)
     out = {"benchmark": "detectors", "when": datetime.now(UTC).isoformat(timespec="seconds"),
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "rows": rows}
     RESULTS.mkdir(parents=True, exist_ok=True)
