@@ -1,12 +1,12 @@
 """Reference policies for cost-accuracy curves: random (seeded), oracle, never, always.
 
 The oracle is a bound, not a deployable policy: it scores with the outcomes of the very samples
-it scores, ``gain = expert_correct - small_correct``, so at threshold 0 it defers exactly the
-samples the small tier gets wrong and the expert gets right.
+it scores, ``gain = expert_correct - small_correct`` (ties broken by position), so at threshold 0
+it defers exactly the samples the small tier gets wrong and the expert gets right.
 
 >>> import numpy as np
->>> OraclePolicy().score(np.zeros((3, 2)), small_correct=[1, 0, 0], expert_correct=[1, 1, 0])
-array([0., 1., 0.])
+>>> OraclePolicy().score(np.zeros((3, 2)), small_correct=[1, 0, 0], expert_correct=[1, 1, 0]) > 0
+array([False,  True, False])
 """
 
 from __future__ import annotations
@@ -53,7 +53,13 @@ class RandomPolicy(PolicyBase):
 
 
 class OraclePolicy(PolicyBase):
-    """Scores by the realised gain of deferring; needs the outcomes of the samples it scores."""
+    """Scores by the realised gain of deferring; needs the outcomes of the samples it scores.
+
+    Ties are broken by position (scores ``gain - 0.5 * i / n``, all distinct), so a threshold can
+    defer any number of samples gain-first: the oracle bounds every policy at every deferral rate,
+    not only where a whole group of equal gains ends. ``score > 0`` still defers exactly the
+    samples the expert fixes.
+    """
 
     kind = "oracle"
 
@@ -67,7 +73,8 @@ class OraclePolicy(PolicyBase):
         if small_correct is None or expert_correct is None:
             raise ValueError("the oracle scores with the outcomes: pass small_correct and expert_correct")
         check_outcomes(len(features), small_correct, expert_correct)
-        return deferral_gain(small_correct, expert_correct)
+        n = len(features)
+        return deferral_gain(small_correct, expert_correct) - 0.5 * np.arange(n) / max(n, 1)
 
 
 class NeverPolicy(PolicyBase):

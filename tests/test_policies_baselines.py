@@ -34,6 +34,15 @@ def test_oracle_at_threshold_zero_defers_exactly_where_small_is_wrong_and_expert
     assert defer.tolist() == [False, True, False, False, True]
 
 
+def test_oracle_scores_are_distinct_so_every_deferral_count_is_a_threshold():
+    small_correct, expert_correct = np.zeros(10), np.r_[np.ones(6), np.zeros(4)]
+    scores = OraclePolicy().score(np.full((10, 2), 0.5), small_correct, expert_correct)
+    assert len(np.unique(scores)) == 10
+    thresholds = np.sort(scores)[::-1]
+    fixed = [int(np.sum((scores > t) & (expert_correct == 1))) for t in thresholds]
+    assert fixed == [0, 1, 2, 3, 4, 5, 6, 6, 6, 6]
+
+
 def test_oracle_needs_the_outcomes():
     with pytest.raises(ValueError, match="small_correct and expert_correct"):
         OraclePolicy().score(FEATURES)

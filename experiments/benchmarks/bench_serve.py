@@ -178,8 +178,13 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"Router / detector-alone throughput ratio: **{results['router_over_detector_throughput']:.2f}** "
-        f"(errors {router['errors']}, lost {router['lost']}). The no-op ingress row is what Serve's HTTP "
-        "proxy and an ingress replica cost before any cascade work; the router adds the detector hop to it.",
+        f"(errors {router['errors']}, lost {router['lost']}); router / no-op ingress: "
+        f"**{small.get('throughput_rps', 0) / max(floor.get('throughput_rps', 0), 1e-9):.2f}**. The no-op ingress "
+        "row is what Serve's HTTP proxy and an ingress replica cost before any cascade work; the router adds "
+        "the detector hop to it. Load generator, proxy, router, detector and the idle vLLM replica share the "
+        f"{results['machine']['cpus']} cores, and each detector batch waits up to "
+        f"{setup['serve']['batch_wait_timeout_s'] * 1000:g} ms for more samples (max_batch_size "
+        f"{setup['serve']['max_batch_size']}, rarely full with {setup['clients']} clients of one sample each).",
         "",
         "## Mixed load (4 confident : 1 uncertain mail)",
         "",
