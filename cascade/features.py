@@ -18,6 +18,8 @@ from typing import Any, Self, Sequence
 import numpy as np
 from scipy.special import xlogy
 
+from cascade.linalg import cross
+
 
 def max_prob_uncertainty(probabilities: np.ndarray) -> np.ndarray:
     """``1 - max_k p_k``: Chow's rule on calibrated probabilities."""
@@ -72,8 +74,8 @@ class NeighbourDistance:
         """``(n,)`` distances to the nearest kept training sample."""
         points = self._represent(X)
         if self.modality == "text":
-            return np.asarray(1.0 - (points @ self.reference_.T).max(axis=1), dtype=np.float64)
-        squared = ((points**2).sum(axis=1)[:, None] - 2.0 * points @ self.reference_.T
+            return np.asarray(1.0 - cross(points, self.reference_).max(axis=1), dtype=np.float64)
+        squared = ((points**2).sum(axis=1)[:, None] - 2.0 * cross(points, self.reference_)
                    + (self.reference_**2).sum(axis=1)[None, :])
         return np.sqrt(np.maximum(squared.min(axis=1), 0.0)).astype(np.float64)
 

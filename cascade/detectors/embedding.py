@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from cascade.detectors.base import DetectorBase, anomaly_probability, check_labels, check_texts, score_reference
 from cascade.embeddings import shared_embedder
+from cascade.linalg import cross
 
 
 class EmbeddingLogistic(DetectorBase):
@@ -73,7 +74,7 @@ class EmbeddingKnn(DetectorBase):
         """Mean cosine distance to the ``k`` nearest normal training texts (higher = more anomalous)."""
         self._check_fitted()
         embeddings = shared_embedder(self.model).encode(check_texts(X, self.kind))
-        return self._mean_distance(embeddings @ self.normal_embeddings_.T)
+        return self._mean_distance(cross(embeddings, self.normal_embeddings_))
 
     def predict_proba(self, X: Sequence[str]) -> np.ndarray:
         return anomaly_probability(self.anomaly_score(X), self.reference_)

@@ -19,6 +19,7 @@ import numpy as np
 
 from cascade.data import Dataset
 from cascade.embeddings import Embedder, shared_embedder
+from cascade.linalg import cross
 from cascade.experts.prompts import Modality
 
 _QUERY_CHUNK = 1024
@@ -65,10 +66,10 @@ class NeighbourRetriever:
 
     def _nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.modality == "text":
-            closeness = queries @ self._vectors.T
+            closeness = cross(queries, self._vectors)
         else:
-            cross = queries @ self._vectors.T
-            squared = (queries ** 2).sum(1)[:, None] + (self._vectors ** 2).sum(1)[None, :] - 2 * cross
+            products = cross(queries, self._vectors)
+            squared = (queries ** 2).sum(1)[:, None] + (self._vectors ** 2).sum(1)[None, :] - 2 * products
             closeness = -np.sqrt(np.maximum(squared, 0.0))
         top = np.argpartition(-closeness, self.k - 1, axis=1)[:, : self.k]
         order = np.argsort(-np.take_along_axis(closeness, top, axis=1), axis=1, kind="stable")
