@@ -138,7 +138,7 @@ def benchmark(model: str, clients: int, seconds: float, count: int = 600) -> dic
     small_path = through_router["paths"].get("small", {})
     return {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "setup": {"model": model, "clients": clients, "seconds_per_load": seconds, "startup_s": startup_s,
+        "setup": {"model": Path(model).name, "clients": clients, "seconds_per_load": seconds, "startup_s": startup_s,
                   "detector": "tfidf-lr (200 labels) + platt", "policy": "confidence, rate 0.2, hard cap 0.5",
                   "kept_texts": len(kept), "deferred_texts": len(deferred),
                   "serve": config.serve.model_dump(mode="json")},
