@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections import ChainMap
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,6 +42,7 @@ class Embedder:
         self.remember_min = remember_min
         self._encoder: Any = None
         self._memory: dict[str, np.ndarray] = {}
+        self._cache_read = False
 
     @property
     def dimension(self) -> int:
@@ -48,8 +51,10 @@ class Embedder:
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings ``(n, d)`` float32, unit length, in input order."""
         keys = [text_key(t) for t in texts]
-        if self.cache and not self._memory:
+        if self.cache and not self._cache_read:
             self._memory.update(self._read_cache())
+            self._cache_read = True
+        known: Mapping[str, np.ndarray] = self._memory
         missing = sorted({k: t for k, t in zip(keys, texts) if k not in self._memory}.items())
         if missing:
             vectors = self._load().encode(
@@ -58,13 +63,14 @@ class Embedder:
             ).astype(np.float32)
             fresh = {k: v for (k, _), v in zip(missing, vectors)}
             if len(fresh) < self.remember_min:
-                return np.stack([self._memory[k] if k in self._memory else fresh[k] for k in keys])
-            self._memory.update(fresh)
-            if self.cache:
-                self._write_cache(fresh)
+                known = ChainMap(fresh, self._memory)
+            else:
+                self._memory.update(fresh)
+                if self.cache:
+                    self._write_cache(fresh)
         if not keys:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.stack([self._memory[k] for k in keys])
+        return np.stack([known[k] for k in keys])
 
     def _load(self) -> Any:
         if self._encoder is None:

@@ -13,15 +13,19 @@ A product of a few rows gains nothing from threads, so it runs on one; large bat
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from threadpoolctl import ThreadpoolController
 
 SINGLE_THREAD_ROWS = 64
 """At most this many query rows: one BLAS thread."""
 
 
 @functools.cache
-def _blas() -> object:
+def _blas() -> "ThreadpoolController":
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
@@ -31,5 +35,5 @@ def cross(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """``queries @ reference.T``, single-threaded for at most ``SINGLE_THREAD_ROWS`` queries."""
     if len(queries) > SINGLE_THREAD_ROWS:
         return queries @ reference.T
-    with _blas().limit(limits=1, user_api="blas"):  # type: ignore[attr-defined]
+    with _blas().limit(limits=1, user_api="blas"):
         return queries @ reference.T
