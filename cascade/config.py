@@ -73,7 +73,8 @@ class ExpertConfig(_Section):
 
 
 class PolicyConfig(_Section):
-    kind: Literal["confidence", "margin", "entropy", "posthoc", "random", "oracle", "never", "always"] = "confidence"
+    kind: Literal["confidence", "margin", "entropy", "posthoc", "learned", "random", "oracle", "never",
+                  "always"] = "confidence"
     params: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -16,6 +16,7 @@ from policies.base import DeferralPolicy, PolicyBase
 from policies.baselines import AlwaysPolicy, NeverPolicy, OraclePolicy, RandomPolicy, deferral_gain
 from policies.certificate import Certificate, InfeasibleTarget
 from policies.evaluation import Adherence, budget_adherence, deferral_curve, random_splits
+from policies.learned import LearnedPolicy, deferral_area
 from policies.online import OnlineController
 from policies.posthoc import PosthocPolicy
 from policies.registry import POLICIES, load_policy, make_policy
@@ -35,8 +36,8 @@ from policies.tuners import (
 __all__ = [
     "AcceptedErrorTuner", "Adherence", "AlwaysPolicy", "BudgetTuner", "Cascade", "Certificate",
     "ConfidencePolicy", "CostTuner", "DeferralData", "DeferralPolicy", "EntropyPolicy", "Hop",
-    "InfeasibleTarget", "JointTuner", "MarginPolicy", "NeverPolicy", "OnlineController",
+    "InfeasibleTarget", "JointTuner", "LearnedPolicy", "MarginPolicy", "NeverPolicy", "OnlineController",
     "OraclePolicy", "POLICIES", "PolicyBase", "PosthocPolicy", "RandomPolicy", "RateTuner",
-    "budget_adherence", "clopper_pearson_upper", "deferral_curve", "deferral_gain", "load_policy",
+    "budget_adherence", "clopper_pearson_upper", "deferral_area", "deferral_curve", "deferral_gain", "load_policy",
     "make_policy", "make_tuner", "random_splits", "simulate", "uncertainty_features",
 ]

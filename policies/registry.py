@@ -13,13 +13,14 @@ from cascade.artifact import ArtifactError
 from policies.base import PolicyBase
 from policies.baselines import AlwaysPolicy, NeverPolicy, OraclePolicy, RandomPolicy
 from policies.persistence import POLICY_FILE, read_policy
+from policies.learned import LearnedPolicy
 from policies.posthoc import PosthocPolicy
 from policies.rules import ConfidencePolicy, EntropyPolicy, MarginPolicy
 
 POLICIES: dict[str, type[PolicyBase]] = {
     policy.kind: policy
     for policy in (
-        ConfidencePolicy, MarginPolicy, EntropyPolicy, PosthocPolicy,
+        ConfidencePolicy, MarginPolicy, EntropyPolicy, PosthocPolicy, LearnedPolicy,
         RandomPolicy, OraclePolicy, NeverPolicy, AlwaysPolicy,
     )
 }

@@ -1,0 +1,259 @@
+"""A learned deferral policy that never does worse than Chow's rule on the data it was fitted on.
+
+It models the two halves of the deferral gain separately: ``P(expert right | x)`` and
+``P(small right | x)``, two logistic regressions over a design built from the calibrated
+probabilities, their uncertainties (Chow's score ``1 - max p`` first), any extra feature columns
+(an input view, length, distance to the training data, ...) and those extras times Chow's score.
+The expected gain of deferring is their difference. Every sample informs both models, so far
+more data carries signal than in a classifier of the rare "expert fixes it" event.
+
+``fit`` then chooses what to serve among three candidates, by ``folds``-fold cross-validated
+ranking quality on the fitting data -- the area under the accuracy-vs-deferral curve up to
+``max_rate``, ties counted at their expected value:
+
+* ``rule``: Chow's score itself (the ranking of :class:`~policies.ConfidencePolicy`);
+* ``learned``: the expected gain ``p_expert(x) - p_small(x)``;
+* ``blend``: the mean of that and the rule in gain units, ``mean(expert right) - max p``.
+
+A learned candidate is chosen only if its mean per-fold advantage over the rule exceeds
+``margin`` standard errors; with fewer than ``min_samples`` samples or fewer than
+``min_positive`` samples the expert fixes, the rule is served without trying. ``choice_`` and
+``choice_reason_`` say what was chosen and why; both are saved with the policy.
+
+>>> from policies.simulate import simulate
+>>> data = simulate(3000, seed=0)
+>>> policy = LearnedPolicy(n_classes=2).fit(data.features, data.small_correct, data.expert_correct)
+>>> policy.choice_
+'learned'
+>>> LearnedPolicy(n_classes=2).fit(data.features[:100], data.small_correct[:100], data.expert_correct[:100]).choice_
+'rule'
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy.special import expit, xlogy
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import KFold
+
+from policies.base import PolicyBase, as_features, check_outcomes, class_probabilities
+from policies.baselines import deferral_gain
+
+Choice = Literal["auto", "rule", "learned", "blend"]
+CANDIDATES = ("rule", "learned", "blend")
+
+
+class LearnedPolicy(PolicyBase):
+    """Expected gain of deferring from two logistic models, or Chow's rule where learning does not pay.
+
+    ``n_classes``: how many leading feature columns are class probabilities (the rest are extra
+    features). ``choice``: ``"auto"`` (cross-validated, see the module docs) or a forced
+    candidate. ``regularization`` is the inverse L2 strength of both logistic models.
+    """
+
+    kind = "learned"
+    _json_state = ("n_features_in_", "choice_", "choice_reason_", "cv_", "n_fit_", "expert_accuracy_", "coef_")
+
+    def __init__(
+        self,
+        n_classes: int | None = None,
+        choice: Choice = "auto",
+        folds: int = 5,
+        min_samples: int = 200,
+        min_positive: int = 20,
+        max_rate: float = 0.5,
+        margin: float = 1.0,
+        regularization: float = 1.0,
+        random_state: int = 0,
+    ) -> None:
+        self.n_classes = n_classes
+        self.choice = choice
+        self.folds = folds
+        self.min_samples = min_samples
+        self.min_positive = min_positive
+        self.max_rate = max_rate
+        self.margin = margin
+        self.regularization = regularization
+        self.random_state = random_state
+
+    def fit(
+        self,
+        features: ArrayLike,
+        small_correct: ArrayLike,
+        expert_correct: ArrayLike,
+        cost: ArrayLike | None = None,
+    ) -> Self:
+        """Fit both outcome models and choose rule / learned / blend; ``cost`` is checked, not used."""
+        self._check_params()
+        features = as_features(features)
+        check_outcomes(len(features), small_correct, expert_correct, cost)
+        small = np.asarray(small_correct, dtype=float).reshape(-1)
+        expert = np.asarray(expert_correct, dtype=float).reshape(-1)
+        self.n_features_in_ = features.shape[1]
+        self.n_fit_ = len(features)
+        self.expert_accuracy_ = float(expert.mean()) if len(expert) else 0.0
+        positives = int(np.sum(deferral_gain(small, expert) > 0))
+        self.cv_: dict[str, Any] = {}
+        if self.choice == "auto" and len(features) < self.min_samples:
+            return self._serve_rule(f"{len(features)} fitting samples < min_samples={self.min_samples}")
+        if self.choice == "auto" and positives < self.min_positive:
+            return self._serve_rule(f"{positives} samples where the expert fixes the small tier "
+                                    f"< min_positive={self.min_positive}")
+        design = self._design(features)
+        if self.choice == "auto":
+            self.cv_ = self._cross_validate(design, small, expert)
+            choice, reason = self._choose(self.cv_)
+        else:
+            choice, reason = self.choice, "forced by the 'choice' parameter"
+        if choice == "rule":
+            return self._serve_rule(reason)
+        self._fit_models(design, small, expert)
+        self.choice_, self.choice_reason_ = choice, reason
+        return self
+
+    def score(self, features: ArrayLike) -> np.ndarray:
+        """The chosen candidate's score; higher means defer first."""
+        if not hasattr(self, "choice_"):
+            raise NotFittedError("this LearnedPolicy is not fitted yet; call fit(features, small_correct, "
+                                 "expert_correct) first")
+        features = self._features(features)
+        probabilities = class_probabilities(features, self.n_classes)
+        top = probabilities.max(axis=1)
+        if self.choice_ == "rule":
+            return 1.0 - top
+        learned = expected_gain(self._design(features), self.coef_)
+        if self.choice_ == "learned":
+            return learned
+        return 0.5 * learned + 0.5 * (self.expert_accuracy_ - top)
+
+    def _serve_rule(self, reason: str) -> Self:
+        self.choice_, self.choice_reason_ = "rule", reason
+        if hasattr(self, "coef_"):
+            del self.coef_
+        return self
+
+    @classmethod
+    def restore(cls, directory: Any, params: dict[str, Any], state: dict[str, Any],
+                estimators: dict[str, Any]) -> Self:
+        """Rebuild from saved JSON; the coefficients become an array again."""
+        policy = super().restore(directory, params, state, estimators)
+        if hasattr(policy, "coef_"):
+            policy.coef_ = np.asarray(policy.coef_, dtype=float)
+        return policy
+
+    def _check_params(self) -> None:
+        if self.choice not in ("auto", *CANDIDATES):
+            raise ValueError(f"unknown choice '{self.choice}'; choose 'auto', 'rule', 'learned' or 'blend'")
+        if not 0 < self.max_rate <= 1:
+            raise ValueError(f"max_rate must be in (0, 1], got {self.max_rate}")
+        if self.folds < 2:
+            raise ValueError(f"folds must be at least 2, got {self.folds}")
+
+    def _design(self, features: np.ndarray) -> np.ndarray:
+        """``[chow, margin, entropy, logit(max p), p_1..p_k, extras, chow * extras]``."""
+        probabilities = class_probabilities(features, self.n_classes)
+        k = probabilities.shape[1]
+        extras = features[:, k:]
+        n, extra = len(features), extras.shape[1]
+        top_two = np.partition(probabilities, k - 2, axis=1)[:, -2:] if k > 2 else np.sort(probabilities, axis=1)
+        design = np.empty((n, 4 + k + 2 * extra))
+        design[:, 0] = chow = 1.0 - top_two[:, 1]
+        design[:, 1] = 1.0 - (top_two[:, 1] - top_two[:, 0])
+        design[:, 2] = -xlogy(probabilities, probabilities).sum(axis=1) / np.log(k)
+        top = np.minimum(np.maximum(top_two[:, 1], 1e-6), 1 - 1e-6)
+        design[:, 3] = np.log(top / (1 - top))
+        design[:, 4:4 + k] = probabilities
+        design[:, 4 + k:4 + k + extra] = extras
+        design[:, 4 + k + extra:] = chow[:, None] * extras
+        return design
+
+    def _fit_models(self, design: np.ndarray, small: np.ndarray, expert: np.ndarray) -> None:
+        self.coef_ = self._outcome_models(design, small, expert)
+
+    def _outcome_models(self, design: np.ndarray, small: np.ndarray, expert: np.ndarray) -> np.ndarray:
+        """Coefficients ``(2, 1 + d)`` (intercept first; expert row, then small-tier row) on the raw design.
+
+        The models are fitted on standardised columns; the standardisation is folded into the
+        coefficients so that scoring is one matrix product.
+        """
+        mean, scale = design.mean(axis=0), design.std(axis=0)
+        scale = np.where(scale > 1e-12, scale, 1.0)
+        standard = (design - mean) / scale
+        rows = []
+        for outcome in (expert, small):
+            coef = self._fit_outcome(standard, outcome)
+            weights = coef[1:] / scale
+            rows.append(np.concatenate([[coef[0] - mean @ weights], weights]))
+        return np.array(rows)
+
+    def _fit_outcome(self, design: np.ndarray, outcome: np.ndarray) -> np.ndarray:
+        """``[intercept, weights...]`` of a logistic model; a constant outcome gives a constant model."""
+        if np.all(outcome == outcome[0]):
+            return np.concatenate([[40.0 if outcome[0] else -40.0], np.zeros(design.shape[1])])
+        model = LogisticRegression(C=self.regularization, max_iter=2000).fit(design, outcome.astype(int))
+        return np.concatenate([model.intercept_, model.coef_[0]])
+
+    def _cross_validate(self, design: np.ndarray, small: np.ndarray, expert: np.ndarray) -> dict[str, Any]:
+        """Per-fold area of each candidate on out-of-fold scores."""
+        gain = expert - small
+        areas: dict[str, list[float]] = {name: [] for name in CANDIDATES}
+        splitter = KFold(n_splits=self.folds, shuffle=True, random_state=self.random_state)
+        for fit_part, held_part in splitter.split(design):
+            held = design[held_part]
+            learned = expected_gain(held, self._outcome_models(design[fit_part], small[fit_part], expert[fit_part]))
+            chow = held[:, 0]
+            rule_gain = expert[fit_part].mean() - (1.0 - chow)
+            scores = {"rule": chow, "learned": learned, "blend": 0.5 * learned + 0.5 * rule_gain}
+            for name, values in scores.items():
+                areas[name].append(deferral_area(values, gain[held_part], self.max_rate))
+        rule = np.asarray(areas["rule"])
+        summary: dict[str, Any] = {"folds": self.folds, "max_rate": self.max_rate, "area": {}, "advantage": {}}
+        for name in CANDIDATES:
+            summary["area"][name] = float(np.mean(areas[name]))
+            if name != "rule":
+                advantage = np.asarray(areas[name]) - rule
+                summary["advantage"][name] = {"mean": float(advantage.mean()),
+                                              "standard_error": float(advantage.std(ddof=1) / np.sqrt(len(advantage)))}
+        return summary
+
+    def _choose(self, cv: dict[str, Any]) -> tuple[str, str]:
+        best = max(("learned", "blend"), key=lambda name: cv["advantage"][name]["mean"])
+        advantage = cv["advantage"][best]
+        detail = (f"{best}'s cross-validated area up to {self.max_rate:.0%} deferral is "
+                  f"{advantage['mean']:+.4f} over the rule (s.e. {advantage['standard_error']:.4f}, "
+                  f"{self.folds} folds, {self.n_fit_} samples)")
+        if advantage["mean"] > self.margin * advantage["standard_error"] and advantage["mean"] > 0:
+            return best, detail
+        return "rule", f"{detail}: not more than {self.margin:g} s.e. better, so the rule is served"
+
+
+def expected_gain(design: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``P(expert right) - P(small right)`` under the two logistic models in ``coef``."""
+    probabilities = expit(design @ coef[:, 1:].T + coef[:, 0])
+    return probabilities[:, 0] - probabilities[:, 1]
+
+
+def deferral_area(scores: ArrayLike, gain: ArrayLike, max_rate: float = 1.0) -> float:
+    """Mean accuracy gain over deferral rates ``0..max_rate`` when deferring highest scores first.
+
+    Tied scores are deferred in random order, counted at their expected value (the group's mean
+    gain), so a rule with few distinct scores is not helped or hurt by the sample order.
+
+    >>> round(deferral_area([0.9, 0.5, 0.1], [1, 0, -1]), 4)
+    0.1667
+    """
+    scores, gain = np.asarray(scores, dtype=float), np.asarray(gain, dtype=float)
+    n = len(gain)
+    if n == 0:
+        return 0.0
+    order = np.argsort(-scores, kind="stable")
+    sorted_scores, sorted_gain = scores[order], gain[order]
+    starts = np.flatnonzero(np.concatenate([[True], sorted_scores[1:] != sorted_scores[:-1]]))
+    sizes = np.diff(np.concatenate([starts, [n]]))
+    expected = np.repeat(np.add.reduceat(sorted_gain, starts) / sizes, sizes)
+    curve = np.concatenate([[0.0], np.cumsum(expected)]) / n
+    return float(curve[: int(np.floor(max_rate * n)) + 1].mean())
