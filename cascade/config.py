@@ -50,6 +50,9 @@ class DetectorConfig(_Section):
     train_labels: int | None = Field(None, gt=0, description="use only this many labelled training samples")
     one_class: bool = Field(False, description="fit on normal (label 0) training samples only")
     distance_feature: bool = Field(False, description="add the distance to the nearest training sample as a policy feature")
+    input_view: int = Field(0, ge=0, description="add this many principal components of the input (MiniLM embedding "
+                            "for text, standardised columns, pixels) as policy features; texts also add length and "
+                            "truncation")
 
 
 class CalibratorConfig(_Section):

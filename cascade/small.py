@@ -33,9 +33,13 @@ from cascade.data.dataset import Dataset, stratified_subsample
 from cascade.detectors import DetectorBase, load_detector, make_detector
 from cascade.detectors.base import Inputs
 from cascade.features import NeighbourDistance
+from cascade.input_view import InputView
 
+CHARS_PER_TOKEN = 4
+"""rough characters per token, to flag texts the expert will truncate"""
 SMALL_FILE = "small.json"
 DISTANCE_FILE = "distance.safetensors"
+VIEW_FILE = "input_view.safetensors"
 
 
 class SmallTier:
@@ -43,18 +47,23 @@ class SmallTier:
 
     ``one_class`` fits the detector on the normal (label 0) training samples only;
     ``train_labels`` keeps a seeded, stratified subset of that many labelled training samples
-    (the few-label setting).
+    (the few-label setting); ``input_view`` > 0 adds that many principal components of the input
+    (plus length and truncation at ``truncate_chars`` for texts) as policy features.
     """
 
     def __init__(self, detector: DetectorBase, calibrator: CalibratorBase, one_class: bool = False,
-                 train_labels: int | None = None, distance_feature: bool = False, seed: int = 0) -> None:
+                 train_labels: int | None = None, distance_feature: bool = False, seed: int = 0,
+                 input_view: int = 0, truncate_chars: int | None = None) -> None:
         self.detector = detector
         self.calibrator = calibrator
         self.one_class = one_class or detector.one_class
         self.train_labels = train_labels
         self.distance_feature = distance_feature
         self.seed = seed
+        self.input_view = input_view
+        self.truncate_chars = truncate_chars
         self.distance: NeighbourDistance | None = None
+        self.view: InputView | None = None
         self.fitted_ = False
 
     @classmethod
@@ -62,7 +71,8 @@ class SmallTier:
         detector = make_detector(config.detector.kind, **config.detector.params)
         return cls(detector, make_calibrator(config.calibrator.kind), one_class=config.detector.one_class,
                    train_labels=config.detector.train_labels, distance_feature=config.detector.distance_feature,
-                   seed=config.experiment.seed)
+                   seed=config.experiment.seed, input_view=config.detector.input_view,
+                   truncate_chars=config.expert.max_input_tokens * CHARS_PER_TOKEN)
 
     @property
     def n_classes(self) -> int:
@@ -79,6 +89,8 @@ class SmallTier:
         self.calibrator.fit(self.detector.predict_proba(calibration.X), calibration.y)
         if self.distance_feature:
             self.distance = NeighbourDistance(train.modality, seed=self.seed).fit(fit_on.X)
+        if self.input_view:
+            self.view = InputView(train.modality, self.input_view, self.truncate_chars, self.seed).fit(fit_on.X)
         self.fitted_ = True
         return self
 
@@ -102,11 +114,14 @@ class SmallTier:
         return self.calibrator.transform(self.predict_raw(X))
 
     def features(self, X: Inputs) -> np.ndarray:
-        """What policies see: calibrated probabilities, then the distance to the training data if enabled."""
-        probs = self.predict_proba(X)
-        if self.distance is None:
-            return probs
-        return np.column_stack([probs, self.distance.transform(X)])
+        """What policies see: calibrated probabilities, then (if enabled) the distance to the training data
+        and the input view."""
+        columns = [self.predict_proba(X)]
+        if self.distance is not None:
+            columns.append(self.distance.transform(X)[:, None])
+        if self.view is not None:
+            columns.append(self.view.transform(X))
+        return columns[0] if len(columns) == 1 else np.column_stack(columns)
 
     def save(self, directory: str | Path) -> None:
         """Write ``detector/``, ``calibrator/``, ``small.json`` and a manifest over all of them."""
@@ -118,10 +133,13 @@ class SmallTier:
         self.detector.save(directory / "detector")
         self.calibrator.save(directory / "calibrator")
         options = {"one_class": self.one_class, "train_labels": self.train_labels,
-                   "distance_feature": self.distance_feature, "seed": self.seed}
+                   "distance_feature": self.distance_feature, "seed": self.seed,
+                   "input_view": self.input_view, "truncate_chars": self.truncate_chars}
         if self.distance is not None:
             save_arrays(self.distance.state(), directory / DISTANCE_FILE)
             options["distance_modality"] = self.distance.modality
+        if self.view is not None:
+            save_arrays(self.view.state(), directory / VIEW_FILE)
         write_json(directory / SMALL_FILE, "cascade.small", options)
         write_manifest(directory, "cascade.small.manifest", {"detector": self.detector.kind,
                                                               "calibrator": self.calibrator.kind})
@@ -134,13 +152,17 @@ class SmallTier:
         options: dict[str, Any] = read_json(directory / SMALL_FILE, "cascade.small")
         small = cls(load_detector(directory / "detector"), load_calibrator(directory / "calibrator"),
                     one_class=bool(options.get("one_class")), train_labels=options.get("train_labels"),
-                    distance_feature=bool(options.get("distance_feature")), seed=int(options.get("seed", 0)))
+                    distance_feature=bool(options.get("distance_feature")), seed=int(options.get("seed", 0)),
+                    input_view=int(options.get("input_view", 0)), truncate_chars=options.get("truncate_chars"))
         if small.detector.n_classes != getattr(small.calibrator, "n_classes_", small.detector.n_classes):
             raise ArtifactError(f"{directory}: detector has {small.detector.n_classes} classes, "
                                 f"calibrator was fitted on {small.calibrator.n_classes_}")  # type: ignore[attr-defined]
         if small.distance_feature:
             modality = options.get("distance_modality", small.detector.modality)
             small.distance = NeighbourDistance(modality, seed=small.seed).set_state(load_arrays(directory / DISTANCE_FILE))
+        if small.input_view:
+            small.view = InputView(small.detector.modality, small.input_view, small.truncate_chars,
+                                   small.seed).set_state(load_arrays(directory / VIEW_FILE))
         small.fitted_ = True
         return small
 

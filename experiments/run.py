@@ -30,7 +30,7 @@ from experiments.frontier import aiq, apgr, cpt, upper_hull
 from experiments.scoring import TierScores, cached, content_hash, dataset_hash, model_identity, score_expert, score_small
 from experiments.sweep import Curve, auroc_curve, sweep
 
-POLICIES = ("confidence", "margin", "entropy", "posthoc")
+POLICIES = ("confidence", "margin", "entropy", "posthoc", "learned")
 RATE_GRID = np.linspace(0.0, 1.0, 101)
 
 
@@ -91,6 +91,7 @@ def fit_small_tier(config: CascadeConfig, splits: dict[str, Dataset]) -> tuple[A
     from cascade.small import SmallTier
 
     key = content_hash("small-tier", config.detector.model_dump(), config.calibrator.model_dump(),
+                       config.expert.max_input_tokens,
                        dataset_hash(splits["train"]), dataset_hash(splits["calibration"]), config.experiment.seed)
     folder = cache_dir("small") / key[:24]
     if (folder / "manifest.json").is_file():
@@ -167,6 +168,16 @@ def policy_scores(kind: str, calibration: Scored, test: Scored, expert: str, see
     return policy.score(test.small.features)
 
 
+def learned_choice(calibration: Scored, expert: str) -> dict[str, Any]:
+    """What the learned policy serves when fitted on ``calibration`` (rule / learned / blend) and why."""
+    from policies import LearnedPolicy
+
+    small = calibration.small
+    policy = LearnedPolicy(n_classes=small.probs.shape[1]).fit(small.features, small.correct,
+                                                               calibration.experts[expert].correct)
+    return {"choice": policy.choice_, "reason": policy.choice_reason_, "cross_validation": policy.cv_}
+
+
 def varying_cost(cost: np.ndarray) -> np.ndarray | None:
     """Per-sample expert cost for a cost-aware policy, or None where it cannot change the order
     (constant cost) or cannot be divided by (a free expert)."""
@@ -205,7 +216,8 @@ def frontier_tables(config: CascadeConfig, calibration: Scored, test: Scored) ->
                     row["at_budget"][f"{budget:g}"]["auroc"] = float(value)
             per_policy[kind] = row
         scalars[expert_name] = {"small_accuracy": small_acc, "expert_accuracy": expert_acc,
-                                "oracle_best_accuracy": float(oracle.accuracy.max()), "policies": per_policy}
+                                "oracle_best_accuracy": float(oracle.accuracy.max()), "policies": per_policy,
+                                "learned_choice": learned_choice(calibration, expert_name)}
     return curves, scalars
 
 

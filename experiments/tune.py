@@ -17,7 +17,7 @@ from typing import Any
 
 from cascade.config import CascadeConfig
 
-NEEDS_EXPERT = ("posthoc",)
+NEEDS_EXPERT = ("posthoc", "learned")
 
 
 def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:

@@ -37,6 +37,9 @@ def test_a_run_writes_every_output_and_a_rerun_hits_the_score_cache(config: Casc
         assert (out / name).stat().st_size > 0, name
     report = (out / "report.md").read_text()
     assert "## Cascade with `expert`" in report and "| confidence |" in report
+    choice = first["scalars"]["expert"]["learned_choice"]
+    assert choice["choice"] == "rule" and "< min_samples=200" in choice["reason"]  # 80 calibration mails
+    assert f"The `learned` policy serves **rule**: {choice['reason']}" in report
 
     second = json.loads((run_experiment(config, progress=False) / "results.json").read_text())
     assert second["expert_scores_from_cache"] == {"expert": True}
