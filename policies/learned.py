@@ -45,6 +45,8 @@ from policies.baselines import deferral_gain
 
 Choice = Literal["auto", "rule", "learned", "blend"]
 CANDIDATES = ("rule", "learned", "blend")
+CHUNK = 4096
+"""rows scored at a time: the design matrix of a chunk stays in cache"""
 
 
 class LearnedPolicy(PolicyBase):
@@ -125,7 +127,8 @@ class LearnedPolicy(PolicyBase):
         top = probabilities.max(axis=1)
         if self.choice_ == "rule":
             return 1.0 - top
-        learned = expected_gain(self._design(features), self.coef_)
+        learned = np.concatenate([expected_gain(self._design(features[start:start + CHUNK]), self.coef_)
+                                  for start in range(0, len(features), CHUNK)]) if len(features) else np.zeros(0)
         if self.choice_ == "learned":
             return learned
         return 0.5 * learned + 0.5 * (self.expert_accuracy_ - top)
@@ -160,7 +163,7 @@ class LearnedPolicy(PolicyBase):
         extras = features[:, k:]
         n, extra = len(features), extras.shape[1]
         top_two = np.partition(probabilities, k - 2, axis=1)[:, -2:] if k > 2 else np.sort(probabilities, axis=1)
-        design = np.empty((n, 4 + k + 2 * extra))
+        design = np.empty((n, 4 + k + 2 * extra), order="F")  # column by column
         design[:, 0] = chow = 1.0 - top_two[:, 1]
         design[:, 1] = 1.0 - (top_two[:, 1] - top_two[:, 0])
         design[:, 2] = -xlogy(probabilities, probabilities).sum(axis=1) / np.log(k)

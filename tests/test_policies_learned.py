@@ -106,3 +106,8 @@ def test_area_counts_tied_scores_at_their_expected_value():
     assert deferral_area(ties, gain) == pytest.approx(deferral_area(ties, gain[::-1]))
     assert deferral_area(ties, gain) == pytest.approx(np.mean(np.arange(7) / 6) * gain.mean())
     assert deferral_area(-np.arange(6.0), gain, max_rate=0.5) == pytest.approx(np.mean([0, 1, 1, 1]) / 6)
+
+
+def test_saved_learned_policy_is_plain_json(fit_split, tmp_path):
+    fit(fit_split).save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "policy.json"]

@@ -12,6 +12,8 @@ Measures, on this machine:
   hard cap under bursts.
 
 Writes ``experiments/benchmarks/results/policies.{json,md}`` and prints the JSON.
+``--only decision-cost`` runs :mod:`experiments.benchmarks.bench_decision_cost` instead (rule vs
+learned policy by batch size, into ``decision_cost.{json,md}``).
 
     python -m experiments.benchmarks.bench_policies
 """
@@ -278,7 +280,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--splits", type=int, default=200)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--only", choices=["decision-cost"],
+                        help="decision-cost: only the rule-vs-learned decision cost (bench_decision_cost)")
     args = parser.parse_args(argv)
+    if args.only == "decision-cost":
+        from experiments.benchmarks import bench_decision_cost
+
+        return bench_decision_cost.main(["--out", str(args.out)])
 
     synthetic_fit, synthetic_pool = simulate(4000, seed=1), simulate(20000, seed=11)
     with threadpool_limits(limits=1, user_api="openmp"):
