@@ -70,6 +70,8 @@ class ExpertConfig(_Section):
     labels: list[str] = Field(default_factory=lambda: ["ham", "spam"])
     template: str | None = Field(None, description="prompt template; {text} and {examples} are filled in")
     shots: int = Field(0, ge=0, description="k retrieved in-context examples")
+    pool_groups: list[str] | None = Field(None, description="learn from / retrieve only training samples of these "
+                                          "groups (e.g. Fashion-MNIST classes): a specialist expert")
     max_input_tokens: int = Field(384, gt=0, description="longer inputs are truncated, and counted")
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(2, ge=0)

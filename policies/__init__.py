@@ -16,7 +16,7 @@ from policies.base import DeferralPolicy, PolicyBase
 from policies.baselines import AlwaysPolicy, NeverPolicy, OraclePolicy, RandomPolicy, deferral_gain
 from policies.certificate import Certificate, InfeasibleTarget
 from policies.evaluation import Adherence, budget_adherence, deferral_curve, random_splits
-from policies.learned import LearnedPolicy, deferral_area
+from policies.learned import LearnedPolicy, deferral_area, expected_deferral_gain
 from policies.online import OnlineController
 from policies.posthoc import PosthocPolicy
 from policies.registry import POLICIES, load_policy, make_policy
@@ -38,6 +38,7 @@ __all__ = [
     "ConfidencePolicy", "CostTuner", "DeferralData", "DeferralPolicy", "EntropyPolicy", "Hop",
     "InfeasibleTarget", "JointTuner", "LearnedPolicy", "MarginPolicy", "NeverPolicy", "OnlineController",
     "OraclePolicy", "POLICIES", "PolicyBase", "PosthocPolicy", "RandomPolicy", "RateTuner",
-    "budget_adherence", "clopper_pearson_upper", "deferral_area", "deferral_curve", "deferral_gain", "load_policy",
+    "budget_adherence", "clopper_pearson_upper", "deferral_area", "deferral_curve", "deferral_gain",
+    "expected_deferral_gain", "load_policy",
     "make_policy", "make_tuner", "random_splits", "simulate", "uncertainty_features",
 ]

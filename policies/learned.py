@@ -240,23 +240,33 @@ def expected_gain(design: np.ndarray, coef: np.ndarray) -> np.ndarray:
     return probabilities[:, 0] - probabilities[:, 1]
 
 
-def deferral_area(scores: ArrayLike, gain: ArrayLike, max_rate: float = 1.0) -> float:
-    """Mean accuracy gain over deferral rates ``0..max_rate`` when deferring highest scores first.
+def expected_deferral_gain(scores: ArrayLike, gain: ArrayLike) -> np.ndarray:
+    """Accuracy gained by deferring the ``k`` highest scores, ``k = 0..n``, ties deferred in random order.
 
-    Tied scores are deferred in random order, counted at their expected value (the group's mean
-    gain), so a rule with few distinct scores is not helped or hurt by the sample order.
+    Tied scores are counted at their expected value (the group's mean gain), so a rule with few
+    distinct scores is neither helped nor hurt by the order of the samples.
 
-    >>> round(deferral_area([0.9, 0.5, 0.1], [1, 0, -1]), 4)
-    0.1667
+    >>> expected_deferral_gain([0.5, 0.5, 0.1], [1, 0, -1]).round(3).tolist()
+    [0.0, 0.167, 0.333, 0.0]
     """
     scores, gain = np.asarray(scores, dtype=float), np.asarray(gain, dtype=float)
     n = len(gain)
     if n == 0:
-        return 0.0
+        return np.zeros(1)
     order = np.argsort(-scores, kind="stable")
     sorted_scores, sorted_gain = scores[order], gain[order]
     starts = np.flatnonzero(np.concatenate([[True], sorted_scores[1:] != sorted_scores[:-1]]))
     sizes = np.diff(np.concatenate([starts, [n]]))
     expected = np.repeat(np.add.reduceat(sorted_gain, starts) / sizes, sizes)
-    curve = np.concatenate([[0.0], np.cumsum(expected)]) / n
-    return float(curve[: int(np.floor(max_rate * n)) + 1].mean())
+    return np.concatenate([[0.0], np.cumsum(expected)]) / n
+
+
+def deferral_area(scores: ArrayLike, gain: ArrayLike, max_rate: float = 1.0) -> float:
+    """Mean accuracy gain over deferral rates ``0..max_rate`` when deferring highest scores first
+    (ties at their expected value, see :func:`expected_deferral_gain`).
+
+    >>> round(deferral_area([0.9, 0.5, 0.1], [1, 0, -1]), 4)
+    0.1667
+    """
+    curve = expected_deferral_gain(scores, gain)
+    return float(curve[: int(np.floor(max_rate * (len(curve) - 1))) + 1].mean())

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from cascade.config import ExpertConfig
 from cascade.data import Dataset
 from cascade.experts.control import KnnVoteExpert
@@ -27,9 +29,14 @@ def make_expert(config: ExpertConfig, cost: CostModel | None = None, pool: Datas
     which needs a ``pool``); ``knn-vote`` is the no-LLM control and needs a ``pool`` and shots >= 1;
     ``cnn`` is a :class:`~cascade.detectors.image.PixelCNN` trained on the ``pool``'s images (cached,
     see :func:`cascade.experts.image.fitted_cnn`; ``config.model`` is only a name for it).
+    ``config.pool_groups`` keeps only the pool samples of those groups (a specialist expert).
     Engines start on first use (or with ``expert.start()`` / ``await expert.astart()``).
     """
     settings = ExpertSettings.from_config(config)
+    if config.pool_groups is not None and pool is not None:
+        pool = pool.subset(np.flatnonzero(np.isin(pool.groups, config.pool_groups)))
+        if len(pool) == 0:
+            raise ValueError(f"expert.pool_groups {config.pool_groups} keeps no training sample")
     if config.kind == "cnn":
         from cascade.experts.image import CnnExpert, fitted_cnn
 
