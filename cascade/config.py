@@ -81,6 +81,9 @@ class PolicyConfig(_Section):
     kind: Literal["confidence", "margin", "entropy", "posthoc", "learned", "random", "oracle", "never",
                   "always"] = "confidence"
     params: dict[str, Any] = Field(default_factory=dict)
+    crossfit_folds: int = Field(0, ge=0, description="'learned': also fit on out-of-fold small-tier and expert outputs "
+                                "over the train split, in this many folds (0 = calibration split only; the extra "
+                                "expert calls are reported)")
 
 
 class BudgetConfig(_Section):

@@ -66,6 +66,12 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"Total time {results['timing_s']['total']:.0f} s{_cache_note(results)}.",
         "## Each tier alone (test)", tier_table(results),
     ]
+    if results.get("crossfit"):
+        crossfit = results["crossfit"]
+        spent = "; ".join(f"`{name}` {u['calls']} calls, {u['prompt_tokens']} prompt + {u['completion_tokens']} "
+                          f"completion tokens, cost {u['cost']:.2f}" for name, u in crossfit["expert_usage"].items())
+        parts.append(f"The learned policy also fits on {crossfit['samples']} cross-fitted training samples "
+                     f"({crossfit['folds']} folds); the extra expert calls: {spent}.")
     for expert in results["scalars"]:
         parts += [f"## Cascade with `{expert}` (accuracy on test at each deferral budget)", frontier_table(results, expert)]
     parts += ["![frontier vs deferral rate](frontier_defer.png)", "![frontier vs cost](frontier_cost.png)",

@@ -53,7 +53,8 @@ def run_experiment(config: CascadeConfig, results_root: str | Path | None = None
     splits = load_experiment_splits(config)
     small_tier, small_fit_s = fit_small_tier(config, splits)
     calibration, test = score_all(config, splits, small_tier, refresh=refresh, progress=progress)
-    curves, scalars = frontier_tables(config, calibration, test)
+    training = cross_fitted(config, splits, small_tier, progress)
+    curves, scalars = frontier_tables(config, calibration, test, training)
     adherence = budget_adherence(config, calibration, test)
     tiers = tier_summary(config, test, small_tier, splits)
     results = {
@@ -66,6 +67,8 @@ def run_experiment(config: CascadeConfig, results_root: str | Path | None = None
         "budget_adherence": adherence,
         "curves": curves,
         "timing_s": {"small_fit": small_fit_s, "total": time.perf_counter() - started},
+        "crossfit": None if training is None else {"folds": training.folds, "samples": len(training.small.y),
+                                                   "expert_usage": training.expert_usage},
         "expert_scores_from_cache": {tier: calibration.from_cache[tier] and test.from_cache[tier]
                                      for tier in test.experts},
     }
@@ -175,7 +178,8 @@ def learned_choice(calibration: Scored, expert: str) -> dict[str, Any]:
     small = calibration.small
     policy = LearnedPolicy(n_classes=small.probs.shape[1]).fit(small.features, small.correct,
                                                                calibration.experts[expert].correct)
-    return {"choice": policy.choice_, "reason": policy.choice_reason_, "cross_validation": policy.cv_}
+    return {"choice": policy.choice_, "reason": policy.choice_reason_, "samples": policy.n_fit_,
+            "cross_validation": policy.cv_}
 
 
 def varying_cost(cost: np.ndarray) -> np.ndarray | None:
@@ -184,7 +188,34 @@ def varying_cost(cost: np.ndarray) -> np.ndarray | None:
     return cost if len(cost) and np.all(cost > 0) and np.ptp(cost) > 0 else None
 
 
-def frontier_tables(config: CascadeConfig, calibration: Scored, test: Scored) -> tuple[dict[str, Any], dict[str, Any]]:
+def cross_fitted(config: CascadeConfig, splits: dict[str, Dataset], small_tier: Any, progress: bool) -> Any:
+    """Out-of-fold training outcomes for a configured learned policy (``policy.crossfit_folds`` > 0), else None;
+    rule policies spend no extra expert calls."""
+    if config.policy.kind != "learned" or not config.policy.crossfit_folds:
+        return None
+    from experiments.crossfit import crossfit
+
+    experts = {"expert": config.expert, **({"control": config.control_expert} if config.control_expert else {})}
+    return crossfit(config, splits, small_tier, folds=config.policy.crossfit_folds, experts=experts, progress=progress)
+
+
+def with_training(calibration: Scored, training: Any) -> Scored:
+    """The calibration outcomes followed by the cross-fitted training outcomes (what a learned policy fits on)."""
+    if training is None:
+        return calibration
+
+    def joined(a: TierScores, b: TierScores) -> TierScores:
+        arrays = {name: np.concatenate([getattr(a, name), getattr(b, name)]) for name in
+                  ("ids", "y", "probs", "cost", "latency_s", "prompt_tokens", "completion_tokens")}
+        features = None if a.features is None else np.concatenate([a.features, b.features])
+        return TierScores(tier=a.tier, features=features, **arrays)
+
+    return Scored(small=joined(calibration.small, training.small),
+                  experts={name: joined(s, training.experts[name]) for name, s in calibration.experts.items()})
+
+
+def frontier_tables(config: CascadeConfig, calibration: Scored, test: Scored,
+                    training: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Curves and scalars for every expert x policy (plus random mean, oracle and the upper hull)."""
     curves: dict[str, Any] = {}
     scalars: dict[str, Any] = {}
@@ -195,7 +226,8 @@ def frontier_tables(config: CascadeConfig, calibration: Scored, test: Scored) ->
         def run(scores: np.ndarray) -> Curve:
             return sweep(scores, small.pred, expert.pred, small.y, expert_cost=expert.cost, small_cost=small.cost)
 
-        scores = {kind: policy_scores(kind, calibration, test, expert_name) for kind in (*POLICIES, "oracle")}
+        scores = {kind: policy_scores(kind, with_training(calibration, training) if kind == "learned" else calibration,
+                                      test, expert_name) for kind in (*POLICIES, "oracle")}
         by_policy = {kind: run(values) for kind, values in scores.items()}
         by_policy["random"] = _mean_curve([run(policy_scores("random", calibration, test, expert_name, seed=s))
                                            for s in range(config.experiment.random_seeds)])
@@ -217,7 +249,7 @@ def frontier_tables(config: CascadeConfig, calibration: Scored, test: Scored) ->
             per_policy[kind] = row
         scalars[expert_name] = {"small_accuracy": small_acc, "expert_accuracy": expert_acc,
                                 "oracle_best_accuracy": float(oracle.accuracy.max()), "policies": per_policy,
-                                "learned_choice": learned_choice(calibration, expert_name)}
+                                "learned_choice": learned_choice(with_training(calibration, training), expert_name)}
     return curves, scalars
 
 

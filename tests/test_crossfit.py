@@ -1,4 +1,4 @@
-"""Cross-fitting on a real SpamAssassin subset: out-of-fold outputs are honest (no sample judged by a model that
+"""Cross-fitting on a real shuttle subset: out-of-fold outputs are honest (no sample judged by a model that
 learned from it), aligned with the labelled training samples, and cached."""
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ from experiments.scoring import score_expert
 
 
 @pytest.fixture
-def setting(spamassassin: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def setting(shuttle: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import experiments.scoring
 
     monkeypatch.setattr(experiments.scoring, "cache_dir", lambda name: tmp_path / "cache" / name)
     (tmp_path / "cache" / "scores").mkdir(parents=True)
     config = CascadeConfig.model_validate({
-        "dataset": {"name": "spamassassin", "max_samples": 700},
-        "detector": {"kind": "tfidf-lr"}, "calibrator": {"kind": "platt"},
-        "expert": {"kind": "knn-vote", "labels": ["ham", "spam"], "shots": 1},
+        "dataset": {"name": "shuttle", "max_samples": 1500},
+        "detector": {"kind": "isolation-forest", "one_class": True}, "calibrator": {"kind": "isotonic"},
+        "expert": {"kind": "knn-vote", "labels": ["normal", "anomaly"], "shots": 1},
     })
     splits = load_experiment_splits(config)
     return config, splits, SmallTier.from_config(config).fit(splits["train"], splits["calibration"])
@@ -38,12 +38,12 @@ def test_out_of_fold_outputs_are_honest_and_aligned(setting) -> None:
     assert fit.small.ids.tolist() == train.ids.tolist() and fit.small.y.tolist() == train.y.tolist()
     assert fit.experts["expert"].ids.tolist() == train.ids.tolist()
     assert fit.small.features.shape == (len(train), 2)
-    # in-sample, the detector has memorised its training mails and the 1-NN vote retrieves each mail itself
-    in_sample_small = (small.predict_proba(train.X).argmax(1) == train.y).mean()
+    # in-sample, the 1-NN vote retrieves each training row itself; out of fold it never can
     with make_expert(config.expert, pool=train) as expert:
-        in_sample_expert = score_expert(expert, train, "expert", progress=False).correct.mean()
-    assert in_sample_small > fit.small.correct.mean() and in_sample_expert == 1.0
-    assert fit.experts["expert"].correct.mean() < 0.99
+        in_sample = score_expert(expert, train, "expert", progress=False)
+    assert in_sample.correct.mean() == 1.0 and in_sample.probs.max(axis=1).min() > 0.6
+    assert fit.experts["expert"].correct.mean() < 1.0
+    assert not np.allclose(fit.small.probs, small.predict_proba(train.X))
     usage = fit.expert_usage["expert"]
     assert usage["calls"] == len(train) and usage["prompt_tokens"] == 0
 
@@ -60,7 +60,28 @@ def test_few_label_settings_cross_fit_their_labelled_samples_only(setting) -> No
     config, splits, _ = setting
     few = config.model_copy(update={"detector": config.detector.model_copy(update={"train_labels": 100})})
     pool = labelled_pool(few, splits["train"])
-    assert pool.ids.tolist() == SmallTier.from_config(few).training_subset(splits["train"]).ids.tolist()
-    assert 95 <= len(pool) <= 100
+    assert 95 <= len(pool) <= 100 and set(pool.ids) <= set(splits["train"].ids)
+    # a one-class detector learns from normal rows only, but every training label is known: all are cross-fitted
+    assert len(labelled_pool(config, splits["train"])) == len(splits["train"])
     with pytest.raises(ValueError, match="at least 2 folds"):
         crossfit(config, splits, None, folds=1)
+
+
+def test_the_harness_cross_fits_only_for_a_configured_learned_policy(setting, tmp_path: Path) -> None:
+    import json
+
+    from experiments.run import run_experiment
+
+    config, splits, _ = setting
+    raw = config.model_dump(mode="json")
+    raw["experiment"].update(splits=3, random_seeds=2, results_dir=str(tmp_path / "results"))
+    rule = run_experiment(CascadeConfig.from_dict(raw), progress=False)
+    assert json.loads((rule / "results.json").read_text())["crossfit"] is None
+    raw.update(name="learned", policy={"kind": "learned", "crossfit_folds": 3})
+    out = run_experiment(CascadeConfig.from_dict(raw), progress=False)
+    results = json.loads((out / "results.json").read_text())
+    assert results["crossfit"]["samples"] == len(splits["train"])
+    assert results["crossfit"]["expert_usage"]["expert"]["calls"] == len(splits["train"])
+    assert f"{len(splits['train'])} cross-fitted training samples (3 folds)" in (out / "report.md").read_text()
+    fitted_on = len(splits["calibration"]) + len(splits["train"])
+    assert results["scalars"]["expert"]["learned_choice"]["samples"] == fitted_on

@@ -112,7 +112,9 @@ def compare(held: dict[str, Any], seeds: int) -> dict[str, Any]:
     keys = list(per_policy["confidence"][0])
     summary: dict[str, Any] = {"policies": {}, "differences": {}, "choices": {}}
     for name, rows in per_policy.items():
-        summary["policies"][name] = {key: float(np.nanmean([r[key] for r in rows])) for key in keys}
+        values = {key: np.array([r[key] for r in rows]) for key in keys}
+        summary["policies"][name] = {key: float("nan") if np.isnan(v).all() else float(v.mean())
+                                     for key, v in values.items()}
     for name in variants:
         summary["choices"][name] = {c: choices[name].count(c) for c in sorted(set(choices[name]))}
         summary["differences"][name] = {
@@ -167,6 +169,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     report: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "seeds": args.seeds,
                               "crossfit_folds": args.crossfit, "rates": list(RATES), "cases": {}}
+    previous = args.out / "policy_comparison.json"
+    if previous.is_file():  # cases run separately add up, when run with the same settings
+        earlier = json.loads(previous.read_text())
+        if (earlier["seeds"], earlier["crossfit_folds"]) == (args.seeds, args.crossfit):
+            report["cases"] = {name: case for name, case in earlier["cases"].items() if name not in args.cases}
     for name in args.cases:
         started = time.perf_counter()
         held = outcomes(case_config(CASES[name]), args.crossfit)
@@ -178,9 +185,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         case["seconds"] = time.perf_counter() - started
         report["cases"][name] = case
         print(f"{name}: done in {case['seconds']:.0f} s", flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "policy_comparison.json").write_text(json.dumps(report, indent=2))
-    (args.out / "policy_comparison.md").write_text(markdown(report))
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "policy_comparison.json").write_text(json.dumps(report, indent=2))
+        (args.out / "policy_comparison.md").write_text(markdown(report))
     print(markdown(report))
     return report
 
