@@ -33,6 +33,7 @@ from cascade.data.dataset import Dataset, stratified_subsample
 from cascade.detectors import DetectorBase, load_detector, make_detector
 from cascade.detectors.base import Inputs
 from cascade.features import NeighbourDistance
+from cascade.persistence import NotFittedError
 
 SMALL_FILE = "small.json"
 DISTANCE_FILE = "distance.safetensors"
@@ -146,4 +147,4 @@ class SmallTier:
 
     def _check_fitted(self) -> None:
         if not self.fitted_:
-            raise RuntimeError("SmallTier is not fitted; call fit(train, calibration) first")
+            raise NotFittedError("SmallTier is not fitted; call fit(train, calibration) first")

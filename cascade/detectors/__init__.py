@@ -12,8 +12,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from cascade.artifact import ArtifactError, read_json
-from cascade.detectors.base import DETECTOR_FILE, Detector, DetectorBase
+from cascade.artifact import ArtifactError
+from cascade.detectors.base import DETECTOR_FORMAT, Detector, DetectorBase
 
 DETECTORS: dict[str, str] = {
     "tfidf-lr": "cascade.detectors.text:TfidfLogistic",
@@ -46,10 +46,9 @@ def make_detector(kind: str, **params: Any) -> DetectorBase:
 
 def load_detector(directory: str | Path) -> DetectorBase:
     """Load any saved detector, whatever its kind; a bad artifact raises ``ArtifactError`` naming the file."""
-    body = read_json(Path(directory) / DETECTOR_FILE, "cascade.detector")
-    kind = body.get("kind")
+    kind = DetectorBase.saved_kind(directory)
     if kind not in DETECTORS:
-        raise ArtifactError(f"{Path(directory) / DETECTOR_FILE}: unknown detector kind '{kind}'")
+        raise ArtifactError(f"{Path(directory) / DETECTOR_FORMAT.file}: unknown detector kind '{kind}'")
     return detector_class(kind).load(directory)
 
 
