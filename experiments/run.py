@@ -7,7 +7,8 @@ Steps, each cached or pure numpy after the first run:
 3. score the expert and the no-LLM control expert on the same samples (cached by content hash);
 4. fit each deferral policy on the calibration split, sweep it on the test split;
 5. summarise (AIQ, APGR, CPT, gap to oracle), check budget adherence over random splits;
-6. write PNG plots, ``report.md`` and ``results.json`` into ``results/<name>/``.
+6. write PNG plots, ``report.md`` and ``results.json`` (curves thinned to a grid of budgets,
+   :mod:`experiments.curves`) into ``results/<name>/``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from cascade.config import CascadeConfig, ExpertConfig
 from cascade.data import Dataset, load_splits
 from cascade.data.dataset import stratified_subsample
 from experiments import plots
+from experiments.curves import thin_curves
 from experiments.adherence import budget_adherence
 from experiments.frontier import aiq, apgr, cpt, upper_hull
 from experiments.scoring import TierScores, cached, content_hash, dataset_hash, model_identity, score_expert, score_small
@@ -64,7 +66,7 @@ def run_experiment(config: CascadeConfig, results_root: str | Path | None = None
         "tiers": tiers,
         "scalars": scalars,
         "budget_adherence": adherence,
-        "curves": curves,
+        "curves": thin_curves(curves),
         "timing_s": {"small_fit": small_fit_s, "total": time.perf_counter() - started},
         "expert_scores_from_cache": {tier: calibration.from_cache[tier] and test.from_cache[tier]
                                      for tier in test.experts},
@@ -262,17 +264,7 @@ def write_outputs(out: Path, results: dict[str, Any], test: Scored, small_tier: 
     from cascade.calibration import plot_reliability
     from experiments.report import markdown_report
 
-    anchors = {}
-    for expert, row in results["scalars"].items():
-        anchors[expert] = [("small only", 0.0, row["small_accuracy"]), (f"{expert} only", 1.0, row["expert_accuracy"])]
-    plots.frontier(results["curves"], "defer_rate", out / "frontier_defer.png", results["name"], anchors)
-    cost_anchors = {
-        expert: [("small only", results["tiers"]["small"]["cost_per_1k"], row["small_accuracy"]),
-                 (f"{expert} only", results["tiers"][expert]["cost_per_1k"] + results["tiers"]["small"]["cost_per_1k"],
-                  row["expert_accuracy"])]
-        for expert, row in results["scalars"].items()
-    }
-    plots.frontier(results["curves"], "cost_per_1k", out / "frontier_cost.png", results["name"], cost_anchors)
+    plots.frontiers(results, out)
     plot_reliability(test.small.probs, test.small.y, out / "reliability.png")
     if results["budget_adherence"]:
         plots.budget_adherence(results["budget_adherence"], out / "budget_adherence.png")
