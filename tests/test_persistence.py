@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import sklearn.exceptions
 
-from cascade.artifact import ArtifactError, write_manifest
+from cascade.artifact import ArtifactError, save_arrays, write_manifest
 from cascade.calibration import load_calibrator, make_calibrator
 from cascade.data.dataset import Dataset
 from cascade.detectors import load_detector, make_detector
+from cascade.features import NeighbourDistance
 from cascade.persistence import NotFittedError
 from cascade.small import SmallTier
 from policies import PosthocPolicy, load_policy, simulate
@@ -34,8 +35,9 @@ def test_not_fitted_is_sklearns_error() -> None:
     lambda: PosthocPolicy().score(PROBS),
     lambda: PosthocPolicy().save("never-written"),
     lambda: SmallTier(make_detector("tfidf-lr"), make_calibrator("none")).predict_proba(["a mail"]),
+    lambda: NeighbourDistance("features").transform(ROWS),
 ], ids=["detector-predict", "detector-save", "calibrator-transform", "calibrator-save", "policy-score",
-        "policy-save", "small-tier"])
+        "policy-save", "small-tier", "distance-feature"])
 def test_every_unfitted_estimator_raises_not_fitted(use) -> None:
     with pytest.raises(NotFittedError, match="is not fitted"):
         use()
@@ -98,3 +100,22 @@ def test_state_of_another_class_is_refused(tmp_path: Path) -> None:
         load_calibrator(tmp_path)
     with pytest.raises(ArtifactError):
         load_policy(tmp_path)
+
+
+def test_a_small_tier_with_the_distance_feature_in_a_bare_arrays_file_still_loads(tmp_path: Path) -> None:
+    """Small tiers used to keep the distance feature as distance.safetensors next to small.json."""
+    rows = Dataset(name="rows", y=LABELS, label_names=("normal", "anomaly"), ids=np.arange(200),
+                   groups=np.zeros(200), features=ROWS + LABELS[:, None])
+    small = SmallTier(make_detector("isolation-forest", n_estimators=20), make_calibrator("platt"),
+                      distance_feature=True).fit(rows, rows)
+    small.save(tmp_path)
+    distance = NeighbourDistance.load(tmp_path / "distance")
+    save_arrays({"reference": distance.reference_, "mean": distance.mean_, "scale": distance.scale_},
+                tmp_path / "distance.safetensors")
+    for path in (tmp_path / "distance").iterdir():
+        path.unlink()
+    (tmp_path / "distance").rmdir()
+    body = json.loads((tmp_path / "small.json").read_text())
+    (tmp_path / "small.json").write_text(json.dumps({**body, "distance_modality": "features"}))
+    write_manifest(tmp_path, "cascade.small.manifest")
+    np.testing.assert_array_equal(SmallTier.load(tmp_path).features(ROWS), small.features(ROWS))
