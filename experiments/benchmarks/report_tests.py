@@ -31,6 +31,7 @@ SLOWEST = 5
 
 def run_suite(suite: str, extra: list[str]) -> dict[str, Any]:
     """Run one suite and summarise its JUnit report."""
+    commit = _commit()  # what is tested, before anything can change under the run
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "junit.xml"
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUITES[suite],
@@ -50,7 +51,7 @@ def run_suite(suite: str, extra: list[str]) -> dict[str, Any]:
                     for case in slowest],
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "commit": _commit(),
+        "commit": commit,
     }
 
 
