@@ -63,7 +63,7 @@ def write(row: dict[str, Any]) -> dict[str, Any]:
     rows[row["suite"]] = row
     out = {"benchmark": "tests", "suites": rows}
     path.write_text(json.dumps(out, indent=1))
-    lines = ["# Test suites (`experiments.benchmarks.report_tests.py`)", "",
+    lines = ["# Test suites (`experiments/benchmarks/report_tests.py`)", "",
              "Written by `python -m experiments.benchmarks.report_tests unit|integration`; wall time is the "
              "whole pytest command (collection and fixtures included).", "",
              "| suite | command | collected | passed | failed | errors | skipped | wall time | when | commit | CPUs |",
