@@ -30,7 +30,7 @@ def runnable_examples(source: str) -> int:
     return sum(not example.options.get(doctest.SKIP) for text in docstrings for example in parser.get_examples(text))
 
 
-@pytest.mark.parametrize("name", ["cascade", "policies", *MODULES])
+@pytest.mark.parametrize("name", ["cascade", "policies", "experiments", *MODULES])
 def test_docstring_examples_run(name: str) -> None:
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS, report=False)
