@@ -7,8 +7,7 @@ Steps, each cached or pure numpy after the first run:
 3. score the expert and the no-LLM control expert on the same samples (cached by content hash);
 4. fit each deferral policy on the calibration split, sweep it on the test split;
 5. summarise (AIQ, APGR, CPT, gap to oracle), check budget adherence over random splits;
-6. write PNG plots, ``report.md`` and ``results.json`` (curves thinned to a grid of budgets,
-   :mod:`experiments.curves`) into ``results/<name>/``.
+6. write PNG plots, ``report.md`` and ``results.json`` into ``results/<name>/``.
 """
 
 from __future__ import annotations
