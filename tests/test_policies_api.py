@@ -28,7 +28,7 @@ def test_make_policy_rejects_an_unknown_kind_listing_the_choices():
         make_policy("chow")
 
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(policies.__path__, "policies."))
+MODULES = sorted(m.name for m in pkgutil.walk_packages(policies.__path__, "policies."))
 
 
 @pytest.mark.parametrize("module", ["policies", *MODULES])

@@ -1,0 +1,67 @@
+"""What a tuner controls, per candidate threshold: deferrals, accepted errors and expert spend.
+
+:class:`RiskTable` sorts ``m`` calibration sets of ``n`` samples by score once and tabulates, for
+every candidate threshold, how many samples are accepted and how many of those the small tier
+gets wrong, so each tuner reads its risk at any threshold in O(1).
+
+>>> import numpy as np
+>>> table = RiskTable(np.array([[0.3, 0.1, 0.2]]), np.array([[True, False, True]]), None)
+>>> table.accepted.tolist(), table.errors.tolist()
+([[0.0, 1.0, 2.0, 3.0, 3.0]], [[0.0, 1.0, 1.0, 1.0, 1.0]])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class RiskTable:
+    """``m`` calibration sets of ``n`` samples, sorted by score, with the counts every tuner needs.
+
+    Candidate thresholds are indexed by a *position* in ``[-1, n]``: ``-1`` is ``-inf`` (defer
+    all), ``p`` in ``[0, n)`` is the ``p``-th smallest score, ``n`` is ``+inf`` (defer none).
+    Ties are handled: at a tied score every tied sample is accepted.
+    """
+
+    def __init__(self, scores: np.ndarray, small_correct: np.ndarray | None, expert_cost: np.ndarray | None) -> None:
+        m, n = scores.shape
+        order = np.argsort(scores, axis=1, kind="stable")
+        ascending = np.take_along_axis(scores, order, axis=1)
+        last_of_tie = np.ones((m, n), dtype=bool)
+        last_of_tie[:, :-1] = ascending[:, 1:] != ascending[:, :-1]
+        tie_end = np.minimum.accumulate(np.where(last_of_tie, np.arange(n), n)[:, ::-1], axis=1)[:, ::-1]
+        edge = np.zeros((m, 1))
+        self.m, self.n = m, n
+        self.thresholds = np.hstack([edge - np.inf, ascending, edge + np.inf])
+        self.accepted = np.hstack([edge, tie_end + 1.0, edge + n])
+        self.errors: np.ndarray | None = None
+        self.cost_descending: np.ndarray | None = None
+        if small_correct is not None:
+            wrong = np.cumsum(~np.take_along_axis(small_correct, order, axis=1), axis=1)
+            self.errors = np.hstack([edge, np.take_along_axis(wrong, tie_end, axis=1), wrong[:, -1:]]).astype(float)
+        if expert_cost is not None:
+            self.cost_descending = np.take_along_axis(expert_cost, order, axis=1)[:, ::-1]
+
+    def at(self, table: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Rows of ``table`` (one of the ``(m, n + 2)`` tables above) at ``positions`` (``(m,)`` or ``(m, k)``)."""
+        positions = np.asarray(positions)
+        index = (positions if positions.ndim == 2 else positions[:, None]) + 1
+        picked = np.take_along_axis(table, np.broadcast_to(index, (self.m, index.shape[1])), axis=1)
+        return picked if positions.ndim == 2 else picked[:, 0]
+
+    def grid(self, n_grid: int) -> np.ndarray:
+        """``n_grid`` positions accepting about ``1/n_grid, 2/n_grid, ...`` of the set; the last is ``+inf``."""
+        counts = np.ceil(np.arange(1, n_grid + 1) * self.n / n_grid).astype(int)
+        positions = counts - 1
+        positions[-1] = self.n
+        return np.broadcast_to(positions, (self.m, n_grid))
+
+
+def last_true(mask: np.ndarray) -> np.ndarray:
+    """Index of the last ``True`` in each row, ``-1`` for rows without one.
+
+    >>> last_true(np.array([[True, False, True], [False, False, False]])).tolist()
+    [2, -1]
+    """
+    last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
+    return np.where(mask.any(axis=1), last, -1)
