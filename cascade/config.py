@@ -30,7 +30,10 @@ class DatasetConfig(_Section):
     label_column: str = "label"
     positive_label: str | None = None
     train_fraction: float = Field(0.6, gt=0, lt=1)
-    calibration_fraction: float = Field(0.2, gt=0, lt=1)
+    calibration_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share: cut into fit and certify parts")
+    certify_fraction: float = Field(
+        0.5, gt=0, lt=1, description="share of the held-out split kept apart to certify the budget; "
+                                     "the rest fits the calibrator and any learned policy")
     max_samples: int | None = Field(None, gt=0, description="stratified subsample for quick runs")
     normal_classes: list[int] | None = Field(None, description="Fashion-MNIST: classes treated as normal")
 

@@ -1,8 +1,8 @@
-"""Budget tuners: pick a deferral threshold on a calibration split and certify what it guarantees.
+"""Budget tuners: pick a deferral threshold on a certify part and certify what it guarantees.
 
 A sample is deferred when ``score > threshold`` (strictly). Every tuner follows the sklearn
 pattern: construct with the target, ``fit(scores, small_correct=None, expert_cost=None)`` on the
-calibration split, read ``threshold_`` and ``certificate_``. Targets that cannot be met raise
+certify part, read ``threshold_`` and ``certificate_``. Targets that cannot be met raise
 :class:`~policies.certificate.InfeasibleTarget` with the best achievable value.
 
 ==================  ==============================================  =================================
@@ -19,8 +19,8 @@ JointTuner          Learn-then-Test: fixed-sequence (rate family,   P(accepted_e
                     then error family, δ/2 each) or Bonferroni      defer_rate > β) ≤ δ
 ==================  ==============================================  =================================
 
-Probabilities are over the draw of the calibration split. ``fit_thresholds`` runs the same
-procedure on many calibration sets at once (rows of a 2-D array), which is how
+Probabilities are over the draw of the certify part. ``fit_thresholds`` runs the same
+procedure on many certify sets at once (rows of a 2-D array), which is how
 :func:`policies.evaluation.budget_adherence` checks the guarantees over hundreds of splits.
 
 >>> import numpy as np

@@ -1,4 +1,4 @@
-"""The shared shape of a budget tuner: ``fit`` on one calibration set, ``fit_thresholds`` on many.
+"""The shared shape of a budget tuner: ``fit`` on one certify set, ``fit_thresholds`` on many.
 
 A subclass says what it controls (``targets``), how it solves for the threshold (``_solve`` on a
 :class:`~policies.tuners.risks.RiskTable`) and what it certifies (method, statement, message
@@ -46,9 +46,19 @@ class BudgetTuner(BaseEstimator):
         return IN_EXPECTATION if self.delta is None else WITH_PROBABILITY
 
     def fit(
-        self, scores: ArrayLike, small_correct: ArrayLike | None = None, expert_cost: ArrayLike | None = None
+        self,
+        scores: ArrayLike,
+        small_correct: ArrayLike | None = None,
+        expert_cost: ArrayLike | None = None,
+        *,
+        part: str = "certify",
     ) -> Self:
-        """Pick the threshold on one calibration split; set ``threshold_`` and ``certificate_``."""
+        """Pick the threshold on one certify set; set ``threshold_`` and ``certificate_``.
+
+        ``part`` names the data the scores come from; the certificate records it with ``n``. The
+        guarantee needs those samples to be exchangeable with the served ones: nothing that
+        produced the scores (calibrator, learned policy) may have been fitted on them.
+        """
         scores, small_correct, expert_cost = self._inputs(scores, small_correct, expert_cost)
         solution = self._solve(RiskTable(scores, small_correct, expert_cost))
         n = scores.shape[1]
@@ -69,13 +79,14 @@ class BudgetTuner(BaseEstimator):
             statement=self._statement(),
             n=n,
             delta=self.delta,
+            part=part,
         )
         return self
 
     def fit_thresholds(
         self, scores: ArrayLike, small_correct: ArrayLike | None = None, expert_cost: ArrayLike | None = None
     ) -> np.ndarray:
-        """Thresholds for each row of ``scores`` (one calibration set per row); NaN where infeasible."""
+        """Thresholds for each row of ``scores`` (one certify set per row); NaN where infeasible."""
         return self._solve(RiskTable(*self._inputs(scores, small_correct, expert_cost))).threshold
 
     def evaluate(
@@ -114,7 +125,7 @@ class BudgetTuner(BaseEstimator):
         given = {"small_correct": small_correct, "expert_cost": expert_cost}
         for name in self.needs:
             if given[name] is None:
-                raise ValueError(f"{type(self).__name__} needs {name} on the calibration split")
+                raise ValueError(f"{type(self).__name__} needs {name} on the certify part")
         arrays: dict[str, np.ndarray | None] = {}
         for name, values in given.items():
             if values is None:

@@ -1,7 +1,7 @@
 """Conformal risk control tuners: deferral rate and cost per 1k requests.
 
 Split-conformal risk control (Angelopoulos et al., "Conformal Risk Control", 2022) on a bounded,
-monotone loss: the threshold keeps ``(Σ loss + B) / (n + 1) ≤ target`` on the calibration set,
+monotone loss: the threshold keeps ``(Σ loss + B) / (n + 1) ≤ target`` on the certify set,
 which bounds the expected loss on a new exchangeable request. The high-probability rate tuner
 uses the Clopper-Pearson bound instead (a fixed-sequence Learn-then-Test over all thresholds).
 """
@@ -64,16 +64,16 @@ class RateTuner(BudgetTuner):
 
     def _statement(self) -> str:
         if self.delta is None:
-            return f"E[defer_rate] ≤ {self.target} on new requests exchangeable with the calibration split"
-        return f"P(defer_rate > {self.target}) ≤ {self.delta} over the draw of the calibration split"
+            return f"E[defer_rate] ≤ {self.target} on new requests exchangeable with the certify part"
+        return f"P(defer_rate > {self.target}) ≤ {self.delta} over the draw of the certify part"
 
 
 class CostTuner(BudgetTuner):
     """Expected cost per 1k requests ≤ ``target_per_1k`` (conformal risk control).
 
     The per-request cost is ``small_cost + expert_cost · [deferred]``; conformal risk control
-    needs an upper bound on it, ``max_expert_cost`` (default: the largest calibration cost, i.e.
-    assuming no request costs more than the dearest calibration request).
+    needs an upper bound on it, ``max_expert_cost`` (default: the largest certify-part cost, i.e.
+    assuming no request costs more than the dearest certify-part request).
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -111,7 +111,7 @@ class CostTuner(BudgetTuner):
         worst = data.cost_descending.max(axis=1)
         if self.max_expert_cost is not None:
             if (worst > self.max_expert_cost).any():
-                raise ValueError(f"a calibration cost exceeds max_expert_cost={self.max_expert_cost}")
+                raise ValueError(f"a certify-part cost exceeds max_expert_cost={self.max_expert_cost}")
             worst = np.full(data.m, float(self.max_expert_cost))
         spent = np.hstack([np.zeros((data.m, 1)), np.cumsum(data.cost_descending, axis=1)])
         limit = (n + 1) * budget - worst
@@ -130,7 +130,7 @@ class CostTuner(BudgetTuner):
         return "conformal risk control"
 
     def _statement(self) -> str:
-        worst = "the dearest calibration request" if self.max_expert_cost is None else str(self.max_expert_cost)
+        worst = "the dearest certify-part request" if self.max_expert_cost is None else str(self.max_expert_cost)
         return f"E[cost_per_1k] ≤ {self.target_per_1k} on exchangeable requests whose expert cost is at most {worst}"
 
     def _infeasible(self, n: int, best: dict[str, float]) -> str:

@@ -123,7 +123,7 @@ class JointTuner(BudgetTuner):
     def _statement(self) -> str:
         return (
             f"P(accepted_error > {self.alpha} or defer_rate > {self.max_rate}) ≤ {self.delta} "
-            "over the draw of the calibration split"
+            "over the draw of the certify part"
         )
 
     def _infeasible(self, n: int, best: dict[str, float]) -> str:

@@ -72,7 +72,7 @@ class AcceptedErrorTuner(BudgetTuner):
         return f"Learn-then-Test (binomial p-values, Bonferroni over {self.n_grid} thresholds)"
 
     def _statement(self) -> str:
-        return f"P(accepted_error > {self.alpha}) ≤ {self.delta} over the draw of the calibration split"
+        return f"P(accepted_error > {self.alpha}) ≤ {self.delta} over the draw of the certify part"
 
     def _infeasible(self, n: int, best: dict[str, float]) -> str:
         return (

@@ -1,6 +1,6 @@
 """What a tuner controls, per candidate threshold: deferrals, accepted errors and expert spend.
 
-:class:`RiskTable` sorts ``m`` calibration sets of ``n`` samples by score once and tabulates, for
+:class:`RiskTable` sorts ``m`` certify sets of ``n`` samples by score once and tabulates, for
 every candidate threshold, how many samples are accepted and how many of those the small tier
 gets wrong, so each tuner reads its risk at any threshold in O(1).
 
@@ -16,7 +16,7 @@ import numpy as np
 
 
 class RiskTable:
-    """``m`` calibration sets of ``n`` samples, sorted by score, with the counts every tuner needs.
+    """``m`` certify sets of ``n`` samples, sorted by score, with the counts every tuner needs.
 
     Candidate thresholds are indexed by a *position* in ``[-1, n]``: ``-1`` is ``-inf`` (defer
     all), ``p`` in ``[0, n)`` is the ``p``-th smallest score, ``n`` is ``+inf`` (defer none).
