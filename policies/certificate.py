@@ -52,6 +52,10 @@ class Certificate(BaseModel):
     delta: float | None
     part: str = "certify"
     """the data part the threshold was certified on (``n`` samples of it)"""
+    tie_break: float = 1.0
+    """a sample scoring exactly ``threshold`` is deferred when its tie key exceeds this (1: never)"""
+    tie_seed: int | None = None
+    """seed of the tie keys (:func:`policies.ties.tie_keys`); None when ties were not broken"""
 
     @property
     def holds(self) -> bool:

@@ -9,13 +9,14 @@ when the target is infeasible); this class checks the inputs, runs the solver an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Self
+from typing import ClassVar, NamedTuple, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator
 
 from policies.certificate import IN_EXPECTATION, WITH_PROBABILITY, BudgetKind, Certificate, Guarantee, InfeasibleTarget
+from policies.ties import defer_mask
 from policies.tuners.risks import RiskTable
 
 EPS = 1e-9
@@ -23,9 +24,21 @@ EPS = 1e-9
 
 @dataclass
 class Solution:
-    threshold: np.ndarray
+    """Per set: the chosen position in the :class:`RiskTable`, the bounds there, and (where no
+    position is certified, ``feasible`` False) the best achievable values."""
+
+    position: np.ndarray
     bound: dict[str, np.ndarray]
     best: dict[str, np.ndarray] = field(default_factory=dict)
+    feasible: np.ndarray | None = None
+
+
+class Cut(NamedTuple):
+    """Deferral rules, one per set: defer when ``score > threshold``, or ``score == threshold`` and
+    the sample's tie key ``> tie_break`` (:func:`policies.ties.defer_mask`); NaN where infeasible."""
+
+    threshold: np.ndarray
+    tie_break: np.ndarray
 
 
 class BudgetTuner(BaseEstimator):
@@ -51,23 +64,30 @@ class BudgetTuner(BaseEstimator):
         small_correct: ArrayLike | None = None,
         expert_cost: ArrayLike | None = None,
         *,
+        tie_keys: ArrayLike | None = None,
+        tie_seed: int | None = None,
         part: str = "certify",
     ) -> Self:
-        """Pick the threshold on one certify set; set ``threshold_`` and ``certificate_``.
+        """Pick the rule on one certify set; set ``threshold_``, ``tie_break_`` and ``certificate_``.
 
-        ``part`` names the data the scores come from; the certificate records it with ``n``. The
-        guarantee needs those samples to be exchangeable with the served ones: nothing that
-        produced the scores (calibrator, learned policy) may have been fitted on them.
+        ``tie_keys`` (from :func:`policies.ties.tie_keys` with ``tie_seed``) break ties at the
+        threshold so that tied scores cannot starve the budget; without them a tie is accepted
+        whole. ``part`` names the data the scores come from; the certificate records it with
+        ``n``. The guarantee needs those samples to be exchangeable with the served ones: nothing
+        that produced the scores (calibrator, learned policy) may have been fitted on them.
         """
-        scores, small_correct, expert_cost = self._inputs(scores, small_correct, expert_cost)
-        solution = self._solve(RiskTable(scores, small_correct, expert_cost))
+        scores, small_correct, expert_cost, keys = self._inputs(scores, small_correct, expert_cost, tie_keys)
+        table = RiskTable(scores, small_correct, expert_cost, keys)
+        solution = self._solve(table)
         n = scores.shape[1]
-        if np.isnan(solution.threshold[0]):
+        cut = self._cut(table, solution)
+        if np.isnan(cut.threshold[0]):
             best = {metric: float(values[0]) for metric, values in solution.best.items()}
             raise InfeasibleTarget(self._infeasible(n, best), best)
-        threshold = float(solution.threshold[0])
-        achieved = self.evaluate(scores, threshold, small_correct, expert_cost)
+        threshold, tie_break = float(cut.threshold[0]), float(cut.tie_break[0])
+        achieved = self.evaluate(scores, threshold, small_correct, expert_cost, tie_breaks=tie_break, tie_keys=keys)
         self.threshold_ = threshold
+        self.tie_break_ = tie_break
         self.certificate_ = Certificate(
             kind=self.kind,
             method=self._method(),
@@ -80,14 +100,27 @@ class BudgetTuner(BaseEstimator):
             n=n,
             delta=self.delta,
             part=part,
+            tie_break=tie_break,
+            tie_seed=tie_seed if keys is not None else None,
         )
         return self
+
+    def fit_cuts(
+        self,
+        scores: ArrayLike,
+        small_correct: ArrayLike | None = None,
+        expert_cost: ArrayLike | None = None,
+        tie_keys: ArrayLike | None = None,
+    ) -> Cut:
+        """The rule for each row of ``scores`` (one certify set per row); NaN thresholds where infeasible."""
+        table = RiskTable(*self._inputs(scores, small_correct, expert_cost, tie_keys))
+        return self._cut(table, self._solve(table))
 
     def fit_thresholds(
         self, scores: ArrayLike, small_correct: ArrayLike | None = None, expert_cost: ArrayLike | None = None
     ) -> np.ndarray:
-        """Thresholds for each row of ``scores`` (one certify set per row); NaN where infeasible."""
-        return self._solve(RiskTable(*self._inputs(scores, small_correct, expert_cost))).threshold
+        """Thresholds for each row of ``scores`` without tie-breaking; NaN where infeasible."""
+        return self.fit_cuts(scores, small_correct, expert_cost).threshold
 
     def evaluate(
         self,
@@ -95,13 +128,18 @@ class BudgetTuner(BaseEstimator):
         thresholds: ArrayLike,
         small_correct: ArrayLike | None = None,
         expert_cost: ArrayLike | None = None,
+        *,
+        tie_breaks: ArrayLike | None = None,
+        tie_keys: ArrayLike | None = None,
     ) -> dict[str, np.ndarray]:
         """Realised ``defer_rate`` (and ``accepted_error``, ``cost_per_1k`` when given) per row.
 
         ``accepted_error`` is 0 for a row that accepts nothing.
         """
         scores = np.atleast_2d(np.asarray(scores, dtype=float))
-        defer = scores > np.asarray(thresholds, dtype=float).reshape(-1, 1)
+        keys = None if tie_keys is None or tie_breaks is None else np.atleast_2d(np.asarray(tie_keys, dtype=float))
+        cuts = None if tie_breaks is None else np.asarray(tie_breaks, dtype=float).reshape(-1, 1)
+        defer = defer_mask(scores, np.asarray(thresholds, dtype=float).reshape(-1, 1), cuts, keys)
         metrics = {"defer_rate": defer.mean(axis=1)}
         if small_correct is not None:
             accepted = ~defer
@@ -113,16 +151,22 @@ class BudgetTuner(BaseEstimator):
             metrics["cost_per_1k"] = 1000.0 * (self._cost_per_request() + spend)
         return metrics
 
+    def _cut(self, table: RiskTable, solution: Solution) -> Cut:
+        feasible = np.ones(table.m, dtype=bool) if solution.feasible is None else solution.feasible
+        threshold = np.where(feasible, table.at(table.thresholds, solution.position), np.nan)
+        return Cut(threshold, table.at(table.tie_breaks, solution.position))
+
     def _inputs(
-        self, scores: ArrayLike, small_correct: ArrayLike | None, expert_cost: ArrayLike | None
-    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        self, scores: ArrayLike, small_correct: ArrayLike | None, expert_cost: ArrayLike | None,
+        tie_keys: ArrayLike | None = None,
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         self._check_params()
         scores = np.atleast_2d(np.asarray(scores, dtype=float))
         if scores.ndim != 2 or scores.shape[1] == 0:
             raise ValueError(f"scores must be a non-empty 1-D array (or 2-D, one set per row), not {scores.shape}")
         if np.isnan(scores).any():
             raise ValueError("scores contain NaN")
-        given = {"small_correct": small_correct, "expert_cost": expert_cost}
+        given = {"small_correct": small_correct, "expert_cost": expert_cost, "tie_keys": tie_keys}
         for name in self.needs:
             if given[name] is None:
                 raise ValueError(f"{type(self).__name__} needs {name} on the certify part")
@@ -137,7 +181,10 @@ class BudgetTuner(BaseEstimator):
             arrays[name] = array
         if arrays["expert_cost"] is not None and (arrays["expert_cost"] < 0).any():
             raise ValueError("expert_cost must be non-negative")
-        return scores, arrays["small_correct"], arrays["expert_cost"]
+        keys = arrays["tie_keys"]
+        if keys is not None and not ((keys >= 0) & (keys < 1)).all():
+            raise ValueError("tie_keys must lie in [0, 1) (see policies.ties.tie_keys)")
+        return scores, arrays["small_correct"], arrays["expert_cost"], keys
 
     def _solve(self, data: RiskTable) -> Solution:
         raise NotImplementedError

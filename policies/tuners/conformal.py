@@ -57,7 +57,7 @@ class RateTuner(BudgetTuner):
         else:
             bound = clopper_pearson_upper(deferred, n, self.delta)
         bound = np.where(position == n, 0.0, bound)
-        return Solution(data.at(data.thresholds, position), {"defer_rate": bound})
+        return Solution(position, {"defer_rate": bound})
 
     def _method(self) -> str:
         return "conformal risk control" if self.delta is None else "Clopper-Pearson upper bound"
@@ -120,11 +120,8 @@ class CostTuner(BudgetTuner):
         deferred = (n - data.at(data.accepted, position)).astype(int)
         deferred_cost = np.take_along_axis(spent, deferred[:, None], axis=1)[:, 0]
         bound = np.where(position == n, self.small_cost, self.small_cost + (deferred_cost + worst) / (n + 1))
-        threshold = data.at(data.thresholds, position)
-        if budget < 0:
-            threshold = np.full(data.m, np.nan)
         best = {"cost_per_1k": np.full(data.m, 1000.0 * self.small_cost)}
-        return Solution(threshold, {"cost_per_1k": 1000.0 * bound}, best)
+        return Solution(position, {"cost_per_1k": 1000.0 * bound}, best, feasible=np.full(data.m, budget >= 0))
 
     def _method(self) -> str:
         return "conformal risk control"

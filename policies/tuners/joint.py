@@ -79,7 +79,6 @@ class JointTuner(BudgetTuner):
         pick = np.maximum(chosen, 0)[:, None]
         picked_accepted = np.take_along_axis(accepted, pick, 1)[:, 0]
         picked_errors = np.take_along_axis(errors, pick, 1)[:, 0]
-        threshold = np.where(feasible, data.at(data.thresholds, start + np.maximum(chosen, 0)), np.nan)
         bound = {
             "accepted_error": np.where(feasible, clopper_pearson_upper(picked_errors, picked_accepted, level), np.nan),
             "defer_rate": np.where(feasible, clopper_pearson_upper(n - picked_accepted, n, level), np.nan),
@@ -88,7 +87,7 @@ class JointTuner(BudgetTuner):
             "accepted_error": clopper_pearson_upper(errors[:, 0], accepted[:, 0], level),
             "defer_rate": 1.0 - accepted[:, 0] / n,
         }
-        return Solution(threshold, bound, best)
+        return Solution(start + np.maximum(chosen, 0), bound, best, feasible)
 
     def _solve_bonferroni(self, data: RiskTable) -> Solution:
         assert data.errors is not None
@@ -102,7 +101,6 @@ class JointTuner(BudgetTuner):
         pick = np.maximum(chosen, 0)[:, None]
         error_upper = clopper_pearson_upper(errors, accepted, level)
         rate_upper = clopper_pearson_upper(n - accepted, n, level)
-        threshold = np.where(feasible, data.at(data.thresholds, np.take_along_axis(positions, pick, 1)[:, 0]), np.nan)
         bound = {
             "accepted_error": np.where(feasible, np.take_along_axis(error_upper, pick, 1)[:, 0], np.nan),
             "defer_rate": np.where(feasible, np.take_along_axis(rate_upper, pick, 1)[:, 0], np.nan),
@@ -113,7 +111,7 @@ class JointTuner(BudgetTuner):
             "accepted_error": np.take_along_axis(within_budget, lowest, 1)[:, 0],
             "defer_rate": 1.0 - np.take_along_axis(accepted, lowest, 1)[:, 0] / n,
         }
-        return Solution(threshold, bound, best)
+        return Solution(np.take_along_axis(positions, pick, 1)[:, 0], bound, best, feasible)
 
     def _method(self) -> str:
         if self.procedure == "bonferroni":

@@ -59,14 +59,13 @@ class AcceptedErrorTuner(BudgetTuner):
         chosen = last_true(valid)
         feasible = chosen >= 0
         pick = np.maximum(chosen, 0)[:, None]
-        threshold = np.where(feasible, data.at(data.thresholds, np.take_along_axis(positions, pick, 1)[:, 0]), np.nan)
         bound = np.where(feasible, np.take_along_axis(upper, pick, 1)[:, 0], np.nan)
         lowest = np.argmin(upper, axis=1)[:, None]
         best = {
             "accepted_error": np.take_along_axis(upper, lowest, 1)[:, 0],
             "defer_rate": 1.0 - np.take_along_axis(accepted, lowest, 1)[:, 0] / data.n,
         }
-        return Solution(threshold, {"accepted_error": bound}, best)
+        return Solution(np.take_along_axis(positions, pick, 1)[:, 0], {"accepted_error": bound}, best, feasible)
 
     def _method(self) -> str:
         return f"Learn-then-Test (binomial p-values, Bonferroni over {self.n_grid} thresholds)"

@@ -14,25 +14,34 @@ from __future__ import annotations
 
 import numpy as np
 
+from policies.ties import NO_TIE_BREAK
+
 
 class RiskTable:
     """``m`` certify sets of ``n`` samples, sorted by score, with the counts every tuner needs.
 
-    Candidate thresholds are indexed by a *position* in ``[-1, n]``: ``-1`` is ``-inf`` (defer
-    all), ``p`` in ``[0, n)`` is the ``p``-th smallest score, ``n`` is ``+inf`` (defer none).
-    Ties are handled: at a tied score every tied sample is accepted.
+    Samples are ordered by ``(score, tie key)`` (see :mod:`policies.ties`). Candidate rules are
+    indexed by a *position* in ``[-1, n]``: ``-1`` is ``-inf`` (defer all), ``p`` in ``[0, n)``
+    accepts the ``p+1`` smallest in that order (``thresholds`` and ``tie_breaks`` give the rule),
+    ``n`` is ``+inf`` (defer none). Without tie keys, or for samples with equal score *and* key,
+    a position inside a tie accepts the whole tie.
     """
 
-    def __init__(self, scores: np.ndarray, small_correct: np.ndarray | None, expert_cost: np.ndarray | None) -> None:
+    def __init__(self, scores: np.ndarray, small_correct: np.ndarray | None, expert_cost: np.ndarray | None,
+                 tie_keys: np.ndarray | None = None) -> None:
         m, n = scores.shape
-        order = np.argsort(scores, axis=1, kind="stable")
+        keys = np.zeros_like(scores) if tie_keys is None else tie_keys
+        order = np.lexsort((keys, scores), axis=1)
         ascending = np.take_along_axis(scores, order, axis=1)
+        ascending_keys = np.take_along_axis(keys, order, axis=1)
         last_of_tie = np.ones((m, n), dtype=bool)
-        last_of_tie[:, :-1] = ascending[:, 1:] != ascending[:, :-1]
+        last_of_tie[:, :-1] = (ascending[:, 1:] != ascending[:, :-1]) | (ascending_keys[:, 1:] != ascending_keys[:, :-1])
         tie_end = np.minimum.accumulate(np.where(last_of_tie, np.arange(n), n)[:, ::-1], axis=1)[:, ::-1]
         edge = np.zeros((m, 1))
         self.m, self.n = m, n
         self.thresholds = np.hstack([edge - np.inf, ascending, edge + np.inf])
+        cuts = np.full((m, n), NO_TIE_BREAK) if tie_keys is None else ascending_keys
+        self.tie_breaks = np.hstack([edge, cuts, edge + NO_TIE_BREAK])
         self.accepted = np.hstack([edge, tie_end + 1.0, edge + n])
         self.errors: np.ndarray | None = None
         self.cost_descending: np.ndarray | None = None
