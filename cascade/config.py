@@ -88,6 +88,9 @@ class BudgetConfig(_Section):
     hard_cap: float | None = Field(None, gt=0, le=1, description="serving: max deferral rate over the window")
     window: int = Field(1000, gt=0, description="serving: sliding-window length in requests")
     learning_rate: float = Field(0.05, gt=0, description="serving: online threshold step size")
+    tie_seed: int | None = Field(
+        0, ge=0, description="seed of the per-sample keys that break ties at the threshold (tuning, harness and "
+                             "serving alike); null accepts every tied sample")
 
 
 class ServeConfig(_Section):

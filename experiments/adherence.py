@@ -29,6 +29,8 @@ def budget_adherence(config: CascadeConfig, held_out: HeldOut) -> list[dict[str,
     ])
     small_correct = np.concatenate([certify.small.correct, test.small.correct])
     expert_cost = np.concatenate([certify.experts["expert"].cost, test.experts["expert"].cost])
+    keys = None if certify.tie_keys is None or test.tie_keys is None else np.concatenate([certify.tie_keys,
+                                                                                          test.tie_keys])
     tuners: list[Any] = []
     for target in config.experiment.budgets:
         tuners += [RateTuner(target=target), RateTuner(target=target, delta=DELTA)]
@@ -36,7 +38,8 @@ def budget_adherence(config: CascadeConfig, held_out: HeldOut) -> list[dict[str,
         tuners.append(make_tuner(config.budget, config.cost))
     rows = []
     for tuner in tuners:
-        result = adherence_over_splits(tuner, scores, small_correct, expert_cost, calibration_size=len(certify),
+        result = adherence_over_splits(tuner, scores, small_correct, expert_cost, tie_keys=keys,
+                                       calibration_size=len(certify),
                                        n_splits=config.experiment.splits, seed=config.experiment.seed)
         summary = result.summary()
         metric, target = next(iter(result.targets.items()))

@@ -18,6 +18,7 @@ from cascade.data import Dataset
 from cascade.data.dataset import stratified_subsample
 from cascade.data.roles import DataRoles
 from experiments.scoring import TierScores, cached, content_hash, dataset_hash, model_identity, score_expert, score_small
+from policies.ties import tie_keys
 
 
 @dataclass
@@ -26,6 +27,8 @@ class Scored:
 
     small: TierScores
     experts: dict[str, TierScores]
+    tie_keys: np.ndarray | None = None
+    """per sample: the key that breaks ties at the threshold (:func:`policies.ties.tie_keys`)"""
     from_cache: dict[str, bool] = field(default_factory=dict)
     """per expert: whether its scores came from the on-disk cache (no model ran)"""
 
@@ -34,7 +37,7 @@ class Scored:
 
     def subset(self, index: np.ndarray) -> Scored:
         return Scored(self.small.subset(index), {name: s.subset(index) for name, s in self.experts.items()},
-                      dict(self.from_cache))
+                      None if self.tie_keys is None else self.tie_keys[index], dict(self.from_cache))
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,9 @@ def _score(config: CascadeConfig, dataset: Dataset, pool: Dataset, small_tier: A
             key, lambda ec=expert_config, t=tier: _score_with_new_expert(config, ec, pool, dataset, t, progress),
             refresh=refresh,
         )
+    seed = config.budget.tie_seed
     return Scored(small=score_small(small_tier, dataset, config.cost.small_per_call), experts=by_expert,
-                  from_cache=from_cache)
+                  tie_keys=None if seed is None else tie_keys(dataset.X, seed), from_cache=from_cache)
 
 
 def _score_with_new_expert(config: CascadeConfig, expert_config: ExpertConfig, pool: Dataset, dataset: Dataset,

@@ -26,7 +26,7 @@ NEEDS_EXPERT = ("posthoc",)
 
 def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     """Fit the policy on the fit part, certify the threshold on the certify part, save; return the certificate."""
-    from policies import Hop, make_policy, make_tuner
+    from policies import Hop, make_policy, make_tuner, tie_keys
 
     from experiments.held_out import score_held_out, varying_cost
     from experiments.run import fit_small_tier
@@ -44,11 +44,15 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     else:
         fit = score_small(small_tier, roles.fit, config.cost.small_per_call)
         policy.fit(fit.features, fit.correct, fit.correct)
+    seed = config.budget.tie_seed
     if held_out is not None and certifies_cost:
         certify, expert_cost = held_out.certify.small, held_out.certify.experts["expert"].cost
+        keys = held_out.certify.tie_keys
     else:
         certify, expert_cost = score_small(small_tier, roles.certify, config.cost.small_per_call), None
-    tuner.fit(policy.score(certify.features), certify.correct, expert_cost, part="certify")
+        keys = None if seed is None else tie_keys(roles.certify.X, seed)
+    tuner.fit(policy.score(certify.features), certify.correct, expert_cost, tie_keys=keys, tie_seed=seed,
+              part="certify")
     hop = Hop(policy, float(tuner.threshold_), tuner.certificate_)
     root = Path(config.artifact_dir)
     staging = root.with_name(root.name + ".partial")
