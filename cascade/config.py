@@ -84,6 +84,9 @@ class BudgetConfig(_Section):
     kind: Literal["rate", "cost", "accepted-error", "joint"] = "rate"
     target: float = Field(0.2, gt=0, description="rate in (0,1], cost per 1k requests, or max error")
     max_rate: float | None = Field(None, gt=0, le=1, description="for 'joint': the deferral-rate bound")
+    max_cost_per_call: float | None = Field(
+        None, gt=0, description="for 'cost': the most one expert call can cost (default: expert.max_model_len "
+                                "tokens at the configured prices)")
     delta: float | None = Field(None, gt=0, lt=1, description="failure probability; None = in expectation")
     hard_cap: float | None = Field(None, gt=0, le=1, description="serving: max deferral rate over the window")
     window: int = Field(1000, gt=0, description="serving: sliding-window length in requests")

@@ -35,7 +35,7 @@ def budget_adherence(config: CascadeConfig, held_out: HeldOut) -> list[dict[str,
     for target in config.experiment.budgets:
         tuners += [RateTuner(target=target), RateTuner(target=target, delta=DELTA)]
     if config.budget.kind != "rate":
-        tuners.append(make_tuner(config.budget, config.cost))
+        tuners.append(make_tuner(config.budget, config.cost, config.expert.max_model_len))
     rows = []
     for tuner in tuners:
         result = adherence_over_splits(tuner, scores, small_correct, expert_cost, tie_keys=keys,

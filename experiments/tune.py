@@ -35,7 +35,7 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     roles = load_roles(config)
     small_tier, _ = fit_small_tier(config, roles)
     policy = make_policy(config.policy.kind, n_classes=small_tier.n_classes, **config.policy.params)
-    tuner = make_tuner(config.budget, config.cost)
+    tuner = make_tuner(config.budget, config.cost, config.expert.max_model_len)
     learns_from_expert, certifies_cost = config.policy.kind in NEEDS_EXPERT, config.budget.kind == "cost"
     held_out = score_held_out(config, roles, small_tier, progress=progress) if learns_from_expert or certifies_cost else None
     if held_out is not None and learns_from_expert:

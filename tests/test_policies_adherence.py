@@ -61,7 +61,7 @@ def test_high_probability_rate_is_violated_in_at_most_delta_of_splits(delta, poo
 
 
 def test_cost_per_1k_mean_is_at_most_the_target(pool):
-    summary = adherence(CostTuner(target_per_1k=150.0, small_cost=0.01), pool)
+    summary = adherence(CostTuner(target_per_1k=150.0, small_cost=0.01, max_expert_cost=20.0), pool)
     assert expectation_holds(summary, "cost_per_1k")
 
 

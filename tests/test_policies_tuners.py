@@ -16,6 +16,9 @@ from policies import (
 )
 
 
+MAX_COST = 6.0   # above every simulated expert cost in the fixture (the tuner refuses data above its bound)
+
+
 @pytest.fixture(scope="module")
 def calibration():
     data = simulate(600, seed=5)
@@ -72,22 +75,36 @@ def test_certificate_reports_every_metric_achieved_on_calibration(calibration):
 
 def test_cost_tuner_with_unit_costs_matches_the_rate_tuner(calibration):
     scores = calibration[0]
-    cost = CostTuner(target_per_1k=200.0).fit(scores, expert_cost=np.ones(600))
+    cost = CostTuner(target_per_1k=200.0, max_expert_cost=1.0).fit(scores, expert_cost=np.ones(600))
     assert cost.threshold_ == RateTuner(target=0.2).fit(scores).threshold_
 
 
 def test_cost_tuner_certifies_the_crc_bound_including_the_small_tier(calibration):
     scores, _, cost = calibration
-    certificate = CostTuner(target_per_1k=300.0, small_cost=0.05).fit(scores, expert_cost=cost).certificate_
+    tuner = CostTuner(target_per_1k=300.0, small_cost=0.05, max_expert_cost=MAX_COST)
+    certificate = tuner.fit(scores, expert_cost=cost).certificate_
     spent = cost[scores > certificate.threshold].sum()
-    assert certificate.bound["cost_per_1k"] == pytest.approx(1000 * (0.05 + (spent + cost.max()) / 601))
+    assert certificate.bound["cost_per_1k"] == pytest.approx(1000 * (0.05 + (spent + MAX_COST) / 601))
     assert certificate.bound["cost_per_1k"] <= 300.0
+    assert f"costs at most {MAX_COST:g}" in certificate.statement
+
+
+def test_the_cost_bound_comes_from_the_config_not_the_data():
+    budget = BudgetConfig(kind="cost", target=400.0)
+    prices = CostModel(expert_per_call=0.1, expert_per_1k_prompt_tokens=1.0, expert_per_1k_completion_tokens=3.0)
+    assert make_tuner(budget, prices, max_model_len=2048).max_expert_cost == pytest.approx(0.1 + 3.0 * 2.048)
+    explicit = BudgetConfig(kind="cost", target=400.0, max_cost_per_call=0.5)
+    assert make_tuner(explicit, prices, max_model_len=2048).max_expert_cost == 0.5
+    with pytest.raises(ValueError, match="budget.max_cost_per_call"):
+        make_tuner(budget, prices)
+    with pytest.raises(ValueError, match="needs max_expert_cost"):
+        CostTuner(target_per_1k=400.0).fit([0.1, 0.2], expert_cost=[1.0, 1.0])
 
 
 def test_cost_target_below_the_small_tier_cost_is_infeasible(calibration):
     scores, _, cost = calibration
     with pytest.raises(InfeasibleTarget, match="best achievable is 100 per 1k") as error:
-        CostTuner(target_per_1k=50.0, small_cost=0.1).fit(scores, expert_cost=cost)
+        CostTuner(target_per_1k=50.0, small_cost=0.1, max_expert_cost=MAX_COST).fit(scores, expert_cost=cost)
     assert error.value.best == {"cost_per_1k": pytest.approx(100.0)}
 
 
@@ -162,7 +179,7 @@ def test_make_tuner_builds_each_budget_kind_from_config():
     cost = CostModel(small_per_call=0.01)
     rate = make_tuner(BudgetConfig(kind="rate", target=0.15, delta=0.05))
     assert rate.get_params() == {"target": 0.15, "delta": 0.05}
-    assert make_tuner(BudgetConfig(kind="cost", target=400.0), cost).small_cost == 0.01
+    assert make_tuner(BudgetConfig(kind="cost", target=400.0), cost, max_model_len=2048).small_cost == 0.01
     assert isinstance(make_tuner(BudgetConfig(kind="accepted-error", target=0.02, delta=0.05)), AcceptedErrorTuner)
     joint = make_tuner(BudgetConfig(kind="joint", target=0.02, max_rate=0.3, delta=0.05))
     assert (joint.alpha, joint.max_rate, joint.delta) == (0.02, 0.3, 0.05)

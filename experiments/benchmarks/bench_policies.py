@@ -43,6 +43,8 @@ from policies import (
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SLACK_QUANTILE = 0.999
+SIMULATED_MAX_COST = 20.0   # above every simulated expert cost here (the cost tuner refuses data above its bound)
+MAX_PROMPT_TOKENS = 384.0 + 40.0   # SpamAssassin prompts are capped there, priced at 1.0 per 1k tokens
 
 
 def best_time(call: Callable[[], Any], repeats: int = 7) -> float:
@@ -102,7 +104,7 @@ def tuner_costs(data: DeferralData, scores: np.ndarray) -> list[dict[str, Any]]:
     """ms per fit on 1,000 calibration samples and per 200-split batched fit."""
     tuners: dict[str, BudgetTuner] = {
         "rate (CRC)": RateTuner(0.2), "rate (Clopper-Pearson)": RateTuner(0.2, delta=0.1),
-        "cost (CRC)": CostTuner(150.0), "accepted error (LTT)": AcceptedErrorTuner(0.1, 0.1),
+        "cost (CRC)": CostTuner(150.0, max_expert_cost=SIMULATED_MAX_COST), "accepted error (LTT)": AcceptedErrorTuner(0.1, 0.1),
         "joint (LTT fixed-sequence)": JointTuner(0.1, 0.6, 0.1),
     }
     one = scores[:1000], data.small_correct[:1000], data.expert_cost[:1000]
@@ -192,7 +194,7 @@ def spamassassin(seed: int = 0) -> tuple[DeferralData, DeferralData] | None:
     def outcomes(texts: list[str], labels: np.ndarray) -> DeferralData:
         x = vectorizer.transform(texts)
         probabilities = calibrated.predict_proba(x)
-        tokens = np.minimum(np.array([len(t) for t in texts]) / 4.0, 384.0) + 40.0
+        tokens = np.minimum(np.array([len(t) for t in texts]) / 4.0 + 40.0, MAX_PROMPT_TOKENS)
         return DeferralData(probabilities, probabilities.argmax(1) == labels, expert.predict(x) == labels,
                             prices.expert_cost(prompt_tokens=tokens))
 
@@ -293,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["tuner_cost"] = tuner_costs(big, ConfidencePolicy(n_classes=2).score(big.features))
     synthetic_tuners: dict[str, BudgetTuner] = {
         "rate β=0.2 (CRC)": RateTuner(0.2), "rate β=0.2 (Clopper-Pearson)": RateTuner(0.2, delta=0.1),
-        "cost ≤ 150 per 1k (CRC)": CostTuner(150.0),
+        "cost ≤ 150 per 1k (CRC)": CostTuner(150.0, max_expert_cost=SIMULATED_MAX_COST),
         "accepted error ≤ 0.1 (LTT Bonferroni)": AcceptedErrorTuner(0.1, 0.1),
         "joint error ≤ 0.1, rate ≤ 0.6 (LTT fixed-sequence)": JointTuner(0.1, 0.6, 0.1),
         "joint error ≤ 0.1, rate ≤ 0.6 (LTT Bonferroni)": JointTuner(0.1, 0.6, 0.1, procedure="bonferroni"),
@@ -308,7 +310,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     else:
         spam_tuners: dict[str, BudgetTuner] = {
             "rate β=0.15 (CRC)": RateTuner(0.15), "rate β=0.15 (Clopper-Pearson)": RateTuner(0.15, delta=0.1),
-            "cost ≤ 20 per 1k (CRC)": CostTuner(20.0),
+            "cost ≤ 20 per 1k (CRC)": CostTuner(20.0, max_expert_cost=MAX_PROMPT_TOKENS / 1000.0),
             "accepted error ≤ 0.03 (LTT Bonferroni)": AcceptedErrorTuner(0.03, 0.1),
             "joint error ≤ 0.025, rate ≤ 0.3 (LTT fixed-sequence)": JointTuner(0.025, 0.3, 0.1),
         }

@@ -72,12 +72,13 @@ class CostTuner(BudgetTuner):
     """Expected cost per 1k requests ≤ ``target_per_1k`` (conformal risk control).
 
     The per-request cost is ``small_cost + expert_cost · [deferred]``; conformal risk control
-    needs an upper bound on it, ``max_expert_cost`` (default: the largest certify-part cost, i.e.
-    assuming no request costs more than the dearest certify-part request).
+    needs a bound on it fixed before the data are seen, ``max_expert_cost``: the most one expert
+    call can cost (e.g. ``max_model_len`` tokens at the configured prices, see
+    :meth:`cascade.types.CostModel.max_expert_cost`). The certificate states it.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
-    >>> tuner = CostTuner(target_per_1k=150.0).fit(rng.random(999), expert_cost=np.ones(999))
+    >>> tuner = CostTuner(target_per_1k=150.0, max_expert_cost=1.0).fit(rng.random(999), expert_cost=np.ones(999))
     >>> tuner.certificate_.bound["cost_per_1k"] <= 150.0
     True
     """
@@ -100,6 +101,10 @@ class CostTuner(BudgetTuner):
         super()._check_params()
         if self.target_per_1k <= 0 or self.small_cost < 0:
             raise ValueError("target_per_1k must be positive and small_cost non-negative")
+        if self.max_expert_cost is None or not self.max_expert_cost > 0:
+            raise ValueError(f"CostTuner needs max_expert_cost > 0, the most one expert call can cost, fixed before "
+                             f"the data are seen (e.g. max_model_len tokens at the configured prices); got "
+                             f"{self.max_expert_cost}")
 
     def _cost_per_request(self) -> float:
         return float(self.small_cost)
@@ -108,11 +113,11 @@ class CostTuner(BudgetTuner):
         assert data.cost_descending is not None
         n = data.n
         budget = self.target_per_1k / 1000.0 - self.small_cost
-        worst = data.cost_descending.max(axis=1)
-        if self.max_expert_cost is not None:
-            if (worst > self.max_expert_cost).any():
-                raise ValueError(f"a certify-part cost exceeds max_expert_cost={self.max_expert_cost}")
-            worst = np.full(data.m, float(self.max_expert_cost))
+        dearest = float(data.cost_descending.max())
+        if dearest > float(self.max_expert_cost):  # type: ignore[arg-type]
+            raise ValueError(f"an expert call on the certify part cost {dearest:.4g}, which exceeds "
+                             f"max_expert_cost={self.max_expert_cost}: the declared maximum is not a bound")
+        worst = np.full(data.m, float(self.max_expert_cost))  # type: ignore[arg-type]
         spent = np.hstack([np.zeros((data.m, 1)), np.cumsum(data.cost_descending, axis=1)])
         limit = (n + 1) * budget - worst
         allowed = np.count_nonzero(spent <= limit[:, None] + EPS, axis=1) - 1
@@ -127,8 +132,8 @@ class CostTuner(BudgetTuner):
         return "conformal risk control"
 
     def _statement(self) -> str:
-        worst = "the dearest certify-part request" if self.max_expert_cost is None else str(self.max_expert_cost)
-        return f"E[cost_per_1k] ≤ {self.target_per_1k} on exchangeable requests whose expert cost is at most {worst}"
+        return (f"E[cost_per_1k] ≤ {self.target_per_1k} on new requests exchangeable with the certify part, "
+                f"given that one expert call costs at most {self.max_expert_cost:.6g}")
 
     def _infeasible(self, n: int, best: dict[str, float]) -> str:
         return (

@@ -10,16 +10,22 @@ from policies.tuners.joint import JointTuner
 from policies.tuners.ltt import AcceptedErrorTuner
 
 
-def make_tuner(budget: BudgetConfig, cost: CostModel | None = None) -> BudgetTuner:
+def make_tuner(budget: BudgetConfig, cost: CostModel | None = None, max_model_len: int | None = None) -> BudgetTuner:
     """The tuner a :class:`~cascade.config.BudgetConfig` describes.
+
+    A cost budget's per-call bound is ``budget.max_cost_per_call``, or else ``max_model_len``
+    tokens (the expert's context) at the prices of ``cost``.
 
     >>> make_tuner(BudgetConfig(kind="rate", target=0.15, delta=0.05))
     RateTuner(delta=0.05, target=0.15)
+    >>> make_tuner(BudgetConfig(kind="cost", target=400.0), CostModel(expert_per_1k_prompt_tokens=0.5), 2048)
+    CostTuner(max_expert_cost=2.024)
     """
     if budget.kind == "rate":
         return RateTuner(target=budget.target, delta=budget.delta)
     if budget.kind == "cost":
-        return CostTuner(target_per_1k=budget.target, small_cost=cost.small_per_call if cost else 0.0)
+        return CostTuner(target_per_1k=budget.target, small_cost=cost.small_per_call if cost else 0.0,
+                         max_expert_cost=max_cost_per_call(budget, cost, max_model_len))
     if budget.delta is None:
         raise ValueError(f"budget.delta: a '{budget.kind}' budget is guaranteed with probability 1-δ; set delta")
     if budget.kind == "accepted-error":
@@ -27,3 +33,13 @@ def make_tuner(budget: BudgetConfig, cost: CostModel | None = None) -> BudgetTun
     if budget.max_rate is None:
         raise ValueError("budget.max_rate: a 'joint' budget needs the deferral-rate bound max_rate")
     return JointTuner(alpha=budget.target, max_rate=budget.max_rate, delta=budget.delta)
+
+
+def max_cost_per_call(budget: BudgetConfig, cost: CostModel | None, max_model_len: int | None) -> float:
+    """The most one expert call can cost: ``budget.max_cost_per_call``, or ``max_model_len`` tokens at the prices."""
+    if budget.max_cost_per_call is not None:
+        return float(budget.max_cost_per_call)
+    if cost is None or max_model_len is None:
+        raise ValueError("budget.max_cost_per_call: a 'cost' budget needs the most one expert call can cost; set it, "
+                         "or give the cost model and the expert's max_model_len")
+    return cost.max_expert_cost(max_model_len)
