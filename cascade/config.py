@@ -88,6 +88,8 @@ class BudgetConfig(_Section):
         None, gt=0, description="for 'cost': the most one expert call can cost (default: expert.max_model_len "
                                 "tokens at the configured prices)")
     delta: float | None = Field(None, gt=0, lt=1, description="failure probability; None = in expectation")
+    n_grid: int = Field(20, ge=1, le=1000, description="accepted-error / joint: thresholds Learn-then-Test tests "
+                                                       "(quantiles of the fit part's scores)")
     hard_cap: float | None = Field(None, gt=0, le=1, description="serving: max deferral rate over the window")
     window: int = Field(1000, gt=0, description="serving: sliding-window length in requests")
     learning_rate: float = Field(0.05, gt=0, description="serving: online threshold step size")

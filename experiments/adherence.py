@@ -15,6 +15,7 @@ import numpy as np
 from cascade.config import CascadeConfig
 from experiments.held_out import HeldOut, policy_scores
 from policies import RateTuner, budget_adherence as adherence_over_splits, make_tuner
+from policies.tuners import budget_grid
 
 DELTA = 0.05
 
@@ -35,7 +36,9 @@ def budget_adherence(config: CascadeConfig, held_out: HeldOut) -> list[dict[str,
     for target in config.experiment.budgets:
         tuners += [RateTuner(target=target), RateTuner(target=target, delta=DELTA)]
     if config.budget.kind != "rate":
-        tuners.append(make_tuner(config.budget, config.cost, config.expert.max_model_len))
+        grid = budget_grid(config.budget, policy_scores(kind, held_out.fit, held_out.fit, "expert"),
+                           held_out.fit.tie_keys)
+        tuners.append(make_tuner(config.budget, config.cost, config.expert.max_model_len, grid))
     rows = []
     for tuner in tuners:
         result = adherence_over_splits(tuner, scores, small_correct, expert_cost, tie_keys=keys,

@@ -27,6 +27,7 @@ NEEDS_EXPERT = ("posthoc",)
 def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     """Fit the policy on the fit part, certify the threshold on the certify part, save; return the certificate."""
     from policies import Hop, make_policy, make_tuner, tie_keys
+    from policies.tuners import budget_grid
 
     from experiments.held_out import score_held_out, varying_cost
     from experiments.run import fit_small_tier
@@ -35,16 +36,19 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     roles = load_roles(config)
     small_tier, _ = fit_small_tier(config, roles)
     policy = make_policy(config.policy.kind, n_classes=small_tier.n_classes, **config.policy.params)
-    tuner = make_tuner(config.budget, config.cost, config.expert.max_model_len)
+    seed = config.budget.tie_seed
     learns_from_expert, certifies_cost = config.policy.kind in NEEDS_EXPERT, config.budget.kind == "cost"
     held_out = score_held_out(config, roles, small_tier, progress=progress) if learns_from_expert or certifies_cost else None
     if held_out is not None and learns_from_expert:
         fit, expert = held_out.fit.small, held_out.fit.experts["expert"]
         policy.fit(fit.features, fit.correct, expert.correct, cost=varying_cost(expert.cost))
+        fit_keys = held_out.fit.tie_keys
     else:
         fit = score_small(small_tier, roles.fit, config.cost.small_per_call)
         policy.fit(fit.features, fit.correct, fit.correct)
-    seed = config.budget.tie_seed
+        fit_keys = None if seed is None else tie_keys(roles.fit.X, seed)
+    grid = budget_grid(config.budget, policy.score(fit.features), fit_keys)
+    tuner = make_tuner(config.budget, config.cost, config.expert.max_model_len, grid)
     if held_out is not None and certifies_cost:
         certify, expert_cost = held_out.certify.small, held_out.certify.experts["expert"].cost
         keys = held_out.certify.tie_keys

@@ -17,12 +17,12 @@ from policies.baselines import AlwaysPolicy, NeverPolicy, OraclePolicy, RandomPo
 from policies.certificate import Certificate, InfeasibleTarget
 from policies.evaluation import Adherence, budget_adherence, deferral_curve, random_splits
 from policies.online import OnlineController, guarantee_now
-from policies.ties import defer_mask, tie_keys
 from policies.posthoc import PosthocPolicy
 from policies.registry import POLICIES, load_policy, make_policy
 from policies.rules import ConfidencePolicy, EntropyPolicy, MarginPolicy, uncertainty_features
 from policies.simulate import DeferralData, simulate
 from policies.tiers import Cascade, Hop
+from policies.ties import defer_mask, tie_keys
 from policies.tuners import (
     AcceptedErrorTuner,
     BudgetTuner,
@@ -31,6 +31,7 @@ from policies.tuners import (
     RateTuner,
     clopper_pearson_upper,
     make_tuner,
+    threshold_grid,
 )
 
 __all__ = [
@@ -39,6 +40,6 @@ __all__ = [
     "InfeasibleTarget", "JointTuner", "MarginPolicy", "NeverPolicy", "OnlineController",
     "OraclePolicy", "POLICIES", "PolicyBase", "PosthocPolicy", "RandomPolicy", "RateTuner",
     "budget_adherence", "clopper_pearson_upper", "defer_mask", "deferral_curve", "deferral_gain",
-    "guarantee_now", "load_policy", "make_policy", "make_tuner", "random_splits", "simulate", "tie_keys",
+    "guarantee_now", "load_policy", "make_policy", "make_tuner", "random_splits", "simulate", "threshold_grid", "tie_keys",
     "uncertainty_features",
 ]

@@ -24,7 +24,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from cascade.types import CostModel
 from policies import (
     AcceptedErrorTuner, ConfidencePolicy, CostTuner, DeferralData, EntropyPolicy, JointTuner, MarginPolicy,
-    OraclePolicy, PosthocPolicy, RandomPolicy, RateTuner, budget_adherence, deferral_curve,
+    OraclePolicy, PosthocPolicy, RandomPolicy, RateTuner, budget_adherence, deferral_curve, threshold_grid,
 )
 
 SPLITS, CALIBRATION = 200, 400
@@ -58,6 +58,11 @@ def spam():
     policy_split = outcomes([train.texts[i] for i in policy_part], train.y[policy_part])
     pool_split = outcomes(pool[0].texts + pool[1].texts, np.concatenate([pool[0].y, pool[1].y]))
     return policy_split, pool_split
+
+
+def fit_part_grid(spam, max_rate=1.0):
+    """Learn-then-Test's thresholds, placed on the policy split (never on the pool it certifies on)."""
+    return threshold_grid(ConfidencePolicy().score(spam[0].features), max_rate=max_rate)
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +104,14 @@ def test_cost_per_1k_mean_is_at_most_the_target(spam, confidence_scores):
 
 
 def test_accepted_error_exceeds_alpha_in_at_most_delta_of_splits(spam, confidence_scores):
-    summary = adherence(AcceptedErrorTuner(alpha=0.03, delta=0.1), spam, confidence_scores)
+    summary = adherence(AcceptedErrorTuner(alpha=0.03, delta=0.1, grid=fit_part_grid(spam)), spam, confidence_scores)
     assert summary["refusal_rate"] < 0.1
     assert summary["violation_rate"] <= allowed_violation_rate(0.1)
 
 
 def test_joint_target_is_violated_in_at_most_delta_of_splits(spam, confidence_scores):
-    summary = adherence(JointTuner(alpha=0.025, max_rate=0.3, delta=0.1), spam, confidence_scores)
+    tuner = JointTuner(alpha=0.025, max_rate=0.3, delta=0.1, grid=fit_part_grid(spam, max_rate=0.3))
+    summary = adherence(tuner, spam, confidence_scores)
     assert summary["refusal_rate"] < 0.1
     assert summary["violation_rate"] <= allowed_violation_rate(0.1)
 

@@ -12,7 +12,7 @@ from cascade.config import BudgetConfig
 from cascade.types import CostModel
 from policies import (
     AcceptedErrorTuner, ConfidencePolicy, CostTuner, InfeasibleTarget, JointTuner, RateTuner, clopper_pearson_upper,
-    make_tuner, simulate,
+    make_tuner, simulate, threshold_grid,
 )
 
 
@@ -23,6 +23,17 @@ MAX_COST = 6.0   # above every simulated expert cost in the fixture (the tuner r
 def calibration():
     data = simulate(600, seed=5)
     return ConfidencePolicy(n_classes=2).score(data.features), data.small_correct, data.expert_cost
+
+
+@pytest.fixture(scope="module")
+def grid():
+    """Learn-then-Test's candidate thresholds, placed on a separate (fit) sample."""
+    return threshold_grid(ConfidencePolicy(n_classes=2).score(simulate(600, seed=6).features))
+
+
+@pytest.fixture(scope="module")
+def joint_grid():
+    return threshold_grid(ConfidencePolicy(n_classes=2).score(simulate(600, seed=6).features), max_rate=0.5)
 
 
 def test_crc_rate_keeps_at_most_floor_n_plus_one_beta_minus_one_samples_above_the_threshold(calibration):
@@ -114,54 +125,72 @@ def test_cost_tuner_rejects_a_cost_above_the_declared_maximum(calibration):
         CostTuner(target_per_1k=300.0, max_expert_cost=0.1).fit(scores, expert_cost=cost)
 
 
-def test_accepted_error_certificate_bounds_the_error_of_accepted_answers(calibration):
+def test_accepted_error_certificate_bounds_the_error_of_accepted_answers(calibration, grid):
     scores, correct, _ = calibration
-    certificate = AcceptedErrorTuner(alpha=0.1, delta=0.1).fit(scores, correct).certificate_
+    certificate = AcceptedErrorTuner(alpha=0.1, delta=0.1, grid=grid).fit(scores, correct).certificate_
     accepted = scores <= certificate.threshold
     assert certificate.achieved["accepted_error"] == pytest.approx(1 - correct[accepted].mean())
     assert certificate.achieved["accepted_error"] <= certificate.bound["accepted_error"] <= 0.1
 
 
-def test_infeasible_accepted_error_names_the_best_certifiable_value_which_is_then_feasible(calibration):
+def test_infeasible_accepted_error_names_the_best_certifiable_value_which_is_then_feasible(calibration, grid):
     scores, correct, _ = calibration
-    with pytest.raises(InfeasibleTarget, match="lowest certifiable accepted error is") as error:
-        AcceptedErrorTuner(alpha=0.005, delta=0.1).fit(scores, correct)
+    with pytest.raises(InfeasibleTarget, match="lowest certifiable accepted error among the tested") as error:
+        AcceptedErrorTuner(alpha=0.005, delta=0.1, grid=grid).fit(scores, correct)
     best = error.value.best["accepted_error"]
-    assert AcceptedErrorTuner(alpha=best + 1e-9, delta=0.1).fit(scores, correct).certificate_.holds
+    assert AcceptedErrorTuner(alpha=best + 1e-9, delta=0.1, grid=grid).fit(scores, correct).certificate_.holds
 
 
 @pytest.mark.parametrize("procedure", ["fixed-sequence", "bonferroni"])
-def test_joint_certificate_bounds_both_error_and_rate(procedure, calibration):
+def test_joint_certificate_bounds_both_error_and_rate(procedure, calibration, joint_grid):
     scores, correct, _ = calibration
-    certificate = JointTuner(alpha=0.1, max_rate=0.5, delta=0.1, procedure=procedure).fit(scores, correct).certificate_
+    tuner = JointTuner(alpha=0.1, max_rate=0.5, delta=0.1, procedure=procedure, grid=joint_grid)
+    certificate = tuner.fit(scores, correct).certificate_
     assert certificate.bound["accepted_error"] <= 0.1 and certificate.bound["defer_rate"] <= 0.5
     assert certificate.achieved["defer_rate"] <= 0.5
 
 
 @pytest.mark.parametrize("procedure", ["fixed-sequence", "bonferroni"])
-def test_infeasible_joint_target_says_what_the_deferral_budget_can_certify(procedure, calibration):
+def test_infeasible_joint_target_says_what_the_deferral_budget_can_certify(procedure, calibration, grid):
     scores, correct, _ = calibration
-    with pytest.raises(InfeasibleTarget, match="within that deferral budget the lowest certifiable accepted error"):
-        JointTuner(alpha=0.02, max_rate=0.1, delta=0.1, procedure=procedure).fit(scores, correct)
+    with pytest.raises(InfeasibleTarget, match="within that deferral budget the lowest certifiable accepted error") as e:
+        JointTuner(alpha=0.02, max_rate=0.4, delta=0.1, procedure=procedure, grid=grid).fit(scores, correct)
+    assert all(np.isfinite(value) for value in e.value.best.values()) and "inf" not in str(e.value)
 
 
-def test_fit_thresholds_runs_the_same_procedure_on_each_row(calibration):
+def test_a_joint_rate_no_tested_threshold_can_certify_says_so_without_inf(calibration, grid):
+    scores, correct, _ = calibration
+    deferring_most = grid.threshold[:5]   # a user's grid without "defer nothing"
+    with pytest.raises(InfeasibleTarget, match="no tested threshold keeps the deferral rate") as error:
+        JointTuner(alpha=0.1, max_rate=0.1, delta=0.1, grid=deferring_most).fit(scores, correct)
+    assert "inf" not in str(error.value) and 0 < error.value.best["certifiable_defer_rate"] <= 1
+
+
+def test_fit_thresholds_runs_the_same_procedure_on_each_row(calibration, grid, joint_grid):
     scores, correct, _ = calibration
     rows = np.vstack([scores, scores[::-1], np.roll(scores, 7)])
     correct_rows = np.vstack([correct, correct[::-1], np.roll(correct, 7)])
-    for tuner in (RateTuner(0.2), RateTuner(0.2, delta=0.1), AcceptedErrorTuner(0.1), JointTuner(0.1, 0.5)):
+    for tuner in (RateTuner(0.2), RateTuner(0.2, delta=0.1), AcceptedErrorTuner(0.1, grid=grid),
+                  JointTuner(0.1, 0.5, grid=joint_grid)):
         batched = tuner.fit_thresholds(rows, correct_rows)
         assert batched.tolist() == [tuner.fit(r, c).threshold_ for r, c in zip(rows, correct_rows)]
 
 
-def test_fit_thresholds_marks_infeasible_rows_with_nan(calibration):
+def test_fit_thresholds_marks_infeasible_rows_with_nan(calibration, grid):
     scores, correct, _ = calibration
-    assert np.isnan(AcceptedErrorTuner(alpha=0.001).fit_thresholds(scores, correct)).all()
+    assert np.isnan(AcceptedErrorTuner(alpha=0.001, grid=grid).fit_thresholds(scores, correct)).all()
 
 
-def test_tuner_names_the_missing_outcome():
+def test_tuner_names_the_missing_outcome(grid):
     with pytest.raises(ValueError, match="AcceptedErrorTuner needs small_correct"):
-        AcceptedErrorTuner().fit(np.random.default_rng(0).random(50))
+        AcceptedErrorTuner(grid=grid).fit(np.random.default_rng(0).random(50))
+
+
+@pytest.mark.parametrize("tuner", [AcceptedErrorTuner(), JointTuner()])
+def test_learn_then_test_needs_a_grid_fixed_before_certification(tuner, calibration):
+    scores, correct, _ = calibration
+    with pytest.raises(ValueError, match="needs grid: candidate thresholds fixed before the certify part"):
+        tuner.fit(scores, correct)
 
 
 def test_tuner_rejects_nan_scores():
@@ -243,8 +272,10 @@ def _grid_thresholds(scores, n_grid=20):
 
 def test_accepted_error_matches_mapie_bonferroni_learn_then_test(calibration):
     scores, correct, _ = calibration
-    controller = _mapie_controller(ACCEPTED_ERROR, 0.1, 0.1, _grid_thresholds(scores), "bonferroni", scores, correct)
-    assert AcceptedErrorTuner(alpha=0.1, delta=0.1).fit(scores, correct).threshold_ == -controller.best_predict_param
+    thresholds = _grid_thresholds(scores)
+    controller = _mapie_controller(ACCEPTED_ERROR, 0.1, 0.1, thresholds, "bonferroni", scores, correct)
+    tuner = AcceptedErrorTuner(alpha=0.1, delta=0.1, grid=thresholds).fit(scores, correct)
+    assert tuner.threshold_ == -controller.best_predict_param
 
 
 def test_joint_bonferroni_matches_mapie_multi_risk_learn_then_test(calibration):
@@ -252,5 +283,6 @@ def test_joint_bonferroni_matches_mapie_multi_risk_learn_then_test(calibration):
     controller = _mapie_controller(
         [ACCEPTED_ERROR, DEFER_RATE], [0.1, 0.5], 0.1, _grid_thresholds(scores), "bonferroni", scores, correct
     )
-    tuner = JointTuner(alpha=0.1, max_rate=0.5, delta=0.1, procedure="bonferroni").fit(scores, correct)
+    tuner = JointTuner(alpha=0.1, max_rate=0.5, delta=0.1, procedure="bonferroni", grid=_grid_thresholds(scores))
+    tuner.fit(scores, correct)
     assert tuner.threshold_ == -controller.best_predict_param

@@ -14,7 +14,7 @@ RateTuner(delta=δ)  Clopper-Pearson bound = fixed-sequence test     P(defer_rat
 CostTuner           conformal risk control on the bounded           E[cost_per_1k] ≤ target
                     per-request cost
 AcceptedErrorTuner  Learn-then-Test, binomial p-values, Bonferroni  P(accepted_error > α) ≤ δ
-                    over a grid of calibration-score quantiles
+                    over a grid fixed before certification
 JointTuner          Learn-then-Test: fixed-sequence (rate family,   P(accepted_error > α or
                     then error family, δ/2 each) or Bonferroni      defer_rate > β) ≤ δ
 ==================  ==============================================  =================================
@@ -33,11 +33,12 @@ True
 from policies.tuners.base import BudgetTuner
 from policies.tuners.bounds import binomial_p_value, clopper_pearson_upper
 from policies.tuners.conformal import CostTuner, RateTuner
-from policies.tuners.factory import make_tuner
+from policies.tuners.factory import budget_grid, make_tuner
 from policies.tuners.joint import JointTuner
 from policies.tuners.ltt import AcceptedErrorTuner
+from policies.tuners.risks import Grid, threshold_grid
 
 __all__ = [
-    "AcceptedErrorTuner", "BudgetTuner", "CostTuner", "JointTuner", "RateTuner", "binomial_p_value",
-    "clopper_pearson_upper", "make_tuner",
+    "AcceptedErrorTuner", "BudgetTuner", "CostTuner", "Grid", "JointTuner", "RateTuner", "binomial_p_value",
+    "budget_grid", "clopper_pearson_upper", "make_tuner", "threshold_grid",
 ]

@@ -31,6 +31,8 @@ class Solution:
     bound: dict[str, np.ndarray]
     best: dict[str, np.ndarray] = field(default_factory=dict)
     feasible: np.ndarray | None = None
+    rule: tuple[np.ndarray, np.ndarray] | None = None
+    """the chosen fixed rule ``(threshold, tie_break)`` per set, for tuners testing a fixed grid"""
 
 
 class Cut(NamedTuple):
@@ -153,6 +155,8 @@ class BudgetTuner(BaseEstimator):
 
     def _cut(self, table: RiskTable, solution: Solution) -> Cut:
         feasible = np.ones(table.m, dtype=bool) if solution.feasible is None else solution.feasible
+        if solution.rule is not None:
+            return Cut(np.where(feasible, solution.rule[0], np.nan), solution.rule[1])
         threshold = np.where(feasible, table.at(table.thresholds, solution.position), np.nan)
         return Cut(threshold, table.at(table.tie_breaks, solution.position))
 

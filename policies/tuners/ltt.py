@@ -1,31 +1,34 @@
 """Learn-then-Test tuner for the error of accepted answers (Angelopoulos et al., 2021).
 
-Each candidate threshold is a hypothesis test of "accepted error > α" with an exact binomial
-p-value; a family-wise error correction over the tested thresholds makes every threshold it
-certifies valid simultaneously with probability ≥ 1-δ.
+Each candidate rule of a grid fixed before the certify part is seen (:func:`threshold_grid` on
+the fit part's scores) is a hypothesis test of "accepted error > α" with an exact binomial
+p-value; Bonferroni over the grid makes every rule it certifies valid simultaneously with
+probability ≥ 1-δ. A grid placed at the certify part's own quantiles would make the tested
+hypotheses depend on the data they are tested on, which the guarantee does not allow.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from policies.tuners.base import BudgetTuner, Solution, check_rate
 from policies.tuners.bounds import binomial_p_value, clopper_pearson_upper
-from policies.tuners.risks import RiskTable, last_true
+from policies.tuners.risks import Grid, RiskTable, as_grid, last_true
 
 
 class AcceptedErrorTuner(BudgetTuner):
     """Error of accepted answers ≤ ``alpha`` with probability ≥ 1-``delta`` (Learn-then-Test).
 
-    Tests ``n_grid`` thresholds (calibration-score quantiles) with exact binomial p-values for
-    "accepted error > α", Bonferroni-corrected (each at ``δ/n_grid``), and keeps the certified
-    threshold that defers least.
+    Tests each rule of ``grid`` with an exact binomial p-value for "accepted error > α",
+    Bonferroni-corrected (each at ``δ/len(grid)``), and keeps the certified rule that defers least.
 
     >>> import numpy as np
+    >>> from policies.tuners.risks import threshold_grid
     >>> rng = np.random.default_rng(0)
-    >>> scores = rng.random(2000)
+    >>> scores, fit_scores = rng.random(2000), rng.random(1000)
     >>> correct = rng.random(2000) > scores / 4
-    >>> tuner = AcceptedErrorTuner(alpha=0.08, delta=0.1).fit(scores, correct)
+    >>> tuner = AcceptedErrorTuner(alpha=0.08, delta=0.1, grid=threshold_grid(fit_scores)).fit(scores, correct)
     >>> tuner.certificate_.bound["accepted_error"] <= 0.08
     True
     """
@@ -34,10 +37,10 @@ class AcceptedErrorTuner(BudgetTuner):
     kind = "accepted-error"
     needs = ("small_correct",)
 
-    def __init__(self, alpha: float = 0.05, delta: float = 0.1, n_grid: int = 20) -> None:
+    def __init__(self, alpha: float = 0.05, delta: float = 0.1, grid: Grid | ArrayLike | None = None) -> None:
         self.alpha = alpha
         self.delta = delta
-        self.n_grid = n_grid
+        self.grid = grid
 
     @property
     def targets(self) -> dict[str, float]:
@@ -46,29 +49,31 @@ class AcceptedErrorTuner(BudgetTuner):
     def _check_params(self) -> None:
         super()._check_params()
         check_rate("alpha", self.alpha)
-        if self.n_grid < 1:
-            raise ValueError(f"n_grid must be at least 1, got {self.n_grid}")
+        as_grid(self.grid, type(self).__name__)
 
     def _solve(self, data: RiskTable) -> Solution:
         assert data.errors is not None
-        level = self.delta / self.n_grid
-        positions = data.grid(self.n_grid)
+        grid = as_grid(self.grid, type(self).__name__)
+        level = self.delta / len(grid.threshold)
+        positions = data.locate(grid.threshold, grid.tie_break)
         accepted, errors = data.at(data.accepted, positions), data.at(data.errors, positions)
         upper = clopper_pearson_upper(errors, accepted, level)
         valid = binomial_p_value(errors, accepted, self.alpha) <= level
         chosen = last_true(valid)
         feasible = chosen >= 0
-        pick = np.maximum(chosen, 0)[:, None]
-        bound = np.where(feasible, np.take_along_axis(upper, pick, 1)[:, 0], np.nan)
+        pick = np.maximum(chosen, 0)
+        bound = np.where(feasible, np.take_along_axis(upper, pick[:, None], 1)[:, 0], np.nan)
         lowest = np.argmin(upper, axis=1)[:, None]
         best = {
             "accepted_error": np.take_along_axis(upper, lowest, 1)[:, 0],
             "defer_rate": 1.0 - np.take_along_axis(accepted, lowest, 1)[:, 0] / data.n,
         }
-        return Solution(np.take_along_axis(positions, pick, 1)[:, 0], {"accepted_error": bound}, best, feasible)
+        return Solution(pick, {"accepted_error": bound}, best, feasible,
+                        rule=(grid.threshold[pick], grid.tie_break[pick]))
 
     def _method(self) -> str:
-        return f"Learn-then-Test (binomial p-values, Bonferroni over {self.n_grid} thresholds)"
+        return (f"Learn-then-Test (binomial p-values, Bonferroni over {len(as_grid(self.grid, 'grid').threshold)} "
+                "thresholds fixed before certification)")
 
     def _statement(self) -> str:
         return f"P(accepted_error > {self.alpha}) ≤ {self.delta} over the draw of the certify part"
@@ -76,5 +81,6 @@ class AcceptedErrorTuner(BudgetTuner):
     def _infeasible(self, n: int, best: dict[str, float]) -> str:
         return (
             f"accepted error ≤ {self.alpha} cannot be certified at δ={self.delta} with n={n}: the lowest "
-            f"certifiable accepted error is {best['accepted_error']:.4g} (deferring {best['defer_rate']:.1%})"
+            f"certifiable accepted error among the tested thresholds is {best['accepted_error']:.4g} "
+            f"(deferring {best['defer_rate']:.1%})"
         )

@@ -12,7 +12,10 @@ gets wrong, so each tuner reads its risk at any threshold in O(1).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from policies.ties import NO_TIE_BREAK
 
@@ -40,6 +43,7 @@ class RiskTable:
         edge = np.zeros((m, 1))
         self.m, self.n = m, n
         self.thresholds = np.hstack([edge - np.inf, ascending, edge + np.inf])
+        self.ascending, self.ascending_keys = ascending, ascending_keys
         cuts = np.full((m, n), NO_TIE_BREAK) if tie_keys is None else ascending_keys
         self.tie_breaks = np.hstack([edge, cuts, edge + NO_TIE_BREAK])
         self.accepted = np.hstack([edge, tie_end + 1.0, edge + n])
@@ -58,12 +62,14 @@ class RiskTable:
         picked = np.take_along_axis(table, np.broadcast_to(index, (self.m, index.shape[1])), axis=1)
         return picked if positions.ndim == 2 else picked[:, 0]
 
-    def grid(self, n_grid: int) -> np.ndarray:
-        """``n_grid`` positions accepting about ``1/n_grid, 2/n_grid, ...`` of the set; the last is ``+inf``."""
-        counts = np.ceil(np.arange(1, n_grid + 1) * self.n / n_grid).astype(int)
-        positions = counts - 1
-        positions[-1] = self.n
-        return np.broadcast_to(positions, (self.m, n_grid))
+    def locate(self, thresholds: np.ndarray, tie_breaks: np.ndarray) -> np.ndarray:
+        """Positions ``(m, k)`` of ``k`` fixed rules: how many samples each accepts, minus one.
+
+        A rule ``(λ, τ)`` accepts ``s < λ``, and ``s == λ`` with key ``≤ τ`` (:mod:`policies.ties`).
+        """
+        score, key = self.ascending[:, :, None], self.ascending_keys[:, :, None]
+        accepts = (score < thresholds) | ((score == thresholds) & (key <= tie_breaks))
+        return accepts.sum(axis=1) - 1
 
 
 def last_true(mask: np.ndarray) -> np.ndarray:
@@ -74,3 +80,45 @@ def last_true(mask: np.ndarray) -> np.ndarray:
     """
     last = mask.shape[1] - 1 - np.argmax(mask[:, ::-1], axis=1)
     return np.where(mask.any(axis=1), last, -1)
+
+
+class Grid(NamedTuple):
+    """Candidate rules ``(threshold, tie_break)`` for Learn-then-Test, fixed before certification."""
+
+    threshold: np.ndarray
+    tie_break: np.ndarray
+
+
+def threshold_grid(scores: ArrayLike, n_grid: int = 20, max_rate: float = 1.0,
+                   tie_keys: ArrayLike | None = None) -> Grid:
+    """``n_grid`` rules from data *other than the certify part* (e.g. the fit part's scores).
+
+    Rule ``k`` defers about ``max_rate · (1 - k/n_grid)`` of ``scores`` (quantiles in ``(score,
+    tie key)`` order); the last defers nothing. Learn-then-Test is valid when the tested rules do
+    not depend on the certify data, which is why this grid must come from elsewhere.
+
+    >>> threshold_grid(np.arange(10.0), n_grid=4).threshold.tolist()
+    [2.0, 4.0, 7.0, inf]
+    """
+    scores = np.asarray(scores, dtype=float).reshape(-1)
+    if n_grid < 1 or len(scores) == 0:
+        raise ValueError(f"a threshold grid needs n_grid ≥ 1 and scores to place it, got n_grid={n_grid} and "
+                         f"{len(scores)} scores")
+    keys = np.zeros(len(scores)) if tie_keys is None else np.asarray(tie_keys, dtype=float).reshape(-1)
+    order = np.lexsort((keys, scores))
+    shares = 1.0 - max_rate + max_rate * np.arange(1, n_grid + 1) / n_grid
+    index = np.clip(np.ceil(shares * len(scores) - 1e-9).astype(int) - 1, 0, len(scores) - 1)[:-1]
+    threshold = np.append(scores[order][index], np.inf)
+    tie_break = np.append(np.full(len(index), NO_TIE_BREAK) if tie_keys is None else keys[order][index], NO_TIE_BREAK)
+    return Grid(threshold, tie_break)
+
+
+def as_grid(grid: Grid | ArrayLike | None, owner: str) -> Grid:
+    """A :class:`Grid` from a grid or plain thresholds (ties accepted); a clear error when missing."""
+    if grid is None:
+        raise ValueError(f"{owner} needs grid: candidate thresholds fixed before the certify part is seen, e.g. "
+                         "threshold_grid(policy scores on the fit part)")
+    if isinstance(grid, Grid):
+        return Grid(np.asarray(grid.threshold, dtype=float), np.asarray(grid.tie_break, dtype=float))
+    threshold = np.asarray(grid, dtype=float).reshape(-1)
+    return Grid(threshold, np.full(len(threshold), NO_TIE_BREAK))
