@@ -55,9 +55,24 @@ def test_samples_tied_with_the_threshold_are_not_deferred():
     assert tuner.threshold_ == 0.5 and tuner.certificate_.achieved["defer_rate"] == 0.25
 
 
-def test_a_rate_below_one_over_n_plus_one_never_defers():
-    tuner = RateTuner(target=0.001).fit(np.linspace(0, 1, 100))
-    assert tuner.threshold_ == math.inf and tuner.certificate_.bound["defer_rate"] == 0.0
+@pytest.mark.parametrize("delta, needed, smallest", [(None, 999, 1 / 101), (0.1, 2302, 1 - 0.1 ** (1 / 100))])
+def test_a_certify_part_too_small_for_the_rate_is_refused_with_the_n_it_needs(delta, needed, smallest):
+    with pytest.raises(InfeasibleTarget, match=f"needs n ≥ {needed}; with n=100 the smallest certifiable rate") as e:
+        RateTuner(target=0.001, delta=delta).fit(np.linspace(0, 1, 100))
+    assert e.value.best["defer_rate"] == pytest.approx(smallest)
+    assert RateTuner(target=smallest + 1e-9, delta=delta).fit(np.linspace(0, 1, 100)).certificate_.holds
+
+
+@pytest.mark.parametrize("name, values, problem", [
+    ("small_correct", np.ones(99, dtype=bool), "small_correct has 99 entries per set"),
+    ("expert_cost", np.ones(101), "expert_cost has 101 entries per set"),
+    ("tie_keys", np.full(100, 0.5)[:98], "tie_keys has 98 entries per set"),
+    ("expert_cost", np.append(np.ones(99), np.nan), "expert_cost contain NaN"),
+    ("tie_keys", np.full(100, 1.5), r"tie_keys must lie in \[0, 1\)"),
+])
+def test_bad_outcomes_are_refused_naming_the_problem(name, values, problem):
+    with pytest.raises(ValueError, match=problem):
+        RateTuner(target=0.2).fit(np.linspace(0, 1, 100), **{name: values})
 
 
 def test_rate_certificate_in_expectation(calibration):
@@ -194,7 +209,7 @@ def test_learn_then_test_needs_a_grid_fixed_before_certification(tuner, calibrat
 
 
 def test_tuner_rejects_nan_scores():
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match=r"scores contain NaN \(1 of 2\)"):
         RateTuner().fit([0.1, float("nan")])
 
 

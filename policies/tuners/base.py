@@ -169,7 +169,8 @@ class BudgetTuner(BaseEstimator):
         if scores.ndim != 2 or scores.shape[1] == 0:
             raise ValueError(f"scores must be a non-empty 1-D array (or 2-D, one set per row), not {scores.shape}")
         if np.isnan(scores).any():
-            raise ValueError("scores contain NaN")
+            raise ValueError(f"scores contain NaN ({int(np.isnan(scores).sum())} of {scores.size}); a deferral "
+                             "score must be a number for every sample")
         given = {"small_correct": small_correct, "expert_cost": expert_cost, "tie_keys": tie_keys}
         for name in self.needs:
             if given[name] is None:
@@ -181,7 +182,10 @@ class BudgetTuner(BaseEstimator):
                 continue
             array = np.atleast_2d(np.asarray(values, dtype=bool if name == "small_correct" else float))
             if array.shape != scores.shape:
-                raise ValueError(f"{name} has shape {array.shape}, scores have {scores.shape}")
+                raise ValueError(f"{name} has {array.shape[-1]} entries per set ({array.shape[0]} sets), scores have "
+                                 f"{scores.shape[1]} ({scores.shape[0]} sets): one value per scored sample")
+            if name != "small_correct" and np.isnan(array).any():
+                raise ValueError(f"{name} contain NaN")
             arrays[name] = array
         if arrays["expert_cost"] is not None and (arrays["expert_cost"] < 0).any():
             raise ValueError("expert_cost must be non-negative")

@@ -22,8 +22,10 @@ class RateTuner(BudgetTuner):
     """Deferral rate ≤ ``target``: in expectation (``delta=None``) or with probability ≥ 1-δ.
 
     In expectation it is the split-conformal quantile (conformal risk control on the 0/1 deferral
-    loss): at most ``⌊(n+1)β⌋ - 1`` calibration samples lie above the threshold. With ``delta``
-    it keeps the Clopper-Pearson upper bound of the deferral rate at or below the target.
+    loss): at most ``⌊(n+1)β⌋ - 1`` certify samples lie above the threshold. With ``delta`` it
+    keeps the Clopper-Pearson upper bound of the deferral rate at or below the target. A certify
+    part too small to certify even one deferral (``β < 1/(n+1)``; with ``δ``: ``(1-β)^n > δ``) is
+    refused, naming the smallest target it can certify and the ``n`` the target needs.
 
     >>> import numpy as np
     >>> RateTuner(target=0.1, delta=0.05).fit(np.linspace(0, 1, 1000)).certificate_.bound["defer_rate"] <= 0.1
@@ -54,13 +56,24 @@ class RateTuner(BudgetTuner):
         deferred = n - data.at(data.accepted, position)
         if self.delta is None:
             bound = (deferred + 1) / (n + 1)
+            smallest = 1.0 / (n + 1)
         else:
             bound = clopper_pearson_upper(deferred, n, self.delta)
-        bound = np.where(position == n, 0.0, bound)
-        return Solution(position, {"defer_rate": bound})
+            smallest = 1.0 - self.delta ** (1.0 / n)
+        best = {"defer_rate": np.full(data.m, smallest)}
+        return Solution(position, {"defer_rate": bound}, best, feasible=np.full(data.m, allowed >= 0))
 
     def _method(self) -> str:
         return "conformal risk control" if self.delta is None else "Clopper-Pearson upper bound"
+
+    def _infeasible(self, n: int, best: dict[str, float]) -> str:
+        if self.delta is None:
+            needed = math.ceil(1.0 / self.target - 1.0 - EPS)
+        else:
+            needed = math.ceil(math.log(self.delta) / math.log1p(-self.target) - EPS)
+        guarantee = "in expectation" if self.delta is None else f"with probability ≥ {1 - self.delta:g}"
+        return (f"a deferral rate of {self.target} cannot be certified {guarantee} on a certify part of n={n}: "
+                f"it needs n ≥ {needed}; with n={n} the smallest certifiable rate is {best['defer_rate']:.4g}")
 
     def _statement(self) -> str:
         if self.delta is None:
