@@ -55,37 +55,39 @@ class RawPool:
         return len(self.y)
 
 
-def run_splits(pool: RawPool, tuners: dict[str, TunerFactory], sizes: tuple[int, int], splits: int,
-               seed: int = 0, calibrator: str = "isotonic", policy: str = "confidence",
+def run_splits(pool: RawPool | Callable[[int], RawPool], tuners: dict[str, TunerFactory], sizes: tuple[int, int],
+               splits: int, seed: int = 0, calibrator: str = "isotonic", policy: str = "confidence",
                population: RawPool | None = None) -> list[dict[str, Any]]:
     """Per tuner: realised metrics on each split's test part, refusals, and the exact null.
 
-    With ``population`` (``true_probabilities``) the test part is that population rather than the
-    rest of ``pool``.
+    ``pool`` is a finite pool cut at random on every split, or (simulated data) a function drawing
+    a fresh fit + certify sample for split ``i``; with ``population`` (``true_probabilities``) the
+    test part is that population rather than the rest of the pool.
     """
     n_fit, n_certify = sizes
     rng = np.random.default_rng(seed)
-    n_classes = pool.raw_probs.shape[1]
     records: dict[str, dict[str, list[Any]]] = {name: {"realised": [], "deferred": [], "accepted": []}
                                                  for name in tuners}
     made: dict[str, BudgetTuner] = {}
-    for _ in range(splits):
-        order = rng.permutation(len(pool))
+    for split in range(splits):
+        drawn = pool(split) if callable(pool) else pool
+        order = np.arange(len(drawn)) if callable(pool) else rng.permutation(len(drawn))
         fit, certify, test = order[:n_fit], order[n_fit:n_fit + n_certify], order[n_fit + n_certify:]
-        calibrated = make_calibrator(calibrator).fit(pool.raw_probs[fit], pool.y[fit])
-        probs = calibrated.transform(pool.raw_probs)
-        small_correct = probs.argmax(axis=1) == pool.y
+        n_classes = drawn.raw_probs.shape[1]
+        calibrated = make_calibrator(calibrator).fit(drawn.raw_probs[fit], drawn.y[fit])
+        probs = calibrated.transform(drawn.raw_probs)
+        small_correct = probs.argmax(axis=1) == drawn.y
         chosen = make_policy(policy, n_classes=n_classes)
-        scores = chosen.fit(probs[fit], small_correct[fit], pool.expert_correct[fit]).score(probs)
-        keys = pool.tie_keys
+        scores = chosen.fit(probs[fit], small_correct[fit], drawn.expert_correct[fit]).score(probs)
+        keys = drawn.tie_keys
         if population is not None:
             population_probs = calibrated.transform(population.raw_probs)
             population_scores = chosen.score(population_probs)
         for name, build in tuners.items():
             tuner = made[name] = build(scores[fit], keys[fit])
-            cut = tuner.fit_cuts(scores[certify], small_correct[certify], pool.expert_cost[certify], keys[certify])
+            cut = tuner.fit_cuts(scores[certify], small_correct[certify], drawn.expert_cost[certify], keys[certify])
             if population is None:
-                realised = tuner.evaluate(scores[test], cut.threshold, small_correct[test], pool.expert_cost[test],
+                realised = tuner.evaluate(scores[test], cut.threshold, small_correct[test], drawn.expert_cost[test],
                                           tie_breaks=cut.tie_break, tie_keys=keys[test])
             else:
                 realised = expected_metrics(tuner, population, population_probs, population_scores, cut)
@@ -96,7 +98,7 @@ def run_splits(pool: RawPool, tuners: dict[str, TunerFactory], sizes: tuple[int,
                                                      keys[certify]).sum()))
             tested = len(test) if population is None else len(population)
             record["accepted"].append(int(tested - round(float(realised["defer_rate"][0]) * tested)))
-    m = len(pool) - n_fit - n_certify if population is None else len(population)
+    m = len(drawn) - n_fit - n_certify if population is None else len(population)
     return [summarise(name, made[name], records[name], n_certify, m, population is not None) for name in tuners]
 
 
@@ -180,3 +182,17 @@ def tuner_mean(record: dict[str, list[Any]], metric: str) -> dict[str, float]:
     values = np.array([row[metric] for row in record["realised"]])
     values = values[~np.isnan(values)]
     return {"mean": float(values.mean()), "standard_error": float(values.std(ddof=1) / np.sqrt(len(values)))}
+
+
+def null_cell(null: dict[str, Any]) -> str:
+    """The null column of the markdown table."""
+    if null["kind"] == "beta-binomial":
+        return (f"expected {null['expected']:.4f} [{null['interval'][0]:.4f}, {null['interval'][1]:.4f}]; "
+                f"k={null['certify_deferred']}, P(rate > β) = {null['population_violation']:.4f}")
+    if null["kind"] == "exact mean":
+        return f"mean (k+1)/(n+1) = {null['expected']:.4f}, k={null['certify_deferred']}"
+    if null["kind"] == "population":
+        return f"≤ δ = {null['expected']:g} (allowed ≤ {null['interval'][1]:.4f})"
+    if null["kind"] == "bound":
+        return f"≤ {null['expected']:.4f} (allowed ≤ {null['interval'][1]:.4f})"
+    return "mean ≤ target + 3 s.e."
