@@ -190,12 +190,13 @@ def spamassassin(seed: int = 0) -> tuple[DeferralData, DeferralData, RawPool] | 
 
 
 def synthetic_pool(data: DeferralData) -> RawPool:
-    """A simulated pool as raw outputs (its true probabilities, re-calibrated per split like real ones)."""
+    """A simulated pool as raw outputs (its true probabilities, re-calibrated per split like real ones);
+    expert costs are capped at the declared bound, as a context length caps a real expert's."""
     probs = data.features[:, :2]
     predicted = probs.argmax(axis=1)
     y = np.where(data.small_correct, predicted, 1 - predicted)
-    return RawPool(probs, y, data.expert_correct, data.expert_cost, tie_keys(data.features, seed=0),
-                   true_probabilities=True)
+    return RawPool(probs, y, data.expert_correct, np.minimum(data.expert_cost, SIMULATED_MAX_COST),
+                   tie_keys(data.features, seed=0), true_probabilities=True)
 
 
 def adherence_block(name: str, fit_split: DeferralData, pool: DeferralData, raw: RawPool | Callable[[int], RawPool],
