@@ -14,8 +14,8 @@ pool; so "the test part's rate exceeds β" has a known probability per split. Fo
 accepted-error and joint guarantees the null is the bound ``δ + (1-δ) P(Bin(a, α) > αa)`` with
 ``a`` the test part's accepted count (the worst case allowed: true error exactly ``α``), which
 finite real test parts make loose. Simulated data have a known error probability per sample, so
-there the test part is a fresh 100,000-sample population scored with those probabilities, the
-measured accepted error is the rule's true one up to ~0.001, and its violation rate must stay
+there every split's test part is a fresh 20,000-sample draw scored with those probabilities, the
+measured accepted error is the rule's true one up to ~0.002, and its violation rate must stay
 within Binomial(splits, δ).
 """
 
@@ -57,12 +57,12 @@ class RawPool:
 
 def run_splits(pool: RawPool | Callable[[int], RawPool], tuners: dict[str, TunerFactory], sizes: tuple[int, int],
                splits: int, seed: int = 0, calibrator: str = "isotonic", policy: str = "confidence",
-               population: RawPool | None = None) -> list[dict[str, Any]]:
+               population: Callable[[int], RawPool] | None = None) -> list[dict[str, Any]]:
     """Per tuner: realised metrics on each split's test part, refusals, and the exact null.
 
     ``pool`` is a finite pool cut at random on every split, or (simulated data) a function drawing
-    a fresh fit + certify sample for split ``i``; with ``population`` (``true_probabilities``) the
-    test part is that population rather than the rest of the pool.
+    a fresh fit + certify sample for split ``i``; with ``population`` (drawing a fresh sample with
+    ``true_probabilities`` for split ``i``) the test part is that sample rather than the rest of the pool.
     """
     n_fit, n_certify = sizes
     rng = np.random.default_rng(seed)
@@ -81,7 +81,8 @@ def run_splits(pool: RawPool | Callable[[int], RawPool], tuners: dict[str, Tuner
         scores = chosen.fit(probs[fit], small_correct[fit], drawn.expert_correct[fit]).score(probs)
         keys = drawn.tie_keys
         if population is not None:
-            population_probs = calibrated.transform(population.raw_probs)
+            tested = population(split)
+            population_probs = calibrated.transform(tested.raw_probs)
             population_scores = chosen.score(population_probs)
         for name, build in tuners.items():
             tuner = made[name] = build(scores[fit], keys[fit])
@@ -90,15 +91,15 @@ def run_splits(pool: RawPool | Callable[[int], RawPool], tuners: dict[str, Tuner
                 realised = tuner.evaluate(scores[test], cut.threshold, small_correct[test], drawn.expert_cost[test],
                                           tie_breaks=cut.tie_break, tie_keys=keys[test])
             else:
-                realised = expected_metrics(tuner, population, population_probs, population_scores, cut)
+                realised = expected_metrics(tuner, tested, population_probs, population_scores, cut)
             refused = bool(np.isnan(cut.threshold[0]))
             record = records[name]
             record["realised"].append({m: math.nan if refused else float(realised[m][0]) for m in tuner.targets})
             record["deferred"].append(int(defer_mask(scores[certify], cut.threshold[0], cut.tie_break[0],
                                                      keys[certify]).sum()))
-            tested = len(test) if population is None else len(population)
-            record["accepted"].append(int(tested - round(float(realised["defer_rate"][0]) * tested)))
-    m = len(drawn) - n_fit - n_certify if population is None else len(population)
+            size = len(test) if population is None else len(tested)
+            record["accepted"].append(int(size - round(float(realised["defer_rate"][0]) * size)))
+    m = len(drawn) - n_fit - n_certify if population is None else len(tested)
     return [summarise(name, made[name], records[name], n_certify, m, population is not None) for name in tuners]
 
 
