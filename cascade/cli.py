@@ -124,7 +124,7 @@ def tune_command(
     delta: float = typer.Option(None, help="failure probability: the guarantee holds with probability 1-delta"),
     artifact_dir: str = typer.Option(None, help="where to write the artifact (default: the config's artifact_dir)"),
 ) -> None:
-    """Fit policy + threshold on the calibration split for a budget; write the artifact Serve loads."""
+    """Fit the policy on the fit part, certify a threshold on the certify part; write the artifact Serve loads."""
     from policies import InfeasibleTarget
 
     from experiments.tune import tune
@@ -155,7 +155,7 @@ def tune_command(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']}")
-    console.print(f"achieved on calibration: {certificate['achieved']} (n={certificate['n']})")
+    console.print(f"achieved on the {certificate['part']} part: {certificate['achieved']} (n={certificate['n']})")
     console.print(f"artifact: {cfg.artifact_dir}")
 
 

@@ -30,7 +30,10 @@ class DatasetConfig(_Section):
     label_column: str = "label"
     positive_label: str | None = None
     train_fraction: float = Field(0.6, gt=0, lt=1)
-    calibration_fraction: float = Field(0.2, gt=0, lt=1)
+    calibration_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share: cut into fit and certify parts")
+    certify_fraction: float = Field(
+        0.5, gt=0, lt=1, description="share of the held-out split kept apart to certify the budget; "
+                                     "the rest fits the calibrator and any learned policy")
     max_samples: int | None = Field(None, gt=0, description="stratified subsample for quick runs")
     normal_classes: list[int] | None = Field(None, description="Fashion-MNIST: classes treated as normal")
 
@@ -81,10 +84,18 @@ class BudgetConfig(_Section):
     kind: Literal["rate", "cost", "accepted-error", "joint"] = "rate"
     target: float = Field(0.2, gt=0, description="rate in (0,1], cost per 1k requests, or max error")
     max_rate: float | None = Field(None, gt=0, le=1, description="for 'joint': the deferral-rate bound")
+    max_cost_per_call: float | None = Field(
+        None, gt=0, description="for 'cost': the most one expert call can cost (default: expert.max_model_len "
+                                "tokens at the configured prices)")
     delta: float | None = Field(None, gt=0, lt=1, description="failure probability; None = in expectation")
+    n_grid: int = Field(20, ge=1, le=1000, description="accepted-error / joint: thresholds Learn-then-Test tests "
+                                                       "(quantiles of the fit part's scores)")
     hard_cap: float | None = Field(None, gt=0, le=1, description="serving: max deferral rate over the window")
     window: int = Field(1000, gt=0, description="serving: sliding-window length in requests")
     learning_rate: float = Field(0.05, gt=0, description="serving: online threshold step size")
+    tie_seed: int | None = Field(
+        0, ge=0, description="seed of the per-sample keys that break ties at the threshold (tuning, harness and "
+                             "serving alike); null accepts every tied sample")
 
 
 class ServeConfig(_Section):

@@ -1,4 +1,4 @@
-"""The small tier: a detector fitted on the train split plus a calibrator fitted on the calibration split.
+"""The small tier: a detector fitted on the train split plus a calibrator fitted on the fit part of the held-out data.
 
 The harness, ``cascade tune`` and the Ray Serve ``SmallDetector`` all use this one object, so the
 probabilities a policy was tuned on are the ones it sees when serving.

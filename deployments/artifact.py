@@ -39,12 +39,19 @@ class ServedPolicy:
     small_dir: Path
 
     def controller(self, config: CascadeConfig) -> Any:
-        """A fresh :class:`~policies.OnlineController` starting at the fitted threshold."""
+        """A fresh :class:`~policies.OnlineController` at the fitted threshold, with the certificate's tie
+        rule, clamped to the certified side: a cost budget never defers more than certified, an
+        accepted-error budget never accepts more, a joint budget keeps its certified threshold."""
         from policies.online import OnlineController
 
-        budget = config.budget
+        budget, certificate = config.budget, self.certificate or {}
+        clamp_below = budget.kind in ("cost", "joint")
+        clamp_above = budget.kind in ("accepted-error", "joint")
         return OnlineController(target=target_rate(config, self.certificate), threshold=self.threshold,
-                                learning_rate=budget.learning_rate, hard_cap=budget.hard_cap, window=budget.window)
+                                learning_rate=budget.learning_rate, hard_cap=budget.hard_cap, window=budget.window,
+                                tie_break=float(certificate.get("tie_break", 1.0)), tie_seed=certificate.get("tie_seed"),
+                                min_threshold=self.threshold if clamp_below else None,
+                                max_threshold=self.threshold if clamp_above else None)
 
 
 def target_rate(config: CascadeConfig, certificate: dict[str, Any] | None) -> float:

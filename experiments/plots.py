@@ -68,7 +68,7 @@ def budget_adherence(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.scatter(np.arange(len(rows)), targets, marker="_", s=600, color="red", label="target", zorder=5)
     ax.set_xticks(np.arange(len(rows)), [f"{row['tuner']}\n{row['target']:g}" for row in rows], fontsize=7)
     ax.set_ylabel("realised deferral rate (test half)")
-    ax.set_title(f"budget adherence over {len(rows[0]['realised'])} random calibration/test splits")
+    ax.set_title(f"budget adherence over {len(rows[0]['realised'])} random certify/test splits")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -31,7 +31,7 @@ WITH_PROBABILITY: Final = "with probability ≥ 1-δ"
 
 
 class Certificate(BaseModel):
-    """Target, value achieved on the calibration split, guaranteed bound, ``n`` and ``δ``.
+    """Target, value achieved on the certify part, guaranteed bound, ``n`` and ``δ``.
 
     ``bound`` holds, per target metric, the upper bound the method proves (conformal risk
     control bound, or a Clopper-Pearson upper confidence bound at the tested level); it never
@@ -50,6 +50,12 @@ class Certificate(BaseModel):
     statement: str
     n: int
     delta: float | None
+    part: str = "certify"
+    """the data part the threshold was certified on (``n`` samples of it)"""
+    tie_break: float = 1.0
+    """a sample scoring exactly ``threshold`` is deferred when its tie key exceeds this (1: never)"""
+    tie_seed: int | None = None
+    """seed of the tie keys (:func:`policies.ties.tie_keys`); None when ties were not broken"""
 
     @property
     def holds(self) -> bool:
