@@ -75,14 +75,9 @@ def run_experiment(config: CascadeConfig, results_root: str | Path | None = None
 
 def load_experiment_splits(config: CascadeConfig) -> dict[str, Dataset]:
     dataset = config.dataset
-    options: dict[str, Any] = {}
-    if dataset.name in ("csv", "jsonl"):
-        options = dict(path=dataset.path, text_column=dataset.text_column, feature_columns=dataset.feature_columns,
-                       label_column=dataset.label_column, positive_label=dataset.positive_label)
-    if dataset.normal_classes is not None:
-        options["normal_classes"] = tuple(dataset.normal_classes)
     return load_splits(dataset.name, seed=config.experiment.seed, train_fraction=dataset.train_fraction,
-                       calibration_fraction=dataset.calibration_fraction, max_samples=dataset.max_samples, **options)
+                       calibration_fraction=dataset.calibration_fraction, max_samples=dataset.max_samples,
+                       **dataset.loader_options())
 
 
 def fit_small_tier(config: CascadeConfig, splits: dict[str, Dataset]) -> tuple[Any, float]:

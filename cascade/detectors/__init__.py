@@ -26,6 +26,15 @@ DETECTORS: dict[str, str] = {
     "pixel-cnn": "cascade.detectors.image:PixelCNN",
 }
 
+MODALITY: dict[str, str] = {
+    "tfidf-lr": "text", "tfidf-knn": "text", "embedding-lr": "text", "embedding-knn": "text", "minilm-finetune": "text",
+    "isolation-forest": "features",
+    "pixel-lr": "image", "pixel-cnn": "image",
+}
+"""What each kind takes (its class's ``modality``), known without importing the class (and torch)."""
+ONE_CLASS: frozenset[str] = frozenset({"tfidf-knn", "embedding-knn", "isolation-forest"})
+"""Kinds that always learn from normal samples only (their class's ``one_class``)."""
+
 
 def detector_class(kind: str) -> type[DetectorBase]:
     """The class registered for ``kind``."""
@@ -53,4 +62,4 @@ def load_detector(directory: str | Path) -> DetectorBase:
     return detector_class(kind).load(directory)
 
 
-__all__ = ["DETECTORS", "Detector", "DetectorBase", "detector_class", "load_detector", "make_detector"]
+__all__ = ["DETECTORS", "MODALITY", "ONE_CLASS", "Detector", "DetectorBase", "detector_class", "load_detector", "make_detector"]
