@@ -42,6 +42,13 @@ def config_problems(config: CascadeConfig) -> list[str]:
         fitting = ", ".join(sorted(kind for kind, takes in MODALITY.items() if takes == modality))
         problems.append(f"detector.kind: '{detector.kind}' takes {_WHAT[MODALITY[detector.kind]]}, but dataset "
                         f"'{shown}' holds {_WHAT[modality]}; for {_WHAT[modality]} use one of {fitting}")
+    if detector.kind == "pyod":
+        from cascade.detectors.pyod import check_model_name
+
+        try:
+            check_model_name(detector.params.get("model", "ECOD"))
+        except ValueError as exc:
+            problems.append(str(exc))
     if (detector.one_class or detector.kind in ONE_CLASS) and len(classes) != 2:
         problems.append(f"detector.kind: '{detector.kind}' learns from normal samples only and needs two classes, "
                         f"but dataset '{shown}' has {len(classes)} ({', '.join(classes)}); set dataset.positive_label "

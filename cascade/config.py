@@ -58,8 +58,9 @@ class DatasetConfig(_Section):
 
 class DetectorConfig(_Section):
     kind: Literal["tfidf-lr", "tfidf-knn", "embedding-knn", "isolation-forest", "embedding-lr",
-                  "minilm-finetune", "pixel-lr", "pixel-cnn"] = "tfidf-lr"
-    params: dict[str, Any] = Field(default_factory=dict, description="detector hyper-parameters")
+                  "minilm-finetune", "pixel-lr", "pixel-cnn", "tabular-lr", "tabular-hgb", "pyod"] = "tfidf-lr"
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="detector hyper-parameters, e.g. {model: ECOD} for kind pyod")
     train_labels: int | None = Field(None, gt=0, description="use only this many labelled training samples")
     one_class: bool = Field(False, description="fit on normal (label 0) training samples only")
     distance_feature: bool = Field(False, description="add the distance to the nearest training sample as a policy feature")

@@ -32,7 +32,7 @@ def load(tmp_path: Path, text: str) -> CascadeConfig:
      "for text use one of embedding-knn"),
     ("dataset: {name: shuttle}\ndetector: {kind: tfidf-lr}\nexpert: {labels: [normal, anomaly]}\n",
      "  detector.kind: 'tfidf-lr' takes text, but dataset 'shuttle' holds feature rows; for feature rows use one of "
-     "isolation-forest"),
+     "isolation-forest, pyod, tabular-hgb, tabular-lr"),
     ("dataset: {name: spamassassin}\nexpert: {labels: [ham, spam, phishing]}\n",
      "  expert.labels: 3 label words ['ham', 'spam', 'phishing'] for the 2 classes of dataset 'spamassassin' "
      "(ham, spam); give one word per class"),
@@ -51,10 +51,10 @@ def test_user_file_problems_name_the_dataset_field(tmp_path: Path, table: Path) 
         (f"dataset: {{name: csv, path: {table}, label_column: kind}}\n", "  dataset.label_column: no column 'kind'"),
         (f"dataset: {{name: csv, path: {table}, feature_columns: [a, size]}}\n",
          "  dataset.feature_columns: no column ['size']"),
-        (f"dataset: {{name: csv, path: {table}}}\ndetector: {{kind: isolation-forest, one_class: false}}\n",
+        (f"dataset: {{name: csv, path: {table}}}\ndetector: {{kind: tabular-lr}}\n",
          "  expert.labels: 2 label words ['ham', 'spam'] for the 3 classes of dataset"),
-        (f"dataset: {{name: csv, path: {table}}}\ndetector: {{kind: isolation-forest}}\nexpert: {{labels: [x, y, z]}}\n",
-         "  detector.kind: 'isolation-forest' learns from normal samples only and needs two classes"),
+        (f"dataset: {{name: csv, path: {table}}}\ndetector: {{kind: pyod}}\nexpert: {{labels: [x, y, z]}}\n",
+         "  detector.kind: 'pyod' learns from normal samples only and needs two classes"),
     ]
     for body, message in cases:
         with pytest.raises(ConfigError) as info:
@@ -64,8 +64,8 @@ def test_user_file_problems_name_the_dataset_field(tmp_path: Path, table: Path) 
 
 def test_a_consistent_user_file_config_loads(tmp_path: Path, table: Path) -> None:
     config = load(tmp_path, f"dataset: {{name: csv, path: {table}, positive_label: z}}\n"
-                            "detector: {kind: isolation-forest, params: {n_estimators: 50}}\nexpert: {kind: knn-vote, shots: 4}\n")
-    assert config.detector.params == {"n_estimators": 50}
+                            "detector: {kind: pyod, params: {model: ECOD}}\nexpert: {kind: knn-vote, shots: 4}\n")
+    assert config.detector.params == {"model": "ECOD"}
 
 
 def test_modality_table_matches_the_detector_classes() -> None:
