@@ -147,3 +147,11 @@ def test_unknown_pyod_model_is_named_at_config_load(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="detector.params.model: PyOD has no model 'Ecod2'"):
         CascadeConfig.from_dict({"dataset": {"name": "shuttle"}, "detector": {"kind": "pyod", "params": {"model": "Ecod2"}}})
+
+
+def test_the_shipped_supervised_shuttle_config_learns_from_its_300_labels(shuttle: Dataset) -> None:
+    config = CascadeConfig.from_yaml(Path(__file__).resolve().parents[1] / "experiments/configs/shuttle-supervised.yaml")
+    splits = splits_of(shuttle, config.dataset.max_samples)
+    tier = SmallTier.from_config(config).fit(splits["train"], splits["calibration"])
+    assert len(tier.training_subset(splits["train"])) == 300
+    assert roc_auc_score(splits["test"].y, tier.predict_proba(splits["test"].X)[:, 1]) > 0.98
