@@ -106,7 +106,8 @@ class FileSchema:
             used = f"features: {len(self.numeric_columns)} numeric ({_short(self.numeric_columns)})"
             if self.categorical_columns:
                 used += f", {len(self.categorical_columns)} categorical one-hot ({_short(self.categorical_columns)})"
-        line = f"{self.source}: {self.n_rows:,} rows, label '{self.label_column}' with {len(self.label_names)} classes ({classes}); {used} [{how}]"
+        line = (f"{self.source}: {self.n_rows:,} rows, label '{self.label_column}' with {len(self.label_names)} "
+                f"classes ({classes}); {used} [{how}]")
         if self.left_out:
             line += f"; left out: {_short(self.left_out)}"
         return line
@@ -176,8 +177,7 @@ def encode_features(table: Table, schema: FileSchema) -> tuple[np.ndarray, tuple
     """The feature matrix: numeric columns as they are, then categorical ones one-hot (``name=value``)."""
     from sklearn.preprocessing import OneHotEncoder
 
-    blocks = [np.column_stack([table.numbers(c, "dataset.feature_columns") for c in schema.numeric_columns])] \
-        if schema.numeric_columns else []
+    blocks = [table.numbers(c, "dataset.feature_columns")[:, None] for c in schema.numeric_columns]
     names = list(schema.numeric_columns)
     if schema.categorical_columns:
         values = np.column_stack([table.strings(c) for c in schema.categorical_columns])
