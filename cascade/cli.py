@@ -56,7 +56,7 @@ def data_list() -> None:
         rate = f"{row['positive_rate']:.2%}" if row["fetched"] else "-"
         table.add_row(name, row["modality"], samples, rate, row["origin"], row["description"])
     console.print(table)
-    console.print("User data: --dataset csv|jsonl with a path, a text or feature columns and a label column.")
+    console.print("Your own data (csv / jsonl / parquet): cascade init FILE --label COLUMN writes a config for it.")
 
 
 @data_app.command("fetch")
