@@ -56,6 +56,25 @@ def test_init_writes_a_commented_config_that_experiment_run_accepts(workdir: Pat
     assert runner.invoke(app, ["init", "tumours.csv", "--label", "diagnosis"]).exit_code != 0  # no overwrite
 
 
+def test_three_classes_run_end_to_end(workdir: Path) -> None:
+    """Wine cultivars: detector, calibrator, policies, budget tuners and the harness on k = 3."""
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).frame
+    frame["cultivar"] = frame.pop("target").map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    frame.to_csv(workdir / "wine.csv", index=False)
+    runner = CliRunner()
+    assert runner.invoke(app, ["init", "wine.csv", "--label", "cultivar", "-o", "wine.yaml"]).exit_code == 0
+    assert CascadeConfig.from_yaml(workdir / "wine.yaml").calibrator.kind == "temperature"
+    ran = runner.invoke(app, ["experiment", "run", "wine.yaml"])
+    assert ran.exit_code == 0, ran.output
+    results = json.loads((workdir / "results" / "wine" / "results.json").read_text())
+    assert results["config"]["expert"]["labels"] == ["barbera", "barolo", "grignolino"]
+    assert results["tiers"]["small"]["accuracy"] > 0.85 and "auroc" not in results["tiers"]["small"]
+    assert set(results["scalars"]["expert"]["policies"]) >= {"confidence", "margin", "entropy", "posthoc", "oracle"}
+    assert results["budget_adherence"]
+
+
 def test_init_picks_text_detectors_for_a_text_file(workdir: Path) -> None:
     rows = [{"message": f"ticket {i}: " + ("please refund my order now" if i % 3 else "where is the meeting room"),
              "queue": "billing" if i % 3 else "facilities"} for i in range(60)]
