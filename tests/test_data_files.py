@@ -119,3 +119,19 @@ def test_describe_knows_modality_and_classes_without_loading(tmp_path: Path) -> 
     assert data.describe("csv", path=str(path)) == ("features", ("high", "low", "mid"))
     with pytest.raises(FileNotFoundError, match="dataset.path: no such data file"):
         data.describe("csv", path=str(tmp_path / "absent.csv"))
+
+
+def test_dataset_modules_never_import_the_registry() -> None:
+    """Registration runs one way: the registry imports each dataset module, never the reverse."""
+    import ast
+
+    package = Path(data.__file__).parent
+    for module in package.glob("*.py"):
+        if module.name in ("__init__.py", "registry.py"):
+            continue
+        imported = {node.module for node in ast.walk(ast.parse(module.read_text()))
+                    if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(ast.parse(module.read_text())) if isinstance(node, ast.Import)
+                     for alias in node.names}
+        assert not {"cascade.data.registry", "cascade.data"} & imported, module.name
+    assert {name for name in data.SOURCES} == {"spamassassin", "shuttle", "fashion-mnist"}
