@@ -19,9 +19,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from cascade.detectors.base import DetectorBase, anomaly_probability, check_labels, check_rows, score_reference
+from cascade.linalg import limited_threads
 
 
 class _SupervisedTabular(DetectorBase):
@@ -78,7 +78,8 @@ class TabularBoosting(_SupervisedTabular):
     """scikit-learn's ``HistGradientBoostingClassifier`` (binned trees; no scaling needed).
 
     ``threads`` caps its OpenMP threads (``None``: all cores). The default is one: on a shared
-    2-core machine OpenMP's spinning threads made a 3,600-row fit take 36 s instead of 3 s.
+    2-core machine OpenMP's spinning threads made a 3,600-row fit take 36 s instead of 3 s, and
+    one row's prediction 760 ms instead of 26 ms.
     """
 
     kind = "tabular-hgb"
@@ -93,7 +94,7 @@ class TabularBoosting(_SupervisedTabular):
         self.threads = threads
 
     def _threads(self) -> contextlib.AbstractContextManager[object]:
-        return threadpool_limits(self.threads, user_api="openmp") if self.threads else contextlib.nullcontext()
+        return limited_threads(self.threads, "openmp") if self.threads else contextlib.nullcontext()
 
     def _model(self) -> HistGradientBoostingClassifier:
         return HistGradientBoostingClassifier(max_iter=self.max_iter, learning_rate=self.learning_rate,
