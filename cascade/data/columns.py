@@ -90,10 +90,6 @@ class FileSchema:
     left_out: tuple[str, ...] = ()
     inferred: bool = True
 
-    @property
-    def positive_label(self) -> str | None:
-        return self.label_names[1] if len(self.label_names) == 2 else None
-
     def describe(self) -> str:
         """One line: rows, classes, and which columns were used (inferred or given)."""
         how = "inferred" if self.inferred else "given"
