@@ -93,7 +93,12 @@ def frontier_tables(config: CascadeConfig, fit: Scored, test: Scored) -> tuple[d
         def run(scores: np.ndarray) -> Curve:
             return sweep(scores, small.pred, expert.pred, small.y, expert_cost=expert.cost, small_cost=small.cost)
 
-        scores = {kind: policy_scores(kind, fit, test, expert_name) for kind in (*POLICIES, "oracle")}
+        scores, skipped = {}, {}
+        for kind in (*POLICIES, "oracle"):
+            try:
+                scores[kind] = policy_scores(kind, fit, test, expert_name)
+            except ValueError as exc:  # a learned policy with nothing to learn on a tiny fit part
+                skipped[kind] = str(exc)
         by_policy = {kind: run(values) for kind, values in scores.items()}
         by_policy["random"] = _mean_curve([run(policy_scores("random", fit, test, expert_name, seed=s))
                                            for s in range(config.experiment.random_seeds)])
@@ -114,7 +119,8 @@ def frontier_tables(config: CascadeConfig, fit: Scored, test: Scored) -> tuple[d
                     row["at_budget"][f"{budget:g}"]["auroc"] = float(value)
             per_policy[kind] = row
         scalars[expert_name] = {"small_accuracy": small_acc, "expert_accuracy": expert_acc,
-                                "oracle_best_accuracy": float(oracle.accuracy.max()), "policies": per_policy}
+                                "oracle_best_accuracy": float(oracle.accuracy.max()), "policies": per_policy,
+                                "skipped_policies": skipped}
     return curves, scalars
 
 

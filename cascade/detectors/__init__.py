@@ -21,10 +21,22 @@ DETECTORS: dict[str, str] = {
     "embedding-lr": "cascade.detectors.embedding:EmbeddingLogistic",
     "embedding-knn": "cascade.detectors.embedding:EmbeddingKnn",
     "isolation-forest": "cascade.detectors.tabular:IsolationForestDetector",
+    "tabular-lr": "cascade.detectors.tabular:TabularLogistic",
+    "tabular-hgb": "cascade.detectors.tabular:TabularBoosting",
+    "pyod": "cascade.detectors.pyod:PyODDetector",
     "minilm-finetune": "cascade.detectors.finetune:MiniLMClassifier",
     "pixel-lr": "cascade.detectors.image:PixelLogistic",
     "pixel-cnn": "cascade.detectors.image:PixelCNN",
 }
+
+MODALITY: dict[str, str] = {
+    "tfidf-lr": "text", "tfidf-knn": "text", "embedding-lr": "text", "embedding-knn": "text", "minilm-finetune": "text",
+    "isolation-forest": "features", "tabular-lr": "features", "tabular-hgb": "features", "pyod": "features",
+    "pixel-lr": "image", "pixel-cnn": "image",
+}
+"""What each kind takes (its class's ``modality``), known without importing the class (and torch)."""
+ONE_CLASS: frozenset[str] = frozenset({"tfidf-knn", "embedding-knn", "isolation-forest", "pyod"})
+"""Kinds that always learn from normal samples only (their class's ``one_class``)."""
 
 
 def detector_class(kind: str) -> type[DetectorBase]:
@@ -52,4 +64,4 @@ def load_detector(directory: str | Path) -> DetectorBase:
     return detector_class(kind).load(directory)
 
 
-__all__ = ["DETECTORS", "Detector", "DetectorBase", "detector_class", "load_detector", "make_detector"]
+__all__ = ["DETECTORS", "MODALITY", "ONE_CLASS", "Detector", "DetectorBase", "detector_class", "load_detector", "make_detector"]
