@@ -26,11 +26,18 @@ from typing import Any, Self
 
 import numpy as np
 
+from cascade.persistence import NotFittedError, Persistent, SavedFormat
+
 FIT_SAMPLES = 5000
 
 
-class InputView:
+class InputView(Persistent):
     """Principal components of the input's representation (+ length and truncation for texts)."""
+
+    kind = "input-view"
+    _format = SavedFormat("feature", "feature.json", "cascade.feature", "cascade.feature.manifest")
+    _array_state = ("center_", "axes_", "column_mean_", "column_scale_")
+    _optional_state = ("column_mean_", "column_scale_")  # standardisation of feature rows only
 
     def __init__(self, modality: str, components: int = 8, truncate_chars: int | None = None, seed: int = 0,
                  model: str = "minilm") -> None:
@@ -69,27 +76,13 @@ class InputView:
     def transform(self, X: Sequence[str] | np.ndarray) -> np.ndarray:
         """``(n, n_columns)``: the components, then (texts) log length and the truncation flag."""
         if not hasattr(self, "axes_"):
-            raise RuntimeError("InputView is not fitted; call fit(training inputs) first")
+            raise NotFittedError("InputView is not fitted; call fit(training inputs) first")
         view = (self._represent(X) - self.center_) @ self.axes_.T
         if self.modality != "text":
             return view
         chars = np.fromiter((len(text) for text in X), dtype=np.float64, count=len(X))
         limit = np.inf if self.truncate_chars is None else self.truncate_chars
         return np.column_stack([view, np.log1p(chars), (chars > limit).astype(np.float64)])
-
-    def state(self) -> dict[str, np.ndarray]:
-        """The fitted arrays, for ``save_arrays``."""
-        arrays = {"center": self.center_, "axes": self.axes_}
-        if self.modality == "features":
-            arrays.update(column_mean=self.column_mean_, column_scale=self.column_scale_)
-        return arrays
-
-    def set_state(self, arrays: dict[str, np.ndarray]) -> Self:
-        """Restore what :meth:`state` returned."""
-        self.center_, self.axes_ = arrays["center"], arrays["axes"]
-        if self.modality == "features":
-            self.column_mean_, self.column_scale_ = arrays["column_mean"], arrays["column_scale"]
-        return self
 
     def _represent(self, X: Sequence[str] | np.ndarray) -> np.ndarray:
         if self.modality == "text":

@@ -3,7 +3,7 @@
 The calibration split holds a few hundred to a few thousand samples, few of them where deferring
 helps. The train split is larger, but the small tier has seen it. Cross-fitting cuts the labelled
 training samples into ``folds``; for each fold it refits the small tier (detector on the other
-folds, calibrator on the calibration split, as the real tier) and an expert whose labelled pool is
+folds, calibrator on the fit part, as the real tier) and an expert whose labelled pool is
 the other folds (retrieved few-shot examples, the kNN vote's neighbours, the CNN's training set),
 then scores the held-out fold with both. So no sample is judged by a model that learned from it,
 and a few-shot expert never retrieves the sample it is judging as its own example.
@@ -16,8 +16,8 @@ Expert outputs are cached like every other score (:func:`experiments.scoring.cac
 the fold's pool and samples; the extra expert calls (and their tokens and cost) are reported in
 :attr:`CrossFit.expert_usage`. Only a learned policy needs them.
 
->>> fit = crossfit(config, splits, small_tier, folds=5)      # doctest: +SKIP
->>> fit.small.features.shape[0] == len(splits["train"])       # doctest: +SKIP
+>>> fit = crossfit(config, roles, small_tier, folds=5)        # doctest: +SKIP
+>>> fit.small.features.shape[0] == len(roles.train)           # doctest: +SKIP
 True
 """
 
@@ -31,6 +31,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from cascade.config import CascadeConfig, ExpertConfig
 from cascade.data import Dataset
+from cascade.data.roles import DataRoles
 from experiments.scoring import TierScores, cached, content_hash, dataset_hash, model_identity, score_expert, score_small
 
 
@@ -60,14 +61,14 @@ def labelled_pool(config: CascadeConfig, train: Dataset) -> Dataset:
     return train.subset(stratified_subsample(train.y, train.groups, labels, config.experiment.seed))
 
 
-def crossfit(config: CascadeConfig, splits: dict[str, Dataset], final_small: Any, folds: int = 5,
+def crossfit(config: CascadeConfig, roles: DataRoles, final_small: Any, folds: int = 5,
              experts: dict[str, ExpertConfig] | None = None, progress: bool = False) -> CrossFit:
     """Out-of-fold small-tier features and expert outputs over the labelled training samples."""
     from cascade.small import SmallTier
 
     if folds < 2:
         raise ValueError(f"cross-fitting needs at least 2 folds, got {folds}")
-    pool = labelled_pool(config, splits["train"])
+    pool = labelled_pool(config, roles.train)
     experts = experts or {"expert": config.expert}
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.experiment.seed)
     small_parts: list[TierScores] = []
@@ -77,7 +78,7 @@ def crossfit(config: CascadeConfig, splits: dict[str, Dataset], final_small: Any
         others, fold = pool.subset(rest), pool.subset(held)
         tier = SmallTier.from_config(config)
         tier.input_view = 0  # the final tier's view, see the module docs
-        tier.fit(others, splits["calibration"])
+        tier.fit(others, roles.fit)
         tier.view = final_small.view
         small_parts.append(score_small(tier, fold, config.cost.small_per_call))
         for name, expert_config in experts.items():

@@ -36,7 +36,6 @@ from typing import Any, Literal, Self
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import expit, xlogy
-from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
@@ -58,7 +57,9 @@ class LearnedPolicy(PolicyBase):
     """
 
     kind = "learned"
-    _json_state = ("n_features_in_", "choice_", "choice_reason_", "cv_", "n_fit_", "expert_accuracy_", "coef_")
+    _json_state = ("n_features_in_", "choice_", "choice_reason_", "cv_", "n_fit_", "expert_accuracy_")
+    _array_state = ("coef_",)
+    _optional_state = ("coef_",)  # the rule needs no coefficients
 
     def __init__(
         self,
@@ -119,9 +120,7 @@ class LearnedPolicy(PolicyBase):
 
     def score(self, features: ArrayLike) -> np.ndarray:
         """The chosen candidate's score; higher means defer first."""
-        if not hasattr(self, "choice_"):
-            raise NotFittedError("this LearnedPolicy is not fitted yet; call fit(features, small_correct, "
-                                 "expert_correct) first")
+        self._check_fitted()
         features = self._features(features)
         probabilities = class_probabilities(features, self.n_classes)
         top = probabilities.max(axis=1)
@@ -138,15 +137,6 @@ class LearnedPolicy(PolicyBase):
         if hasattr(self, "coef_"):
             del self.coef_
         return self
-
-    @classmethod
-    def restore(cls, directory: Any, params: dict[str, Any], state: dict[str, Any],
-                estimators: dict[str, Any]) -> Self:
-        """Rebuild from saved JSON; the coefficients become an array again."""
-        policy = super().restore(directory, params, state, estimators)
-        if hasattr(policy, "coef_"):
-            policy.coef_ = np.asarray(policy.coef_, dtype=float)
-        return policy
 
     def _check_params(self) -> None:
         if self.choice not in ("auto", *CANDIDATES):

@@ -12,7 +12,7 @@ from cascade.config import CascadeConfig
 from cascade.experts import make_expert
 from cascade.small import SmallTier
 from experiments.crossfit import crossfit, labelled_pool
-from experiments.run import load_experiment_splits
+from cascade.data.roles import load_roles
 from experiments.scoring import score_expert
 
 
@@ -27,14 +27,14 @@ def setting(shuttle: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         "detector": {"kind": "isolation-forest", "one_class": True}, "calibrator": {"kind": "isotonic"},
         "expert": {"kind": "knn-vote", "labels": ["normal", "anomaly"], "shots": 1},
     })
-    splits = load_experiment_splits(config)
-    return config, splits, SmallTier.from_config(config).fit(splits["train"], splits["calibration"])
+    roles = load_roles(config)
+    return config, roles, SmallTier.from_config(config).fit(roles.train, roles.fit)
 
 
 def test_out_of_fold_outputs_are_honest_and_aligned(setting) -> None:
-    config, splits, small = setting
-    train = splits["train"]
-    fit = crossfit(config, splits, small, folds=4)
+    config, roles, small = setting
+    train = roles.train
+    fit = crossfit(config, roles, small, folds=4)
     assert fit.small.ids.tolist() == train.ids.tolist() and fit.small.y.tolist() == train.y.tolist()
     assert fit.experts["expert"].ids.tolist() == train.ids.tolist()
     assert fit.small.features.shape == (len(train), 2)
@@ -49,22 +49,22 @@ def test_out_of_fold_outputs_are_honest_and_aligned(setting) -> None:
 
 
 def test_a_second_cross_fit_reads_the_expert_cache(setting) -> None:
-    config, splits, small = setting
-    first = crossfit(config, splits, small, folds=3)
-    second = crossfit(config, splits, small, folds=3)
+    config, roles, small = setting
+    first = crossfit(config, roles, small, folds=3)
+    second = crossfit(config, roles, small, folds=3)
     np.testing.assert_array_equal(second.experts["expert"].probs, first.experts["expert"].probs)
     np.testing.assert_array_equal(second.small.probs, first.small.probs)
 
 
 def test_few_label_settings_cross_fit_their_labelled_samples_only(setting) -> None:
-    config, splits, _ = setting
+    config, roles, _ = setting
     few = config.model_copy(update={"detector": config.detector.model_copy(update={"train_labels": 100})})
-    pool = labelled_pool(few, splits["train"])
-    assert 95 <= len(pool) <= 100 and set(pool.ids) <= set(splits["train"].ids)
+    pool = labelled_pool(few, roles.train)
+    assert 95 <= len(pool) <= 100 and set(pool.ids) <= set(roles.train.ids)
     # a one-class detector learns from normal rows only, but every training label is known: all are cross-fitted
-    assert len(labelled_pool(config, splits["train"])) == len(splits["train"])
+    assert len(labelled_pool(config, roles.train)) == len(roles.train)
     with pytest.raises(ValueError, match="at least 2 folds"):
-        crossfit(config, splits, None, folds=1)
+        crossfit(config, roles, None, folds=1)
 
 
 def test_the_harness_cross_fits_only_for_a_configured_learned_policy(setting, tmp_path: Path) -> None:
@@ -72,7 +72,7 @@ def test_the_harness_cross_fits_only_for_a_configured_learned_policy(setting, tm
 
     from experiments.run import run_experiment
 
-    config, splits, _ = setting
+    config, roles, _ = setting
     raw = config.model_dump(mode="json")
     raw["experiment"].update(splits=3, random_seeds=2, results_dir=str(tmp_path / "results"))
     rule = run_experiment(CascadeConfig.from_dict(raw), progress=False)
@@ -80,8 +80,8 @@ def test_the_harness_cross_fits_only_for_a_configured_learned_policy(setting, tm
     raw.update(name="learned", policy={"kind": "learned", "crossfit_folds": 3})
     out = run_experiment(CascadeConfig.from_dict(raw), progress=False)
     results = json.loads((out / "results.json").read_text())
-    assert results["crossfit"]["samples"] == len(splits["train"])
-    assert results["crossfit"]["expert_usage"]["expert"]["calls"] == len(splits["train"])
-    assert f"{len(splits['train'])} cross-fitted training samples (3 folds)" in (out / "report.md").read_text()
-    fitted_on = len(splits["calibration"]) + len(splits["train"])
+    assert results["crossfit"]["samples"] == len(roles.train)
+    assert results["crossfit"]["expert_usage"]["expert"]["calls"] == len(roles.train)
+    assert f"{len(roles.train)} cross-fitted training samples (3 folds)" in (out / "report.md").read_text()
+    fitted_on = len(roles.fit) + len(roles.train)
     assert results["scalars"]["expert"]["learned_choice"]["samples"] == fitted_on

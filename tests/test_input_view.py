@@ -12,6 +12,7 @@ from cascade import data
 from cascade.config import CascadeConfig
 from cascade.data.dataset import split_indices, stratified_subsample
 from cascade.input_view import InputView
+from cascade.persistence import NotFittedError
 from cascade.small import SmallTier
 
 
@@ -55,7 +56,7 @@ def test_text_view_adds_length_and_truncation(spamassassin: data.Dataset) -> Non
 
 
 def test_unfitted_view_and_bad_settings_say_so() -> None:
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         InputView("image").transform(np.zeros((1, 4, 4)))
     with pytest.raises(ValueError, match="components must be at least 1"):
         InputView("image", components=0)
@@ -65,7 +66,8 @@ def test_unfitted_view_and_bad_settings_say_so() -> None:
 
 def test_small_tier_appends_the_view_and_saves_it(fashion: dict[str, data.Dataset], tmp_path: Path) -> None:
     config = CascadeConfig.model_validate({"dataset": {"name": "fashion-mnist"},
-                                           "detector": {"kind": "pixel-lr", "input_view": 5, "distance_feature": True}})
+                                           "detector": {"kind": "pixel-lr", "input_view": 5, "distance_feature": True},
+                                           "expert": {"kind": "cnn", "labels": ["normal", "anomaly"]}})
     tier = SmallTier.from_config(config).fit(fashion["train"], fashion["calibration"])
     images = fashion["test"].images[:40]
     features = tier.features(images)

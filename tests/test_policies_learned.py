@@ -79,7 +79,7 @@ def test_round_trip_keeps_the_choice_and_the_scores(fit_split, held_out, n, tmp_
 
 
 def test_unfitted_policy_says_so():
-    with pytest.raises(NotFittedError, match="not fitted yet"):
+    with pytest.raises(NotFittedError, match="LearnedPolicy is not fitted"):
         LearnedPolicy(n_classes=2).score(np.full((3, 4), 0.5))
 
 
@@ -108,6 +108,6 @@ def test_area_counts_tied_scores_at_their_expected_value():
     assert deferral_area(-np.arange(6.0), gain, max_rate=0.5) == pytest.approx(np.mean([0, 1, 1, 1]) / 6)
 
 
-def test_saved_learned_policy_is_plain_json(fit_split, tmp_path):
+def test_saved_learned_policy_is_json_and_one_array_file(fit_split, tmp_path):
     fit(fit_split).save(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "policy.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.safetensors", "manifest.json", "policy.json"]

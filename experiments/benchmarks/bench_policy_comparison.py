@@ -1,7 +1,7 @@
 """Learned deferral policy against Chow's rule (confidence), paired over many random fit/evaluation splits.
 
 For each case (a shipped config with a cheap expert) the tiers are fitted once (data seed 0) and
-every held-out sample (calibration and test splits) is scored by both tiers, from the score-once
+every held-out sample (fit, certify and test parts) is scored by both tiers, from the score-once
 cache. Then, for each of ``--seeds`` seeds, the held-out pool is cut at random into a fitting half
 (where the learned policy fits) and an evaluation half (where both policies are measured), the
 protocol of the harness's budget-adherence study. With ``--crossfit``, the learned policy also
@@ -59,21 +59,24 @@ def case_config(case: dict[str, Any]) -> CascadeConfig:
 
 def outcomes(config: CascadeConfig, crossfit_folds: int) -> dict[str, Any]:
     """Held-out features and correctness of both tiers (and cross-fitted training outcomes)."""
-    from experiments.run import fit_small_tier, load_experiment_splits, score_all
+    from cascade.data.roles import load_roles
+    from experiments.held_out import score_held_out
+    from experiments.run import fit_small_tier
 
-    splits = load_experiment_splits(config)
-    small_tier, _ = fit_small_tier(config, splits)
-    calibration, test = score_all(config, splits, small_tier, progress=False)
+    roles = load_roles(config)
+    small_tier, _ = fit_small_tier(config, roles)
+    parts = score_held_out(config, roles, small_tier, progress=False)
+    scored = (parts.fit, parts.certify, parts.test)
     held = {
-        "features": np.concatenate([calibration.small.features, test.small.features]),
-        "small": np.concatenate([calibration.small.correct, test.small.correct]),
-        "expert": np.concatenate([calibration.experts["expert"].correct, test.experts["expert"].correct]),
+        "features": np.concatenate([part.small.features for part in scored]),
+        "small": np.concatenate([part.small.correct for part in scored]),
+        "expert": np.concatenate([part.experts["expert"].correct for part in scored]),
         "n_classes": small_tier.n_classes,
     }
     if crossfit_folds:
         from experiments.crossfit import crossfit
 
-        fit = crossfit(config, splits, small_tier, folds=crossfit_folds)
+        fit = crossfit(config, roles, small_tier, folds=crossfit_folds)
         held["train"] = {"features": fit.small.features, "small": fit.small.correct,
                          "expert": fit.experts["expert"].correct, "usage": fit.expert_usage["expert"]}
     return held
