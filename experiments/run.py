@@ -137,7 +137,7 @@ def _score_with_new_expert(config: CascadeConfig, expert_config: ExpertConfig, p
     from cascade.experts import make_expert
 
     if progress:
-        print(f"scoring {tier} ({expert_config.kind}, {expert_config.model if expert_config.kind != 'knn-vote' else 'no LLM'})"
+        print(f"scoring {tier} ({expert_config.display_name})"
               f" on {len(dataset)} samples; cached for later runs", flush=True)
     if config.experiment.scoring == "ray-data":
         from experiments.scoring import score_with_ray_data

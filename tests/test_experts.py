@@ -27,7 +27,7 @@ from cascade.experts import (
     serialize_rows,
 )
 from cascade.experts.builder import PromptBuilder
-from cascade.experts.engines.hf_local import TransformersEngine
+from cascade.experts.engines.hf_transformers import TransformersEngine
 from cascade.experts.prompts import EMAIL, MESSAGE, TABULAR, PromptTemplate, join_labels
 from cascade.experts.tokens import PromptEncoder, load_tokenizer
 from cascade.models import ModelMissing
