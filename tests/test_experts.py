@@ -28,6 +28,7 @@ from cascade.experts import (
 )
 from cascade.experts.builder import PromptBuilder
 from cascade.experts.engines.hf_transformers import TransformersEngine
+from cascade.experts.labels import LabelScorer
 from cascade.experts.prompts import EMAIL, MESSAGE, TABULAR, PromptTemplate, join_labels
 from cascade.experts.tokens import PromptEncoder, load_tokenizer
 from cascade.models import ModelMissing
@@ -119,19 +120,7 @@ def test_feature_rows_serialise_with_names_or_numbered_columns() -> None:
     assert serialize_rows(np.array([[3.0, -2.0]])) == ["f1: 3, f2: -2"]
 
 
-# --- label tokens and truncation ----------------------------------------------------------------
-
-def test_label_token_is_the_first_token_of_the_word_after_the_assistant_header(encoder: PromptEncoder) -> None:
-    header = encoder.render([{"role": "user", "content": "?"}])
-    for label, token in zip(["ham", "spam"], encoder.label_token_ids):
-        assert encoder.token_ids(header + label)[len(encoder.token_ids(header))] == token
-    assert len(set(encoder.label_token_ids)) == 2
-
-
-def test_labels_that_start_with_the_same_token_fail_clearly(tokenizer: object) -> None:
-    with pytest.raises(ValueError, match="distinct tokens"):
-        PromptEncoder(tokenizer, ["spam", "spammy"])
-
+# --- truncation ----------------------------------------------------------------
 
 def test_truncation_keeps_the_original_prefix_and_flags_cut_texts(encoder: PromptEncoder) -> None:
     long_text = "spam " * 200
@@ -252,27 +241,19 @@ def test_probabilities_sum_to_one_with_token_counts_and_cost(tiny_expert: LLMExp
     result = tiny_expert.judge(mails.texts)
     assert result.probs.shape == (len(mails), 2)
     np.testing.assert_allclose(result.probs.sum(axis=1), 1.0)
-    assert np.all(result.prompt_tokens > 0) and np.all(result.completion_tokens == 1)
-    np.testing.assert_allclose(result.cost, 0.5 + 2.0 * result.prompt_tokens / 1000 + 4.0 / 1000)
+    assert np.all(result.prompt_tokens > 0) and np.all(result.completion_tokens == len(tiny_expert.scorer.branches))
+    np.testing.assert_allclose(result.cost, 0.5 + 2.0 * result.prompt_tokens / 1000
+                               + 4.0 * result.completion_tokens / 1000)
     assert result.latency_s.sum() > 0
-
-
-def test_probabilities_are_the_label_restricted_softmax_of_the_next_token(tiny_expert: LLMExpert) -> None:
-    import torch
-
-    (prompt,), _ = tiny_expert._prompts(["Cheap meds"])
-    labels = tiny_expert.encoder.label_token_ids
-    with torch.inference_mode():
-        logits = tiny_expert.engine._loaded()(torch.tensor([prompt])).logits[0, -1, labels]
-    np.testing.assert_allclose(tiny_expert.judge(["Cheap meds"]).probs[0], torch.softmax(logits, -1).numpy(), atol=1e-5)
 
 
 def test_batched_scoring_equals_scoring_one_at_a_time(tiny_llama: Path, tokenizer: object, mails: data.Dataset) -> None:
     encoder = PromptEncoder(tokenizer, ["ham", "spam"])
     prompts, _ = PromptBuilder(encoder, EMAIL, max_input_tokens=128, max_model_len=1024).build(mails.texts[:6])
     engine = TransformersEngine(tiny_llama, tokenizer, dtype="float32", batch_size=6)
-    alone = np.concatenate([engine.score([p], encoder.label_token_ids) for p in prompts])
-    np.testing.assert_allclose(engine.score(prompts, encoder.label_token_ids), alone, atol=1e-4)
+    choices = LabelScorer(encoder, ["ham", "spam"]).branches[0].choices
+    alone = np.concatenate([engine.score([p], choices) for p in prompts])
+    np.testing.assert_allclose(engine.score(prompts, choices), alone, atol=1e-4)
 
 
 def test_async_judge_equals_judge(tiny_expert: LLMExpert) -> None:

@@ -15,6 +15,7 @@ from cascade.config import ExpertConfig
 from cascade.data import Dataset
 from cascade.experts.knn_vote import KnnVoteExpert
 from cascade.experts.engines.base import Engine
+from cascade.experts.labels import SPELLINGS
 from cascade.experts.llm import LLMExpert
 from cascade.experts.protocol import Expert
 from cascade.experts.retrieval import NeighbourRetriever
@@ -64,7 +65,7 @@ def _engine(config: ExpertConfig, model_dir: object, tokenizer: object) -> Engin
 
         return VllmEngine(model_dir, dtype=config.dtype, max_model_len=config.max_model_len,  # type: ignore[arg-type]
                           kv_cache_gib=config.kv_cache_gib, max_num_seqs=config.max_num_seqs,
-                          num_labels=len(config.labels), enforce_eager=config.enforce_eager,
+                          max_choices=len(SPELLINGS) * len(config.labels), enforce_eager=config.enforce_eager,
                           prefix_caching=config.prefix_caching)
     if config.kind == "openai":
         from cascade.experts.engines.openai_http import OpenAIEngine

@@ -1,9 +1,9 @@
 """The LLM expert: prompt, score the label tokens, turn log-probabilities into probabilities.
 
 One class serves every engine (in-process vLLM, an OpenAI-compatible server, transformers): it
-builds the token-id prompts (template, retrieved shots, truncation), asks the engine for the
-label tokens' log-probabilities, normalises them with a softmax over the labels and prices the
-tokens with the :class:`~cascade.types.CostModel`.
+builds the token-id prompts (template, retrieved shots, truncation), scores each label word as a
+whole word (:class:`~cascade.experts.labels.LabelScorer`: every spelling, constrained decoding),
+normalises over the labels and prices the tokens with the :class:`~cascade.types.CostModel`.
 
 >>> from cascade.config import ExpertConfig
 >>> from cascade.experts import make_expert
@@ -25,6 +25,7 @@ import numpy as np
 from cascade.experts.builder import PromptBuilder
 from cascade.experts.engines.base import Engine, Generation
 from cascade.experts.errors import ExpertError
+from cascade.experts.labels import LabelScorer, LabelScores
 from cascade.experts.prompts import Modality, PromptTemplate, default_template, fill, join_labels, serialize_rows
 from cascade.experts.protocol import ExpertInput
 from cascade.experts.result import ExpertResult, Explanation
@@ -53,6 +54,7 @@ class LLMExpert:
             raise ValueError("explain_max_tokens must be smaller than max_model_len")
         self.engine = engine
         self.encoder = PromptEncoder(tokenizer, labels)
+        self.scorer = LabelScorer(self.encoder, labels)
         self.label_names = tuple(labels)
         self.template = template
         self.shots = shots
@@ -81,8 +83,8 @@ class LLMExpert:
         if len(X) == 0:
             return ExpertResult.empty(self.label_names)
         prompts, truncated = self._prompts(X)
-        logprobs = self.engine.score(prompts, self.encoder.label_token_ids)
-        return self._result(logprobs, prompts, truncated, time.perf_counter() - start)
+        scores = self.scorer.score(self.engine, prompts)
+        return self._result(scores, truncated, time.perf_counter() - start)
 
     async def ajudge(self, X: ExpertInput) -> ExpertResult:
         """:meth:`judge` for asyncio servers: prompts are built in a worker thread, the engine is awaited."""
@@ -90,8 +92,8 @@ class LLMExpert:
         if len(X) == 0:
             return ExpertResult.empty(self.label_names)
         prompts, truncated = await asyncio.to_thread(self._prompts, X)
-        logprobs = await self.engine.ascore(prompts, self.encoder.label_token_ids)
-        return self._result(logprobs, prompts, truncated, time.perf_counter() - start)
+        scores = await self.scorer.ascore(self.engine, prompts)
+        return self._result(scores, truncated, time.perf_counter() - start)
 
     def explain(self, sample: str | np.ndarray, question: str | None = None,
                 history: list[dict[str, str]] | None = None, label: str | None = None) -> Explanation:
@@ -130,12 +132,13 @@ class LLMExpert:
             shots = self.retriever.query(X)[0] if self.retriever is not None else None
             return self._builder(modality).build(texts, shots)
 
-    def _result(self, logprobs: np.ndarray, prompts: list[list[int]], truncated: np.ndarray,
-                wall_s: float) -> ExpertResult:
+    def _result(self, scores: LabelScores, truncated: np.ndarray, wall_s: float) -> ExpertResult:
+        """Probabilities from the label scores; every scoring call is billed (prompt + one token)."""
+        logprobs = scores.logprobs
         shifted = np.exp(logprobs - logprobs.max(axis=1, keepdims=True))
-        n = len(prompts)
-        prompt_tokens = np.array([len(p) for p in prompts])
-        completion_tokens = np.ones(n, dtype=np.int64)
+        n = len(logprobs)
+        prompt_tokens = scores.prompt_tokens
+        completion_tokens = np.full(n, scores.calls, dtype=np.int64)
         return ExpertResult.from_arrays(
             shifted / shifted.sum(axis=1, keepdims=True), prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens, latency_s=np.full(n, wall_s / n),
