@@ -24,10 +24,11 @@ from sklearn.metrics import f1_score, roc_auc_score
 from cascade.config import CascadeConfig, ExpertConfig
 from cascade.data import Dataset, load_splits
 from cascade.data.dataset import stratified_subsample
+from cascade.experts.fingerprint import expert_fingerprint
 from experiments import plots
 from experiments.adherence import budget_adherence
 from experiments.frontier import aiq, apgr, cpt, upper_hull
-from experiments.scoring import TierScores, cached, content_hash, dataset_hash, model_identity, score_expert, score_small
+from experiments.scoring import TierScores, cached, content_hash, dataset_hash, score_expert, score_small
 from experiments.sweep import Curve, auroc_curve, sweep
 
 POLICIES = ("confidence", "margin", "entropy", "posthoc")
@@ -122,11 +123,12 @@ def score_all(config: CascadeConfig, splits: dict[str, Dataset], small_tier: Any
         small = score_small(small_tier, dataset, config.cost.small_per_call)
         by_expert, from_cache = {}, {}
         for tier, expert_config in experts.items():
-            key = content_hash("expert", expert_config.model_dump(), model_identity(expert_config.model),
-                               config.cost.model_dump(), dataset_hash(dataset), dataset_hash(splits["train"]))
+            fingerprint = expert_fingerprint(expert_config, dataset.modality)
+            key = content_hash("expert", fingerprint, config.cost.model_dump(), dataset_hash(dataset),
+                               dataset_hash(splits["train"]))
             by_expert[tier], from_cache[tier] = cached(
                 key, lambda ec=expert_config, t=tier, d=dataset: _score_with_new_expert(config, ec, splits["train"], d, t, progress),
-                refresh=refresh,
+                refresh=refresh, fingerprint=fingerprint, ids=dataset.ids,
             )
         scored[split] = Scored(small=small, experts=by_expert, from_cache=from_cache)
     return scored["calibration"], scored["test"]

@@ -19,6 +19,8 @@ from cascade.experts.errors import ExpertError
 from cascade.experts.prompts import PromptTemplate, fill, join_labels
 from cascade.experts.tokens import Messages, PromptEncoder
 
+PROMPT_FORMAT = 1
+"""Version of how prompts are assembled from templates and shots; bump it when that changes."""
 ANSWER_TOKENS = 1
 _MAX_REFITS = 4
 

@@ -30,6 +30,8 @@ import numpy as np
 from cascade.experts.engines.base import Engine
 from cascade.experts.tokens import PromptEncoder
 
+SCORING_FORMAT = 2
+"""Version of how label words become probabilities (1: first token only; 2: every spelling, whole word)."""
 SPELLINGS = (str, str.capitalize, str.upper, lambda w: " " + w, lambda w: " " + w.capitalize())
 """How a label word may be written: as given, Capitalised, UPPER, and with a leading space."""
 
