@@ -131,22 +131,22 @@ def test_truncation_keeps_the_original_prefix_and_flags_cut_texts(encoder: Promp
 
 
 def test_prompts_fit_the_context_and_long_inputs_are_counted(encoder: PromptEncoder) -> None:
-    builder = PromptBuilder(encoder, EMAIL, max_input_tokens=64, max_model_len=256)
+    builder = PromptBuilder(encoder, EMAIL, max_input_tokens=64, max_model_len=300)
     prompts, truncated = builder.build(["Cheap meds", "word " * 1000])
     assert truncated.tolist() == [False, True]
-    assert max(len(p) for p in prompts) <= 256 - 1
+    assert max(len(p) for p in prompts) <= 300 - 1
 
 
 def test_a_prompt_that_overflows_once_assembled_is_cut_further(encoder: PromptEncoder) -> None:
-    builder = PromptBuilder(encoder, EMAIL, max_input_tokens=64, max_model_len=256)
-    builder.max_model_len = 100  # as if token boundaries had added tokens the budget check did not foresee
+    builder = PromptBuilder(encoder, EMAIL, max_input_tokens=64, max_model_len=300)
+    builder.max_model_len = 230  # as if token boundaries had added tokens the budget check did not foresee
     prompts, truncated = builder.build(["word " * 1000])
-    assert len(prompts[0]) <= 99 and truncated[0]
+    assert len(prompts[0]) <= 229 and truncated[0]
 
 
 def test_a_budget_that_cannot_fit_the_context_is_rejected_at_construction(encoder: PromptEncoder) -> None:
     with pytest.raises(ValueError, match="max_model_len"):
-        PromptBuilder(encoder, EMAIL, max_input_tokens=400, max_model_len=256)
+        PromptBuilder(encoder, EMAIL, max_input_tokens=400, max_model_len=300)
 
 
 def _two_shot_builder(encoder: PromptEncoder, template: PromptTemplate = EMAIL) -> PromptBuilder:
@@ -157,14 +157,16 @@ def _two_shot_builder(encoder: PromptEncoder, template: PromptTemplate = EMAIL) 
 def test_shots_are_earlier_chat_turns_answered_by_their_label_closest_last(encoder: PromptEncoder) -> None:
     prompt = encoder.tokenizer.decode(_two_shot_builder(encoder).build(["query"], np.array([[0, 1]]))[0][0])
     assert prompt.index("second mail") < prompt.index("first mail") < prompt.index("query")
-    assert "second mail\n\nAnswer with one word: ham or spam.<|im_end|>\n<|im_start|>assistant\nham<|im_end|>" in prompt
+    assert "<email>\nsecond mail\n</email><|im_end|>\n<|im_start|>assistant\nham<|im_end|>" in prompt
 
 
 def test_a_template_with_an_examples_placeholder_gets_the_shots_inline(encoder: PromptEncoder) -> None:
     inline = replace(EMAIL, question="{examples}Spam? {text}")
-    (message,) = _two_shot_builder(encoder, inline).messages("query", [("second mail", "ham"), ("first mail", "spam")])
-    assert message["content"] == ("Labelled examples:\n\nE-mail:\nsecond mail\nAnswer: ham\n\n"
-                                  "E-mail:\nfirst mail\nAnswer: spam\n\nSpam? query")
+    system, message = _two_shot_builder(encoder, inline).messages("query", [("second mail", "ham"),
+                                                                         ("first mail", "spam")])
+    assert system["role"] == "system"
+    assert message["content"] == ("Labelled examples:\n\n<email>\nsecond mail\n</email>\nAnswer: ham\n\n"
+                                  "<email>\nfirst mail\n</email>\nAnswer: spam\n\nSpam? query")
 
 
 # --- retrieval and the control expert ------------------------------------------------------------

@@ -64,6 +64,11 @@ class LabelScorer:
         self._visit((), [(ids, c) for c, ids_list in enumerate(self.spellings) for ids in ids_list], [])
 
     @property
+    def answer_tokens(self) -> int:
+        """The longest answer prefix a scoring call appends to a prompt, plus the scored token."""
+        return max(len(b.prefix) for b in self.branches) + 1
+
+    @property
     def max_choices(self) -> int:
         """The most tokens one call must return log-probabilities for."""
         return max(len(b.choices) for b in self.branches)

@@ -26,7 +26,15 @@ from cascade.experts.builder import PromptBuilder
 from cascade.experts.engines.base import Engine, Generation
 from cascade.experts.errors import ExpertError
 from cascade.experts.labels import LabelScorer, LabelScores
-from cascade.experts.prompts import Modality, PromptTemplate, default_template, fill, join_labels, serialize_rows
+from cascade.experts.prompts import (
+    Modality,
+    PromptTemplate,
+    as_data,
+    default_template,
+    fill,
+    join_labels,
+    serialize_rows,
+)
 from cascade.experts.protocol import ExpertInput
 from cascade.experts.result import ExpertResult, Explanation
 from cascade.experts.retrieval import NeighbourRetriever
@@ -155,7 +163,8 @@ class LLMExpert:
         else:
             (text,), modality = self._texts([sample] if isinstance(sample, str) else np.reshape(sample, (1, -1)))
             template = self._template(modality)
-            (text,), cut = self.encoder.truncate([text], self.max_input_tokens)
+            (text,), cut = self.encoder.truncate([as_data(text, template, self.encoder.special_tokens)],
+                                                 self.max_input_tokens)
             request = question or (fill(template.explain_label, label=label) if label
                                    else fill(template.explain_open, labels=join_labels(self.label_names)))
             messages = [{"role": "user", "content": fill(template.explain, text=text, request=request)}]
@@ -199,6 +208,7 @@ class LLMExpert:
                 max_model_len=self.max_model_len, shots=self.shots, shot_max_tokens=self.shot_max_tokens,
                 pool_texts=self._pool_texts(retriever) if retriever is not None else None,
                 pool_labels=retriever.labels if retriever is not None else None,
+                answer_tokens=self.scorer.answer_tokens,
             )
         return self._builders[modality]
 

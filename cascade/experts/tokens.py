@@ -38,10 +38,22 @@ class PromptEncoder:
     def __init__(self, tokenizer: Any, labels: Sequence[str]) -> None:
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
+        self.special_tokens = tuple(sorted({str(t) for t in tokenizer.all_special_tokens} | {
+            str(t.content) for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}))
 
     def render(self, messages: Messages) -> str:
-        """The chat template applied, ending with the assistant header."""
-        return str(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        """The chat template applied, ending with the assistant header. A template that refuses a
+        system message gets it as the start of the first user turn."""
+        from jinja2 import TemplateError
+
+        try:
+            return str(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        except TemplateError:
+            if not messages or messages[0]["role"] != "system" or len(messages) < 2:
+                raise
+            system, first, *rest = messages
+            merged = {"role": first["role"], "content": f"{system['content']}\n\n{first['content']}"}
+            return self.render([merged, *rest])
 
     def encode(self, messages: Messages) -> list[int]:
         """Token ids of :meth:`render` (the template already holds any special tokens)."""
