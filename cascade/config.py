@@ -74,19 +74,50 @@ class CalibratorConfig(_Section):
 
 
 class ExpertConfig(_Section):
+    """The large tier: which model, how it is prompted and scored, and how it is reached.
+
+    ``kind``: ``vllm`` (in-process vLLM), ``openai`` (a vLLM OpenAI-compatible server),
+    ``transformers`` (plain Hugging Face, the comparison baseline), ``knn-vote`` (the no-LLM control:
+    a vote of the ``shots`` retrieved labelled neighbours) or ``cnn`` (images).
+    """
+
     kind: Literal["vllm", "openai", "transformers", "knn-vote", "cnn"] = "vllm"
-    model: str = "smollm2-135m-instruct"
+    model: str = Field("smollm2-135m-instruct", min_length=1,
+                       description="a registered model (see `cascade models list`) or a local Hugging Face folder")
     base_url: str | None = Field(None, description="OpenAI-compatible server, for kind 'openai'")
+    served_model_name: str | None = Field(
+        None, min_length=1, description="kind 'openai': the server's model id (None: the first model it lists)")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="kind 'openai': NAME of the environment variable holding the API key, sent as a bearer token")
     dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
     max_model_len: int = Field(2048, gt=0)
     kv_cache_gib: float = Field(1.0, gt=0)
     max_num_seqs: int = Field(16, gt=0)
-    labels: list[str] = Field(default_factory=lambda: ["ham", "spam"])
+    enforce_eager: bool = Field(True, description="vLLM: run without graph capture / compilation")
+    prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prompt prefixes")
+    batch_size: int | None = Field(
+        None, gt=0, description="prompts per engine call (transformers forward pass, HTTP request); None: max_num_seqs")
+    labels: list[str] = Field(default_factory=lambda: ["ham", "spam"], min_length=2)
     template: str | None = Field(None, description="prompt template; {text} and {examples} are filled in")
     shots: int = Field(0, ge=0, description="k retrieved in-context examples")
-    max_input_tokens: int = Field(384, gt=0, description="longer inputs are truncated, and counted")
+    shot_max_tokens: int = Field(128, gt=0, description="each retrieved example is cut to this many tokens")
+    max_input_tokens: int = Field(384, gt=0, description="the judged sample is cut to this many tokens, and counted")
+    explain_max_tokens: int = Field(96, gt=0, description="bound on a generated rationale's length")
+    vote_smoothing: float = Field(0.5, gt=0, description="knn-vote: pseudo-count per label")
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(2, ge=0)
+    retry_backoff_s: float = Field(0.5, ge=0, description="first back-off between HTTP retries (doubles each retry)")
+
+    @property
+    def display_name(self) -> str:
+        """What the expert really is, e.g. ``vllm:smollm2-135m-instruct (4-shot)`` or ``knn-vote (k=4, no LLM)``."""
+        if self.kind == "knn-vote":
+            return f"knn-vote (k={self.shots}, no LLM)"
+        if self.kind == "cnn":
+            return "cnn (trained on the labelled pool)"
+        name = self.served_model_name if self.kind == "openai" and self.served_model_name else self.model
+        return f"{self.kind}:{Path(name).name or name}" + (f" ({self.shots}-shot)" if self.shots else "")
 
 
 class PolicyConfig(_Section):

@@ -85,7 +85,7 @@ class ServiceSettings:
     @classmethod
     def from_config(cls, config: CascadeConfig, served: ServedPolicy) -> "ServiceSettings":
         return cls(name=config.name, label_names=served.label_names, modality=served.modality,
-                   expert_name=f"{config.expert.kind}:{config.expert.model}",
+                   expert_name=config.expert.display_name,
                    expert_timeout_s=config.serve.expert_timeout_s,
                    max_samples_per_request=config.serve.max_samples_per_request,
                    budget_kind=config.budget.kind, certificate=served.certificate)

@@ -17,7 +17,8 @@ from cascade.config import CascadeConfig, ExpertConfig
 from cascade.data import Dataset
 from cascade.data.dataset import stratified_subsample
 from cascade.data.roles import DataRoles
-from experiments.scoring import TierScores, cached, content_hash, dataset_hash, model_identity, score_expert, score_small
+from cascade.experts.fingerprint import expert_fingerprint
+from experiments.scoring import TierScores, cached, content_hash, dataset_hash, score_expert, score_small
 from policies.ties import tie_keys
 
 
@@ -78,11 +79,11 @@ def _score(config: CascadeConfig, dataset: Dataset, pool: Dataset, small_tier: A
         experts["control"] = config.control_expert
     by_expert, from_cache = {}, {}
     for tier, expert_config in experts.items():
-        key = content_hash("expert", expert_config.model_dump(), model_identity(expert_config.model),
-                           config.cost.model_dump(), dataset_hash(dataset), dataset_hash(pool))
+        fingerprint = expert_fingerprint(expert_config, dataset.modality)
+        key = content_hash("expert", fingerprint, config.cost.model_dump(), dataset_hash(dataset), dataset_hash(pool))
         by_expert[tier], from_cache[tier] = cached(
             key, lambda ec=expert_config, t=tier: _score_with_new_expert(config, ec, pool, dataset, t, progress),
-            refresh=refresh,
+            refresh=refresh, fingerprint=fingerprint, ids=dataset.ids,
         )
     seed = config.budget.tie_seed
     return Scored(small=score_small(small_tier, dataset, config.cost.small_per_call), experts=by_expert,
@@ -94,7 +95,7 @@ def _score_with_new_expert(config: CascadeConfig, expert_config: ExpertConfig, p
     from cascade.experts import make_expert
 
     if progress:
-        print(f"scoring {tier} ({expert_config.kind}, {expert_config.model if expert_config.kind != 'knn-vote' else 'no LLM'})"
+        print(f"scoring {tier} ({expert_config.display_name})"
               f" on {len(dataset)} samples; cached for later runs", flush=True)
     if config.experiment.scoring == "ray-data":
         from experiments.scoring import score_with_ray_data
