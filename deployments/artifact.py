@@ -84,13 +84,10 @@ def load_served(config: CascadeConfig) -> ServedPolicy:
 
 def served_modality(config: CascadeConfig) -> Modality:
     """What samples carry for this config's dataset: texts or feature vectors (images are not served)."""
-    from cascade.data import SOURCES
+    from cascade.data import describe
 
     dataset = config.dataset
-    if dataset.name in SOURCES:
-        modality = SOURCES[dataset.name].modality
-    else:
-        modality = "text" if dataset.text_column else "features"
+    modality, _ = describe(dataset.name, **dataset.loader_options())
     if modality not in ("text", "features"):
         raise ConfigError(f"dataset '{dataset.name}' holds {modality} samples; the Serve app takes text or features")
     return modality  # type: ignore[return-value]

@@ -47,6 +47,18 @@ def frontier(curves: dict[str, dict[str, dict[str, list[float]]]], x: str, path:
     return path
 
 
+def frontiers(results: dict[str, Any], out: Path) -> list[Path]:
+    """``frontier_defer.png`` and ``frontier_cost.png`` of a finished experiment, from its results alone."""
+    small_cost = results["tiers"]["small"]["cost_per_1k"]
+    by_rate, by_cost = {}, {}
+    for expert, row in results["scalars"].items():
+        by_rate[expert] = [("small only", 0.0, row["small_accuracy"]), (f"{expert} only", 1.0, row["expert_accuracy"])]
+        by_cost[expert] = [("small only", small_cost, row["small_accuracy"]),
+                           (f"{expert} only", results["tiers"][expert]["cost_per_1k"] + small_cost, row["expert_accuracy"])]
+    return [frontier(results["curves"], "defer_rate", out / "frontier_defer.png", results["name"], by_rate),
+            frontier(results["curves"], "cost_per_1k", out / "frontier_cost.png", results["name"], by_cost)]
+
+
 def budget_adherence(rows: list[dict[str, Any]], path: Path) -> Path:
     """Realised deferral rate on held-out splits against each target (box per target)."""
     plt = _pyplot()

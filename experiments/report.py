@@ -41,6 +41,8 @@ def frontier_table(results: dict[str, Any], expert: str) -> str:
         lines.append(f"\nAPGR and CPT are n/a: `{expert}` alone ({alone:.3f}) is no more accurate than the small tier "
                      f"alone ({small:.3f}), so there is no gap between the two to recover. The cascade can still beat "
                      f"both (the two tiers err on different samples): read the accuracy at each budget.")
+    for policy, reason in block.get("skipped_policies", {}).items():
+        lines.append(f"\n`{policy}` was not run: {reason}.")
     return "\n".join(lines)
 
 

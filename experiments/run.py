@@ -23,6 +23,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from cascade.config import CascadeConfig
 from cascade.data.roles import DataRoles, load_roles
 from experiments import plots
+from experiments.curves import thin_curves
 from experiments.adherence import budget_adherence
 from experiments.frontier import aiq, apgr, cpt, upper_hull
 from experiments.held_out import Scored, evaluation_index, policy_scores, score_held_out
@@ -55,7 +56,7 @@ def run_experiment(config: CascadeConfig, results_root: str | Path | None = None
         "tiers": tiers,
         "scalars": scalars,
         "budget_adherence": adherence,
-        "curves": curves,
+        "curves": thin_curves(curves),
         "timing_s": {"small_fit": small_fit_s, "total": time.perf_counter() - started},
         "expert_scores_from_cache": {tier: held_out.fit.from_cache[tier] and test.from_cache[tier]
                                      for tier in test.experts},
@@ -92,7 +93,12 @@ def frontier_tables(config: CascadeConfig, fit: Scored, test: Scored) -> tuple[d
         def run(scores: np.ndarray) -> Curve:
             return sweep(scores, small.pred, expert.pred, small.y, expert_cost=expert.cost, small_cost=small.cost)
 
-        scores = {kind: policy_scores(kind, fit, test, expert_name) for kind in (*POLICIES, "oracle")}
+        scores, skipped = {}, {}
+        for kind in (*POLICIES, "oracle"):
+            try:
+                scores[kind] = policy_scores(kind, fit, test, expert_name)
+            except ValueError as exc:  # a learned policy with nothing to learn on a tiny fit part
+                skipped[kind] = str(exc)
         by_policy = {kind: run(values) for kind, values in scores.items()}
         by_policy["random"] = _mean_curve([run(policy_scores("random", fit, test, expert_name, seed=s))
                                            for s in range(config.experiment.random_seeds)])
@@ -113,7 +119,8 @@ def frontier_tables(config: CascadeConfig, fit: Scored, test: Scored) -> tuple[d
                     row["at_budget"][f"{budget:g}"]["auroc"] = float(value)
             per_policy[kind] = row
         scalars[expert_name] = {"small_accuracy": small_acc, "expert_accuracy": expert_acc,
-                                "oracle_best_accuracy": float(oracle.accuracy.max()), "policies": per_policy}
+                                "oracle_best_accuracy": float(oracle.accuracy.max()), "policies": per_policy,
+                                "skipped_policies": skipped}
     return curves, scalars
 
 
@@ -171,17 +178,7 @@ def write_outputs(out: Path, results: dict[str, Any], test: Scored) -> None:
     from cascade.calibration import plot_reliability
     from experiments.report import markdown_report
 
-    anchors = {}
-    for expert, row in results["scalars"].items():
-        anchors[expert] = [("small only", 0.0, row["small_accuracy"]), (f"{expert} only", 1.0, row["expert_accuracy"])]
-    plots.frontier(results["curves"], "defer_rate", out / "frontier_defer.png", results["name"], anchors)
-    cost_anchors = {
-        expert: [("small only", results["tiers"]["small"]["cost_per_1k"], row["small_accuracy"]),
-                 (f"{expert} only", results["tiers"][expert]["cost_per_1k"] + results["tiers"]["small"]["cost_per_1k"],
-                  row["expert_accuracy"])]
-        for expert, row in results["scalars"].items()
-    }
-    plots.frontier(results["curves"], "cost_per_1k", out / "frontier_cost.png", results["name"], cost_anchors)
+    plots.frontiers(results, out)
     plot_reliability(test.small.probs, test.small.y, out / "reliability.png")
     if results["budget_adherence"]:
         plots.budget_adherence(results["budget_adherence"], out / "budget_adherence.png")

@@ -19,8 +19,8 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cascade.artifact import ArtifactError, read_json, write_json
-from policies.persistence import open_verified, prepare, seal
+from cascade.artifact import ArtifactError, read_json, verify_manifest, write_json, write_manifest
+from policies.base import MANIFEST_KIND
 
 CERTIFICATE_FILE = "certificate.json"
 CERTIFICATE_KIND = "cascade.certificate"
@@ -64,14 +64,16 @@ class Certificate(BaseModel):
 
     def save(self, directory: str | Path) -> None:
         """Write ``certificate.json`` and a checksum manifest into ``directory``."""
-        path = prepare(directory)
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
         write_json(path / CERTIFICATE_FILE, CERTIFICATE_KIND, {"certificate": self.model_dump()})
-        seal(path)
+        write_manifest(path, MANIFEST_KIND)
 
     @classmethod
     def load(cls, directory: str | Path) -> Certificate:
         """Load a saved certificate; a corrupt file raises ``ArtifactError`` naming it."""
-        path = open_verified(directory) / CERTIFICATE_FILE
+        verify_manifest(directory, MANIFEST_KIND)
+        path = Path(directory) / CERTIFICATE_FILE
         body = read_json(path, CERTIFICATE_KIND)
         try:
             return cls.model_validate(body.get("certificate"))

@@ -12,7 +12,7 @@ from policies import (
     POLICIES, AcceptedErrorTuner, Cascade, Certificate, ConfidencePolicy, Hop, PosthocPolicy, RandomPolicy, RateTuner, load_policy,
     make_policy, simulate,
 )
-from policies.persistence import MANIFEST_KIND
+from policies.base import MANIFEST_KIND
 
 
 @pytest.fixture(autouse=True)

@@ -21,6 +21,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
+from cascade import data
 from cascade.types import CostModel
 from policies import (
     AcceptedErrorTuner, ConfidencePolicy, CostTuner, DeferralData, EntropyPolicy, JointTuner, MarginPolicy,
@@ -32,13 +33,10 @@ MAX_PROMPT_TOKENS = 384.0 + 40.0   # the prompt is capped there and priced at 1.
 
 
 @pytest.fixture(scope="module")
-def spam():
-    data = pytest.importorskip("cascade.data")
-    try:
-        train = data.load("spamassassin", split="train", seed=0)
-        pool = [data.load("spamassassin", split=split, seed=0) for split in ("calibration", "test")]
-    except data.DatasetMissing:
-        pytest.skip("SpamAssassin is not fetched: run `python -m cascade data fetch spamassassin`")
+def spam(spamassassin):
+    """Real outcomes; the ``spamassassin`` fixture fetches the data first, so missing data fail loudly."""
+    train = data.load("spamassassin", split="train", seed=0)
+    pool = [data.load("spamassassin", split=split, seed=0) for split in ("calibration", "test")]
     order = np.random.default_rng(0).permutation(len(train))
     small_part, calibrator_part, policy_part, expert_part = np.split(order, [300, 800, 1800])
     vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=20000).fit(train.texts)

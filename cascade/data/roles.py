@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -69,15 +68,10 @@ def held_out_cut(held_out: Dataset, certify_fraction: float, seed: int) -> tuple
 def load_roles(config: CascadeConfig) -> DataRoles:
     """Load the config's dataset once and cut it into train / fit / certify / test."""
     dataset = config.dataset
-    options: dict[str, Any] = {}
-    if dataset.name in ("csv", "jsonl"):
-        options = dict(path=dataset.path, text_column=dataset.text_column, feature_columns=dataset.feature_columns,
-                       label_column=dataset.label_column, positive_label=dataset.positive_label)
-    if dataset.normal_classes is not None:
-        options["normal_classes"] = tuple(dataset.normal_classes)
     seed = config.experiment.seed
     splits = load_splits(dataset.name, seed=seed, train_fraction=dataset.train_fraction,
-                         calibration_fraction=dataset.calibration_fraction, max_samples=dataset.max_samples, **options)
+                         calibration_fraction=dataset.calibration_fraction, max_samples=dataset.max_samples,
+                         **dataset.loader_options())
     fit, certify = held_out_cut(splits["calibration"], dataset.certify_fraction, seed)
     return DataRoles(train=splits["train"], calibration=splits["calibration"], fit_index=fit, certify_index=certify,
                      test=splits["test"])
