@@ -119,23 +119,30 @@ def score_all(config: CascadeConfig, splits: dict[str, Dataset], small_tier: Any
     if config.control_expert is not None:
         experts["control"] = config.control_expert
     scored: dict[str, Scored] = {}
-    for split, dataset in held_out.items():
-        small = score_small(small_tier, dataset, config.cost.small_per_call)
-        by_expert, from_cache = {}, {}
-        for tier, expert_config in experts.items():
-            fingerprint = expert_fingerprint(expert_config, dataset.modality)
-            key = content_hash("expert", fingerprint, config.cost.model_dump(), dataset_hash(dataset),
-                               dataset_hash(splits["train"]))
-            by_expert[tier], from_cache[tier] = cached(
-                key, lambda ec=expert_config, t=tier, d=dataset: _score_with_new_expert(config, ec, splits["train"], d, t, progress),
-                refresh=refresh, fingerprint=fingerprint, ids=dataset.ids,
-            )
-        scored[split] = Scored(small=small, experts=by_expert, from_cache=from_cache)
+    engines: dict[str, Any] = {}  # one expert (one engine) per tier for the whole run, started on a cache miss
+    try:
+        for split, dataset in held_out.items():
+            small = score_small(small_tier, dataset, config.cost.small_per_call)
+            by_expert, from_cache = {}, {}
+            for tier, expert_config in experts.items():
+                fingerprint = expert_fingerprint(expert_config, dataset.modality)
+                key = content_hash("expert", fingerprint, config.cost.model_dump(), dataset_hash(dataset),
+                                   dataset_hash(splits["train"]))
+                by_expert[tier], from_cache[tier] = cached(
+                    key, lambda ec=expert_config, t=tier, d=dataset: _score_with_expert(
+                        config, ec, splits["train"], d, t, progress, engines),
+                    refresh=refresh, fingerprint=fingerprint, ids=dataset.ids,
+                )
+            scored[split] = Scored(small=small, experts=by_expert, from_cache=from_cache)
+    finally:
+        for expert in engines.values():
+            expert.close()
     return scored["calibration"], scored["test"]
 
 
-def _score_with_new_expert(config: CascadeConfig, expert_config: ExpertConfig, pool: Dataset, dataset: Dataset,
-                           tier: str, progress: bool) -> TierScores:
+def _score_with_expert(config: CascadeConfig, expert_config: ExpertConfig, pool: Dataset, dataset: Dataset,
+                       tier: str, progress: bool, engines: dict[str, Any]) -> TierScores:
+    """Score ``dataset`` with the tier's expert, made on first need and kept in ``engines`` for the next split."""
     from cascade.experts import make_expert
 
     if progress:
@@ -148,11 +155,9 @@ def _score_with_new_expert(config: CascadeConfig, expert_config: ExpertConfig, p
         return score_with_ray_data(lambda: make_expert(expert_config, cost=cost, pool=pool), dataset, tier,
                                    concurrency=config.experiment.ray_data_concurrency,
                                    num_cpus=config.experiment.ray_data_num_cpus)
-    expert = make_expert(expert_config, cost=config.cost, pool=pool)
-    try:
-        return score_expert(expert, dataset, tier, progress=progress)
-    finally:
-        expert.close()
+    if tier not in engines:
+        engines[tier] = make_expert(expert_config, cost=config.cost, pool=pool)
+    return score_expert(engines[tier], dataset, tier, progress=progress)
 
 
 def policy_scores(kind: str, calibration: Scored, test: Scored, expert: str, seed: int = 0) -> np.ndarray:
