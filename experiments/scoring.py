@@ -139,11 +139,11 @@ def score_expert(expert: Any, dataset: Dataset, tier: str, batch_size: int | Non
     from rich.progress import Progress
 
     chunks = []
-    starts = range(0, len(dataset), batch_size or max(len(dataset), 1))
+    step = batch_size or max(len(dataset), 1)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"scoring {tier}", total=len(dataset))
-        for start in starts:
-            index = np.arange(start, min(start + batch_size, len(dataset)))
+        for start in range(0, len(dataset), step):
+            index = np.arange(start, min(start + step, len(dataset)))
             chunks.append(expert.judge(_payload(dataset.subset(index))))
             bar.advance(task, len(index))
     return TierScores(
