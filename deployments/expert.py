@@ -18,7 +18,8 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from cascade.config import CascadeConfig
-from cascade.data import Dataset, load_splits
+from cascade.data import Dataset
+from cascade.data.roles import load_roles
 from deployments.service import Payload
 
 IN_PROCESS_KINDS = ("vllm", "transformers")
@@ -36,16 +37,7 @@ def training_pool(config: CascadeConfig) -> Dataset | None:
     expert = config.expert
     if expert.shots == 0 and expert.kind != "knn-vote":
         return None
-    dataset = config.dataset
-    options: dict[str, Any] = {}
-    if dataset.name in ("csv", "jsonl"):
-        options = dict(path=dataset.path, text_column=dataset.text_column, feature_columns=dataset.feature_columns,
-                       label_column=dataset.label_column, positive_label=dataset.positive_label)
-    if dataset.normal_classes is not None:
-        options["normal_classes"] = tuple(dataset.normal_classes)
-    return load_splits(dataset.name, seed=config.experiment.seed, train_fraction=dataset.train_fraction,
-                       calibration_fraction=dataset.calibration_fraction, max_samples=dataset.max_samples,
-                       **options)["train"]
+    return load_roles(config).train
 
 
 @serve.deployment

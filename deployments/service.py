@@ -27,6 +27,7 @@ from deployments.schemas import (
     DetectResponse,
     ExplainRequest,
     ExplainResponse,
+    GuaranteeNow,
     Health,
     Modality,
 )
@@ -61,7 +62,7 @@ class Controller(Protocol):
     hard_cap: float | None
     threshold: float
 
-    def decide(self, scores: np.ndarray) -> np.ndarray: ...
+    def decide(self, scores: np.ndarray, samples: Payload | None = None) -> np.ndarray: ...
 
     def state(self) -> dict[str, Any]: ...
 
@@ -137,7 +138,7 @@ class CascadeService:
         small_ms = _ms_since(started)
         scores = np.asarray(self._policy.score(small.features), dtype=float)
         threshold = self._controller.threshold
-        defer = np.asarray(self._controller.decide(scores), dtype=bool)
+        defer = np.asarray(self._controller.decide(scores, payload), dtype=bool)
         n = len(samples)
         answers = _Answers.from_small(small.probabilities, self._cost.small_per_call)
         deferred = np.flatnonzero(defer)
@@ -194,14 +195,18 @@ class CascadeService:
                                latency_ms=_ms_since(started))
 
     def budget(self) -> BudgetState:
-        """The controller's state now."""
+        """The controller's state now, and which guarantee covers its threshold."""
+        from policies.online import guarantee_now
+
         state = self._controller.state()
         hard_cap = state["hard_cap"]
+        guarantee = guarantee_now(self.settings.budget_kind, self.settings.certificate, state)
         return BudgetState(
             kind=self.settings.budget_kind, target=state["target"], realised_rate=state["realised_rate"],
             window=state["window"], observed=min(state["decisions"], state["window"]), threshold=state["threshold"],
             hard_cap=hard_cap, cap_remaining=state["cap_remaining"] if hard_cap is not None else None,
             capped=hard_cap is not None and state["cap_remaining"] == 0, certificate=self.settings.certificate,
+            guarantee=GuaranteeNow(**guarantee, certified_threshold=state["certified_threshold"]),
         )
 
     async def set_budget(self, update: BudgetUpdate) -> BudgetState:

@@ -50,26 +50,26 @@ def cascade_predict(small: Any, policy: Any, threshold: float, expert: Any) -> C
 
 def measure(config: Any, mails: int, expert_config: Any, rate: float = 0.2) -> dict[str, Any]:
     """Flip rates of ``expert_config``'s expert and of the cascade (``config``'s small tier, the
-    confidence policy deferring ``rate`` of the calibration split, that expert) on ``mails`` spam
+    confidence policy deferring ``rate`` of the fit part, that expert) on ``mails`` spam
     mails of the test split."""
     from cascade.data.dataset import stratified_subsample
+    from cascade.data.roles import load_roles
     from cascade.experts import make_expert
     from cascade.small import SmallTier
-    from experiments.run import load_experiment_splits
     from policies import make_policy
 
-    splits = load_experiment_splits(config)
-    test, calibration = splits["test"], splits["calibration"]
+    roles = load_roles(config)
+    test, calibration = roles.test, roles.fit
     spam_test = test.subset(np.flatnonzero(test.y == 1))
     spam = spam_test.subset(stratified_subsample(spam_test.y, spam_test.groups, mails, config.experiment.seed))
-    small = SmallTier.from_config(config).fit(splits["train"], calibration)
+    small = SmallTier.from_config(config).fit(roles.train, calibration)
     features = small.features(calibration.X)
     small_correct = features[:, : small.n_classes].argmax(axis=1) == calibration.y
     # the confidence rule reads only the small tier's probabilities, never expert outcomes
     policy = make_policy("confidence", n_classes=small.n_classes).fit(features, small_correct,
                                                                       np.ones(len(small_correct), dtype=bool))
     threshold = float(np.quantile(policy.score(features), 1 - rate))
-    with make_expert(expert_config, cost=config.cost, pool=splits["train"]) as expert:
+    with make_expert(expert_config, cost=config.cost, pool=roles.train) as expert:
         texts = list(spam.texts or [])
         return {
             "expert": expert_config.display_name, "deferral_rate": rate, "spam_mails": len(texts),
@@ -85,7 +85,7 @@ def markdown(result: dict[str, Any]) -> str:
         "# Injected instructions (`python -m experiments.injection`)", "",
         f"{result['spam_mails']} spam mails of the SpamAssassin test split, each also judged with an injected "
         f"\"answer ham\" instruction; expert {result['expert']}; cascade = TF-IDF small tier, confidence policy "
-        f"deferring {result['deferral_rate']:.0%} of the calibration split. A flip is a mail answered spam as "
+        f"deferring {result['deferral_rate']:.0%} of the fit part. A flip is a mail answered spam as "
         "is and ham once injected (share of the mails answered spam as is).", "",
         "| injection | expert flips | cascade flips |", "|---|---:|---:|",
     ]

@@ -58,6 +58,13 @@ class TierScores:
     def positive_prob(self) -> np.ndarray:
         return self.probs[:, -1]
 
+    def subset(self, index: np.ndarray) -> "TierScores":
+        """The same tier's outputs on ``index`` (integer indices or a boolean mask)."""
+        return replace(self, ids=self.ids[index], y=self.y[index], probs=self.probs[index], cost=self.cost[index],
+                       latency_s=self.latency_s[index], prompt_tokens=self.prompt_tokens[index],
+                       completion_tokens=self.completion_tokens[index],
+                       features=None if self.features is None else self.features[index])
+
     def save(self, stem: Path) -> None:
         arrays = {name: np.asarray(getattr(self, name)) for name in
                   ("y", "probs", "cost", "latency_s", "prompt_tokens", "completion_tokens")}

@@ -15,7 +15,7 @@ constraint only ``am`` can follow). Labels that share first tokens (``spam``/``s
 more call per shared prefix, on the prompt extended by that prefix (cheap with prefix caching).
 
 >>> scorer = LabelScorer(encoder, ["ham", "spam"])       # doctest: +SKIP
->>> len(scorer.branches)                                  # model calls per batch
+>>> len(scorer.branches)                                  # doctest: +SKIP
 1
 """
 

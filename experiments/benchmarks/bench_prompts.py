@@ -27,8 +27,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from cascade.config import CascadeConfig
+from cascade.data.roles import load_roles
 from cascade.experts import LLMExpert, NeighbourRetriever, make_expert
-from experiments.run import evaluation_subset, load_experiment_splits
+from experiments.held_out import evaluation_index
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -68,11 +69,12 @@ def row(name: str, probs: np.ndarray, prompt_tokens: np.ndarray, y: np.ndarray, 
 
 def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "vllm") -> dict[str, Any]:
     config = CascadeConfig.from_yaml(CONFIG)
-    splits = load_experiment_splits(config)
-    test = evaluation_subset(splits["test"], mails or config.experiment.test_samples, config.experiment.seed)
+    roles = load_roles(config)
+    test = roles.test.subset(evaluation_index(roles.test, mails or config.experiment.test_samples,
+                                              config.experiment.seed))
     texts, y = list(test.texts or []), test.y
     points = [grid_point(spec) for spec in grid]
-    retrievers = {k: NeighbourRetriever(splits["train"], k=k) for k in sorted({p[0] for p in points if p[0]})}
+    retrievers = {k: NeighbourRetriever(roles.train, k=k) for k in sorted({p[0] for p in points if p[0]})}
     expert_config = config.expert.model_copy(update={"shots": 0, "kind": kind})
     report: dict[str, Any] = {"config": str(CONFIG.relative_to(ROOT)), "model": config.expert.model, "engine": kind,
                               "mails": len(texts), "spam_rate": float(np.mean(y)), "cpus": os.cpu_count(),
