@@ -214,9 +214,14 @@ def demo_command(
     requests: int = typer.Option(300, help="test mails to send through the running app"),
 ) -> None:
     """Fetch, run the SpamAssassin experiment, tune a 20% budget, serve it, send real traffic."""
+    from cascade.logs import library_output_to
+    from cascade.paths import home
     from experiments.demo import demo
 
-    demo(_config(config), requests=requests, console=console)
+    log = home() / "logs" / "demo.log"
+    console.print(f"library logs (vLLM, Ray, transformers) go to {log}")
+    with library_output_to(log) as terminal:
+        demo(_config(config), requests=requests, console=Console(file=terminal, width=console.width))
 
 
 def main() -> None:

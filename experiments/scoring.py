@@ -139,17 +139,18 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
-def score_expert(expert: Any, dataset: Dataset, tier: str, batch_size: int = 16,
+def score_expert(expert: Any, dataset: Dataset, tier: str, batch_size: int | None = None,
                  progress: bool = True) -> TierScores:
-    """Judge ``dataset`` with an expert in batches, with a progress bar."""
+    """Judge ``dataset`` with an expert, the whole split per call (so an engine batches it as it
+    likes) or ``batch_size`` samples per call, with a progress bar."""
     from rich.progress import Progress
 
     chunks = []
-    starts = range(0, len(dataset), batch_size)
+    step = batch_size or max(len(dataset), 1)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"scoring {tier}", total=len(dataset))
-        for start in starts:
-            index = np.arange(start, min(start + batch_size, len(dataset)))
+        for start in range(0, len(dataset), step):
+            index = np.arange(start, min(start + step, len(dataset)))
             chunks.append(expert.judge(_payload(dataset.subset(index))))
             bar.advance(task, len(index))
     return TierScores(

