@@ -38,6 +38,10 @@ class SmallDetector:
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
+    async def ready(self) -> bool:
+        """Reachable means loaded: the constructor loaded the small tier."""
+        return True
+
     @serve.batch(batch_size_fn=_samples_in)
     async def predict(self, payloads: list[Payload]) -> list[SmallScores]:
         """Score every waiting request's samples together; return one result per request."""

@@ -114,6 +114,16 @@ class Health(BaseModel):
     max_samples_per_request: int
 
 
+class Readiness(BaseModel):
+    """``GET /readyz``: 503 while ``not_ready``; ``degraded`` still serves (expert answers fall back)."""
+
+    status: Literal["ready", "degraded", "not_ready"]
+    small: Literal["up", "down"] = Field(description="the small tier answers")
+    expert: Literal["loading", "up", "down"] = Field(description="loading: never up yet; down: was up, is not now")
+    breaker: Literal["closed", "open", "half-open"] = Field(description="the circuit breaker in front of the expert")
+    expert_consecutive_failures: int = Field(ge=0)
+
+
 class FieldProblem(BaseModel):
     field: str
     problem: str

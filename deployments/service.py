@@ -4,7 +4,8 @@
 Ray Serve router (callables that await deployment handles) and in-process (callables around a
 :class:`~cascade.small.SmallTier` and an expert). The expert is awaited only for the samples the
 controller defers; if it fails or times out those samples keep the small tier's verdict, flagged
-``degraded``.
+``degraded``. A :class:`~deployments.breaker.CircuitBreaker` stops asking an expert that keeps
+failing, so while it is down deferred samples are answered at the small tier's speed.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from cascade.config import CascadeConfig
 from cascade.types import CostModel, Sample, Verdict
 from deployments.artifact import ServedPolicy
+from deployments.breaker import CircuitBreaker
 from deployments.metrics import CascadeMetrics
 from deployments.schemas import (
     BudgetState,
@@ -29,9 +31,12 @@ from deployments.schemas import (
     ExplainResponse,
     Health,
     Modality,
+    Readiness,
 )
 
 Payload = list[str] | np.ndarray
+TierProbe = Callable[[], Awaitable[bool]]
+"""Answers whether a tier can serve now (False or an exception: it cannot)."""
 
 
 @dataclass(frozen=True)
@@ -80,14 +85,19 @@ class ServiceSettings:
     max_samples_per_request: int
     budget_kind: str = "rate"
     certificate: dict[str, Any] | None = None
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 5.0
+    readiness_timeout_s: float = 2.0
 
     @classmethod
     def from_config(cls, config: CascadeConfig, served: ServedPolicy) -> "ServiceSettings":
+        serve = config.serve
         return cls(name=config.name, label_names=served.label_names, modality=served.modality,
                    expert_name=f"{config.expert.kind}:{config.expert.model}",
-                   expert_timeout_s=config.serve.expert_timeout_s,
-                   max_samples_per_request=config.serve.max_samples_per_request,
-                   budget_kind=config.budget.kind, certificate=served.certificate)
+                   expert_timeout_s=serve.expert_timeout_s, max_samples_per_request=serve.max_samples_per_request,
+                   budget_kind=config.budget.kind, certificate=served.certificate,
+                   breaker_failures=serve.breaker.failures, breaker_cooldown_s=serve.breaker.cooldown_s,
+                   readiness_timeout_s=serve.readiness_timeout_s)
 
 
 class InvalidBudget(ValueError):
@@ -96,6 +106,10 @@ class InvalidBudget(ValueError):
 
 class SmallTierUnavailable(RuntimeError):
     """The detector failed: the request has no verdict to fall back on (503)."""
+
+
+class ExpertOverloaded(RuntimeError):
+    """The expert's queue is full: the deferred samples keep the small verdict (not a breaker failure)."""
 
 
 class CascadeService:
@@ -111,6 +125,9 @@ class CascadeService:
         cost: CostModel,
         metrics: CascadeMetrics | None = None,
         publish_budget: Callable[[BudgetUpdate], Awaitable[None]] | None = None,
+        small_probe: TierProbe | None = None,
+        expert_probe: TierProbe | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or CascadeMetrics()
@@ -121,6 +138,10 @@ class CascadeService:
         self._cost = cost
         self._labels = np.asarray(settings.label_names)
         self._publish_budget = publish_budget
+        self._small_probe = small_probe
+        self._expert_probe = expert_probe
+        self._expert_seen_up = expert_probe is None
+        self.breaker = breaker or CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
 
     @property
     def modality(self) -> Modality:
@@ -179,9 +200,8 @@ class CascadeService:
         history = [turn.model_dump() for turn in request.history] or None
         label = request.verdict.label if request.verdict is not None else None
         try:
-            explanation = await asyncio.wait_for(
-                self._expert.aexplain(payload, question=request.question, history=history, label=label),
-                self.settings.expert_timeout_s)
+            explanation = await self._guarded(
+                self._expert.aexplain(payload, question=request.question, history=history, label=label))
         except Exception as exc:  # any expert failure is an answer, never a 5xx
             reason = _reason(exc)
             self.metrics.fallbacks.inc(tags={"reason": reason})
@@ -220,6 +240,48 @@ class CascadeService:
         self._controller.set_target(update.target)
         self.metrics.threshold.set(self._controller.threshold)
 
+    async def readiness(self) -> Readiness:
+        """Each tier's state and the breaker's: ``not_ready`` until the small tier answers and the
+        expert has been up once; ``degraded`` while the expert is down or the circuit is not closed."""
+        small_up, expert_up = await asyncio.gather(self._up(self._small_probe), self._up(self._expert_probe))
+        self._expert_seen_up = self._expert_seen_up or expert_up
+        expert = "up" if expert_up else ("down" if self._expert_seen_up else "loading")
+        if not (small_up and self._expert_seen_up):
+            status = "not_ready"
+        elif expert == "up" and self.breaker.state == "closed":
+            status = "ready"
+        else:
+            status = "degraded"
+        return Readiness(status=status, small="up" if small_up else "down", expert=expert,
+                         breaker=self.breaker.state, expert_consecutive_failures=self.breaker.consecutive_failures)
+
+    async def _up(self, probe: TierProbe | None) -> bool:
+        if probe is None:
+            return True
+        try:
+            return bool(await asyncio.wait_for(probe(), self.settings.readiness_timeout_s))
+        except Exception:  # a tier that cannot say it is up is down
+            return False
+
+    async def _guarded(self, call: Awaitable[Any]) -> Any:
+        """Await an expert call through the circuit breaker (and the timeout); record how it went."""
+        if not self.breaker.allow():
+            close = getattr(call, "close", None)
+            if close is not None:
+                close()  # never awaited: drop the coroutine quietly
+            raise CircuitOpen(f"the expert failed {self.breaker.failures} times in a row; "
+                              f"retrying after {self.breaker.cooldown_s:g} s")
+        try:
+            result = await asyncio.wait_for(call, self.settings.expert_timeout_s)
+        except ExpertOverloaded:
+            raise
+        except Exception:
+            self.breaker.record_failure()
+            raise
+        self.breaker.record_success()
+        self._expert_seen_up = True
+        return result
+
     def health(self) -> Health:
         return Health(name=self.settings.name, modality=self.modality, labels=list(self.settings.label_names),
                       expert=self.settings.expert_name,
@@ -228,7 +290,7 @@ class CascadeService:
     async def _ask_expert(self, payload: Payload, index: np.ndarray, answers: "_Answers", rationale: bool) -> str:
         """Put the expert's answers for ``payload`` into ``answers[index]``; return '' or why it failed."""
         try:
-            result = await asyncio.wait_for(self._expert.ajudge(payload), self.settings.expert_timeout_s)
+            result = await self._guarded(self._expert.ajudge(payload))
             if tuple(result.label_names) != self.settings.label_names:
                 raise ValueError(f"expert labels {result.label_names} differ from {self.settings.label_names}")
         except Exception as exc:  # any expert failure degrades the answer, never a 5xx
@@ -243,8 +305,7 @@ class CascadeService:
         labels = self._labels[answers.probabilities[index].argmax(axis=1)]
 
         async def one(position: int) -> Any:
-            return await asyncio.wait_for(
-                self._expert.aexplain(payload[position], label=str(labels[position])), self.settings.expert_timeout_s)
+            return await self._guarded(self._expert.aexplain(payload[position], label=str(labels[position])))
 
         outcomes = await asyncio.gather(*(one(p) for p in range(len(index))), return_exceptions=True)
         for position, outcome in enumerate(outcomes):
@@ -317,7 +378,16 @@ def _take(payload: Payload, index: np.ndarray) -> Payload:
     return [payload[i] for i in index] if isinstance(payload, list) else payload[index]
 
 
+class CircuitOpen(RuntimeError):
+    """The breaker refused the call: the expert has been failing."""
+
+
 def _reason(exc: BaseException) -> str:
+    """The fallback reason a metric and an error message carry."""
+    if isinstance(exc, CircuitOpen):
+        return "circuit_open"
+    if isinstance(exc, ExpertOverloaded):
+        return "overloaded"
     return "timeout" if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) else "error"
 
 
