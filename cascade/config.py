@@ -106,9 +106,10 @@ class ControlConfig(_Section):
 class SharedBudgetConfig(_Section):
     """One budget for the app: router replicas lease deferral allowance from one holder."""
 
-    lease_deferrals: int = Field(8, gt=0, description="deferrals a router replica may make per lease")
+    lease_deferrals: int = Field(16, gt=0, description="deferrals a router replica may make per lease")
     lease_ttl_s: float = Field(5.0, gt=0, description="an unreported lease expires (and its allowance returns) after this")
-    checkpoint_s: float = Field(1.0, gt=0, description="the holder checkpoints its state at most this often")
+    num_cpus: float = Field(0.05, gt=0, description="CPUs of the holder's one replica")
+    max_queued_requests: int = Field(256, gt=0, description="exchanges queued at each router before they fail (retried)")
 
 
 class ServeConfig(_Section):

@@ -1,4 +1,5 @@
-"""Build and start the cascade as one Ray Serve app: ``SmallDetector``, ``ExpertServer``, ``CascadeRouter``.
+"""Build and start the cascade as one Ray Serve app: ``SmallDetector``, ``ExpertServer``, ``CascadeRouter``
+and the ``BudgetHolder`` every router replica shares.
 
 Three ways in, one builder underneath:
 
@@ -39,6 +40,7 @@ from deployments.artifact import load_served
 from deployments.control import ControlAccess
 from deployments.detector import SmallDetector
 from deployments.expert import ExpertServer, expert_env
+from deployments.holder import BudgetHolder
 from deployments.router import CascadeRouter
 
 APP_NAME = "cascade"
@@ -63,8 +65,9 @@ def build_app(config: CascadeConfig) -> Application:
     detector = SmallDetector.options(**options["detector"]).bind(
         str(served.small_dir), config.serve.max_batch_size, config.serve.batch_wait_timeout_s)
     expert = ExpertServer.options(**options["expert"]).bind(config)
+    holder = BudgetHolder.options(**options["holder"]).bind(config, served)
     access = ControlAccess.from_config(config.serve.control)  # read here: only its digest reaches the replicas
-    return CascadeRouter.options(**options["router"]).bind(config, served, access, detector, expert)
+    return CascadeRouter.options(**options["router"]).bind(config, served, access, detector, expert, holder)
 
 
 def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
@@ -94,6 +97,10 @@ def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
                          # internal hops: the router's access log and metrics already cover each request
                          "logging_config": {"enable_access_log": role == "router"},
                          "ray_actor_options": {"num_cpus": num_cpus, "runtime_env": {"env_vars": {**env, **role_env}}}}
+    shared = settings.shared_budget
+    options["holder"] = {"num_replicas": 1, "max_ongoing_requests": ROUTER_MAX_ONGOING_REQUESTS,
+                         "max_queued_requests": shared.max_queued_requests, "logging_config": {"enable_access_log": False},
+                         "ray_actor_options": {"num_cpus": shared.num_cpus, "runtime_env": {"env_vars": env}}}
     options["router"]["backpressure_config"] = BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s)
     options["expert"]["health_check_period_s"] = settings.expert_health_check_period_s
     return options

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments.service import Payload, SmallScores
+from deployments.answers import Payload, SmallScores
 
 
 def score_small(small: Any, X: Payload) -> SmallScores:

@@ -28,7 +28,8 @@ from ray.serve.handle import DeploymentHandle
 from cascade.config import CascadeConfig
 from cascade.data import Dataset, load_splits
 from deployments.artifact import served_modality
-from deployments.service import ExpertOverloaded, Payload
+from deployments.answers import Payload
+from deployments.service import ExpertOverloaded
 
 IN_PROCESS_KINDS = ("vllm", "transformers")
 PROBE_TIMEOUT_S = 20.0  # under Serve's 30 s health-check timeout, so a slow probe is a failed probe, not a hang

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cascade import __version__
 from cascade.config import ServeConfig
+from deployments.budgets import BudgetUnavailable
 from deployments.control import ControlAccess
 from deployments.guard import RequestGuard
 from deployments.schemas import (
@@ -83,6 +84,10 @@ def build_http_app(service: CascadeService, limits: ServeConfig, access: Control
     async def _small_down(request: Request, exc: SmallTierUnavailable) -> JSONResponse:
         return _error(503, "small_tier_unavailable", str(exc), headers=retry_after)
 
+    @app.exception_handler(BudgetUnavailable)
+    async def _budget_away(request: Request, exc: BudgetUnavailable) -> JSONResponse:
+        return _error(503, "budget_unavailable", str(exc), headers=retry_after)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
@@ -109,7 +114,7 @@ def build_http_app(service: CascadeService, limits: ServeConfig, access: Control
     @app.get("/v1/budget", response_model=BudgetState)
     async def budget() -> BudgetState:
         """Target, realised deferral rate over the window, and whether the hard cap binds."""
-        return service.budget()
+        return await service.budget()
 
     @app.put("/v1/budget", response_model=BudgetState, responses=_CONTROL_RESPONSES)
     async def set_budget(body: BudgetUpdate) -> BudgetState:

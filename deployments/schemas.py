@@ -91,7 +91,7 @@ class ExplainResponse(BaseModel):
 
 
 class BudgetState(BaseModel):
-    """What the online controller holds now (this router replica's window)."""
+    """What the app's online controller holds now (one budget for every router replica)."""
 
     kind: str = Field(description="the budget the threshold was tuned for (rate, cost, accepted-error, joint)")
     target: float = Field(description="deferral rate the controller holds")
@@ -103,6 +103,7 @@ class BudgetState(BaseModel):
     cap_remaining: int | None = Field(description="deferrals the hard cap still allows now")
     capped: bool = Field(description="the hard cap binds: no deferral is allowed now")
     certificate: dict[str, Any] | None = None
+    replicas: int | None = Field(None, description="router replicas sharing this budget now (None: in-process)")
 
 
 class Health(BaseModel):

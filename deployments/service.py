@@ -20,6 +20,7 @@ import numpy as np
 
 from cascade.config import CascadeConfig
 from cascade.types import CostModel, Sample, Verdict
+from deployments.answers import Answers, Payload, SmallScores, payload_of, take
 from deployments.artifact import ServedPolicy
 from deployments.breaker import CircuitBreaker
 from deployments.metrics import CascadeMetrics
@@ -34,17 +35,8 @@ from deployments.schemas import (
     Readiness,
 )
 
-Payload = list[str] | np.ndarray
 TierProbe = Callable[[], Awaitable[bool]]
 """Answers whether a tier can serve now (False or an exception: it cannot)."""
-
-
-@dataclass(frozen=True)
-class SmallScores:
-    """What the detector returns for a batch: calibrated probabilities and the policy's features."""
-
-    probabilities: np.ndarray
-    features: np.ndarray
 
 
 class ExpertTier(Protocol):
@@ -60,8 +52,8 @@ class DeferralPolicy(Protocol):
     def score(self, features: np.ndarray) -> np.ndarray: ...
 
 
-class Controller(Protocol):
-    """The online controller (:class:`policies.online.OnlineController`)."""
+class Budget(Protocol):
+    """The deferral budget (:mod:`deployments.budgets`): decides per batch, reads and changes the target."""
 
     hard_cap: float | None
     threshold: float
@@ -70,7 +62,9 @@ class Controller(Protocol):
 
     def state(self) -> dict[str, Any]: ...
 
-    def set_target(self, target: float) -> None: ...
+    async def current(self) -> dict[str, Any]: ...
+
+    async def set_target(self, target: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -121,10 +115,9 @@ class CascadeService:
         small: Callable[[Payload], Awaitable[SmallScores]],
         expert: ExpertTier,
         policy: DeferralPolicy,
-        controller: Controller,
+        controller: Budget,
         cost: CostModel,
         metrics: CascadeMetrics | None = None,
-        publish_budget: Callable[[BudgetUpdate], Awaitable[None]] | None = None,
         small_probe: TierProbe | None = None,
         expert_probe: TierProbe | None = None,
         breaker: CircuitBreaker | None = None,
@@ -137,7 +130,6 @@ class CascadeService:
         self._controller = controller
         self._cost = cost
         self._labels = np.asarray(settings.label_names)
-        self._publish_budget = publish_budget
         self._small_probe = small_probe
         self._expert_probe = expert_probe
         self._expert_seen_up = expert_probe is None
@@ -150,7 +142,7 @@ class CascadeService:
     async def detect(self, samples: Sequence[Sample], rationale: bool = False) -> DetectResponse:
         """Verdicts for ``samples``, in order."""
         started = time.perf_counter()
-        payload = _payload(samples, self.modality)
+        payload = payload_of(samples, self.modality)
         try:
             small = await self._small(payload)
         except Exception as exc:  # without the small tier there is no answer to give: 503, not 500
@@ -160,12 +152,12 @@ class CascadeService:
         threshold = self._controller.threshold
         defer = np.asarray(self._controller.decide(scores), dtype=bool)
         n = len(samples)
-        answers = _Answers.from_small(small.probabilities, self._cost.small_per_call)
+        answers = Answers.from_small(small.probabilities, self._cost.small_per_call)
         deferred = np.flatnonzero(defer)
         expert_ms = 0.0
         if deferred.size:
             expert_started = time.perf_counter()
-            reason = await self._ask_expert(_take(payload, deferred), deferred, answers, rationale)
+            reason = await self._ask_expert(take(payload, deferred), deferred, answers, rationale)
             expert_ms = _ms_since(expert_started)
             if reason:
                 answers.degraded[deferred] = True
@@ -213,32 +205,28 @@ class CascadeService:
                                prompt_tokens=explanation.prompt_tokens, completion_tokens=explanation.completion_tokens,
                                latency_ms=_ms_since(started))
 
-    def budget(self) -> BudgetState:
-        """The controller's state now."""
-        state = self._controller.state()
+    async def budget(self) -> BudgetState:
+        """The app's budget now."""
+        state = await self._controller.current()
         hard_cap = state["hard_cap"]
         return BudgetState(
             kind=self.settings.budget_kind, target=state["target"], realised_rate=state["realised_rate"],
             window=state["window"], observed=min(state["decisions"], state["window"]), threshold=state["threshold"],
             hard_cap=hard_cap, cap_remaining=state["cap_remaining"] if hard_cap is not None else None,
             capped=hard_cap is not None and state["cap_remaining"] == 0, certificate=self.settings.certificate,
+            replicas=state.get("replicas"),
         )
 
     async def set_budget(self, update: BudgetUpdate) -> BudgetState:
-        """Check ``update``, then apply it here and on every other router replica there is."""
+        """Check ``update``, then set the app's target (every router replica decides with it)."""
         hard_cap = self._controller.hard_cap
         if hard_cap is not None and update.target > hard_cap:
             raise InvalidBudget(f"target {update.target} is above the configured hard cap {hard_cap}")
-        if self._publish_budget is None:
-            self.apply_budget(update)
-        else:
-            await self._publish_budget(update)
-        return self.budget()
-
-    def apply_budget(self, update: BudgetUpdate) -> None:
-        """Set this controller's target (no checks beyond the controller's own)."""
-        self._controller.set_target(update.target)
-        self.metrics.threshold.set(self._controller.threshold)
+        try:
+            await self._controller.set_target(update.target)
+        except ValueError as exc:
+            raise InvalidBudget(str(exc)) from exc
+        return await self.budget()
 
     async def readiness(self) -> Readiness:
         """Each tier's state and the breaker's: ``not_ready`` until the small tier answers and the
@@ -287,7 +275,7 @@ class CascadeService:
                       expert=self.settings.expert_name,
                       max_samples_per_request=self.settings.max_samples_per_request)
 
-    async def _ask_expert(self, payload: Payload, index: np.ndarray, answers: "_Answers", rationale: bool) -> str:
+    async def _ask_expert(self, payload: Payload, index: np.ndarray, answers: "Answers", rationale: bool) -> str:
         """Put the expert's answers for ``payload`` into ``answers[index]``; return '' or why it failed."""
         try:
             result = await self._guarded(self._expert.ajudge(payload))
@@ -300,7 +288,7 @@ class CascadeService:
             await self._rationales(payload, index, answers)
         return ""
 
-    async def _rationales(self, payload: Payload, index: np.ndarray, answers: "_Answers") -> None:
+    async def _rationales(self, payload: Payload, index: np.ndarray, answers: "Answers") -> None:
         """Ask for each answered sample's rationale concurrently; a failed one is left empty."""
         labels = self._labels[answers.probabilities[index].argmax(axis=1)]
 
@@ -314,7 +302,7 @@ class CascadeService:
                 continue
             answers.take_rationale(int(index[position]), outcome)
 
-    def _record(self, answers: "_Answers", defer: np.ndarray, small_ms: float, total_ms: float) -> None:
+    def _record(self, answers: "Answers", defer: np.ndarray, small_ms: float, total_ms: float) -> None:
         metrics = self.metrics
         for tier in ("small", "expert"):
             answered = answers.source == tier
@@ -328,54 +316,11 @@ class CascadeService:
         if defer.any():
             metrics.deferrals.inc(int(defer.sum()))
         state = self._controller.state()
-        metrics.deferral_rate.set(state["realised_rate"])
-        metrics.threshold.set(state["threshold"])
+        if state:  # a replica's shared budget has no state before its first lease
+            metrics.deferral_rate.set(state["realised_rate"])
+            metrics.threshold.set(state["threshold"])
         metrics.latency.observe(small_ms, tags={"tier": "small"})
         metrics.latency.observe(total_ms, tags={"tier": "total"})
-
-
-@dataclass
-class _Answers:
-    """Per-sample answer columns for one request, starting from the small tier's."""
-
-    probabilities: np.ndarray
-    source: np.ndarray
-    cost: np.ndarray
-    degraded: np.ndarray
-    prompt_tokens: np.ndarray
-    completion_tokens: np.ndarray
-    rationales: list[str | None]
-
-    @classmethod
-    def from_small(cls, probabilities: np.ndarray, small_cost: float) -> "_Answers":
-        n = len(probabilities)
-        return cls(probabilities=np.array(probabilities, dtype=float), source=np.full(n, "small", dtype=object),
-                   cost=np.full(n, small_cost), degraded=np.zeros(n, dtype=bool),
-                   prompt_tokens=np.zeros(n, dtype=np.int64), completion_tokens=np.zeros(n, dtype=np.int64),
-                   rationales=[None] * n)
-
-    def take_expert(self, index: np.ndarray, result: Any) -> None:
-        self.probabilities[index] = result.probs
-        self.source[index] = "expert"
-        self.cost[index] += result.cost
-        self.prompt_tokens[index] = result.prompt_tokens
-        self.completion_tokens[index] = result.completion_tokens
-
-    def take_rationale(self, i: int, explanation: Any) -> None:
-        self.rationales[i] = explanation.text
-        self.cost[i] += explanation.cost
-        self.prompt_tokens[i] += explanation.prompt_tokens
-        self.completion_tokens[i] += explanation.completion_tokens
-
-
-def _payload(samples: Sequence[Sample], modality: Modality) -> Payload:
-    if modality == "text":
-        return [str(s.text) for s in samples]
-    return np.asarray([s.features for s in samples], dtype=np.float64)
-
-
-def _take(payload: Payload, index: np.ndarray) -> Payload:
-    return [payload[i] for i in index] if isinstance(payload, list) else payload[index]
 
 
 class CircuitOpen(RuntimeError):

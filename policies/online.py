@@ -111,6 +111,33 @@ class OnlineController:
             "cap_remaining": self._allowance(),
         }
 
+    def record(self, deferred: ArrayLike, wanted: int) -> None:
+        """Account for decisions taken elsewhere at this threshold (a router replica holding a lease):
+        ``deferred`` in arrival order, ``wanted`` of them scored above the threshold; the window and
+        the threshold move as :meth:`decide` would have moved them."""
+        deferred = np.asarray(deferred, dtype=bool).reshape(-1)
+        for start in range(0, len(deferred), self.window):
+            self._record(deferred[start:start + self.window])
+        self._threshold += self.learning_rate * (wanted - self._target * len(deferred))
+
+    def snapshot(self) -> dict[str, Any]:
+        """Settings and state (threshold, target, the window's decisions), JSON-ready; see :meth:`restore`."""
+        order = (self._cursor + np.arange(self.window)) % self.window  # oldest first
+        return {"target": self._target, "threshold": self._threshold, "learning_rate": self.learning_rate,
+                "hard_cap": self.hard_cap, "window": self.window, "decisions": self._decisions,
+                "history": np.flatnonzero(self._history[order]).tolist()}
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any]) -> "OnlineController":
+        """The controller a :meth:`snapshot` was taken of."""
+        controller = cls(target=snapshot["target"], threshold=snapshot["threshold"],
+                         learning_rate=snapshot["learning_rate"], hard_cap=snapshot["hard_cap"],
+                         window=snapshot["window"])
+        controller._history[np.asarray(snapshot["history"], dtype=np.int64)] = True
+        controller._in_window = int(controller._history.sum())
+        controller._decisions = int(snapshot["decisions"])
+        return controller
+
     def _allowance(self) -> int:
         """Deferrals the next request may still make: the cap minus those in the last ``window-1``."""
         recent = self._in_window - int(self._history[self._cursor])

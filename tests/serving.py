@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from cascade.config import CascadeConfig
 from deployments.artifact import ServedPolicy, load_served
+from deployments.budgets import LocalBudget
 from deployments.control import ControlAccess
 from deployments.http import build_http_app
 from deployments.service import CascadeService, ServiceSettings
@@ -89,7 +90,7 @@ def in_process_service(config: CascadeConfig, expert: Any, tiers: Tiers, **optio
         return await asyncio.to_thread(score_small, small, X)
 
     return CascadeService(ServiceSettings.from_config(config, served), small=small_tier, expert=expert,
-                          policy=served.policy, controller=served.controller(config), cost=config.cost, **options)
+                          policy=served.policy, controller=LocalBudget(served.controller(config)), cost=config.cost, **options)
 
 
 def client(app: FastAPI) -> TestClient:

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from cascade.artifact import ArtifactError
 from cascade.config import CascadeConfig, ConfigError, ExpertConfig
+from deployments.budgets import LocalBudget
 from deployments.control import ControlAccess
 from deployments.http import build_http_app
 from deployments.service import CascadeService, ServiceSettings
@@ -130,7 +131,7 @@ def test_a_small_tier_that_cannot_answer_is_a_503_not_a_500(config: CascadeConfi
         raise ConnectionError("detector replica is gone")
 
     service = CascadeService(ServiceSettings.from_config(config, served), small=unreachable_detector,
-                             expert=knn_expert, policy=served.policy, controller=served.controller(config),
+                             expert=knn_expert, policy=served.policy, controller=LocalBudget(served.controller(config)),
                              cost=config.cost)
     app = build_http_app(service, config.serve, ControlAccess.from_token(None))
     response = TestClient(app).post("/v1/detect", json={"samples": [OK]})
@@ -252,7 +253,7 @@ def test_autoscaling_for_an_unknown_role_is_a_config_error(config: CascadeConfig
         deployment_options(config.model_copy(update={"serve": serve}))
 
 
-def test_app_builder_builds_the_three_deployments_with_their_queue_limits(config: CascadeConfig) -> None:
+def test_app_builder_builds_the_four_deployments_with_their_queue_limits(config: CascadeConfig) -> None:
     from ray.serve._private.build_app import build_app as serve_build
 
     from deployments.app import app_builder
@@ -260,7 +261,8 @@ def test_app_builder_builds_the_three_deployments_with_their_queue_limits(config
     built = serve_build(app_builder({"config": str(Path(config.artifact_dir) / "config.yaml")}), name="cascade")
     deployments = {d.name: d for d in built.deployments}
     assert built.ingress_deployment_name == "CascadeRouter"
-    assert set(deployments) == {"SmallDetector", "ExpertServer", "CascadeRouter"}
+    assert set(deployments) == {"SmallDetector", "ExpertServer", "CascadeRouter", "BudgetHolder"}
+    assert deployments["BudgetHolder"].num_replicas == 1
     assert deployments["CascadeRouter"].max_queued_requests == config.serve.router_max_queued_requests
     assert deployments["ExpertServer"].max_queued_requests == config.serve.expert_max_queued_requests
 
