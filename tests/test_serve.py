@@ -20,7 +20,7 @@ from deployments.budgets import LocalBudget
 from deployments.control import ControlAccess
 from deployments.http import build_http_app
 from deployments.service import CascadeService, ServiceSettings
-from serving import (AUTHORIZED, BAD_INPUTS, OK, KeptDeferred, Tiers, cascade_config, client, detect, free_port,
+from serving import (BAD_INPUTS, OK, KeptDeferred, Tiers, cascade_config, client, detect, free_port,
                      in_process_app, share_after_target)
 
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from cascade.config import CascadeConfig
-from serving import AUTHORIZED, CONTROL_TOKEN, KeptDeferred, cascade_config, free_port, load_tiers, split_by_score, \
-    tune_artifact
+from serving import (AUTHORIZED, CONTROL_TOKEN, KeptDeferred, cascade_config, free_port, load_tiers,
+                     split_by_score, tune_artifact)
 
 pytestmark = pytest.mark.integration
 
