@@ -107,9 +107,9 @@ class SharedBudgetConfig(_Section):
     """One budget for the app: router replicas lease deferral allowance from one holder."""
 
     lease_deferrals: int = Field(16, gt=0, description="deferrals a router replica may make per lease")
-    lease_ttl_s: float = Field(5.0, gt=0, description="an unreported lease expires (and its allowance returns) after this")
+    lease_ttl_s: float = Field(5.0, gt=0, description="an unreported lease expires, its allowance returned, after this")
     num_cpus: float = Field(0.05, gt=0, description="CPUs of the holder's one replica")
-    max_queued_requests: int = Field(256, gt=0, description="exchanges queued at each router before they fail (retried)")
+    max_queued_requests: int = Field(256, gt=0, description="exchanges queued at a router before failing (retried)")
 
 
 class ServeConfig(_Section):
@@ -123,6 +123,10 @@ class ServeConfig(_Section):
     router_num_cpus: float = Field(0.25, gt=0)
     max_batch_size: int = Field(32, gt=0)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
+    small_tier: Literal["auto", "router", "deployment"] = Field(
+        "auto", description="where the small tier runs: in each router replica (cheap CPU detectors), in the "
+                            "SmallDetector deployment (heavy ones), or auto by detector kind")
+    router_batch_wait_timeout_s: float = Field(0.002, ge=0, description="router: how long a batch waits to fill")
     max_samples_per_request: int = Field(64, gt=0)
     max_text_chars: int = Field(20000, gt=0)
     max_features: int = Field(4096, gt=0)
@@ -130,7 +134,7 @@ class ServeConfig(_Section):
     autoscaling: dict[str, Any] | None = None
     router_max_queued_requests: int = Field(512, gt=0, description="requests queued at each proxy before a 503")
     detector_max_queued_requests: int = Field(256, gt=0, description="calls queued at each router before a 503")
-    expert_max_queued_requests: int = Field(64, gt=0, description="calls queued at each router before a degraded answer")
+    expert_max_queued_requests: int = Field(64, gt=0, description="calls queued at a router before a degraded answer")
     retry_after_s: float = Field(1.0, ge=0, description="Retry-After (seconds) on an overload or unavailable 503")
     readiness_timeout_s: float = Field(2.0, gt=0, description="/readyz: how long each tier may take to answer")
     expert_health_check_period_s: float = Field(10.0, gt=0, description="Serve's check_health period on the expert")

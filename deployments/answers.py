@@ -23,6 +23,35 @@ class SmallScores:
     features: np.ndarray
 
 
+@dataclass(frozen=True)
+class Triage:
+    """A batch through the small tier, the policy and the budget: what to answer and what to defer."""
+
+    small: SmallScores
+    scores: np.ndarray
+    thresholds: np.ndarray
+    defer: np.ndarray
+    small_ms: float
+
+    def split(self, sizes: Sequence[int]) -> list[Triage]:
+        """One triage per request, for requests of ``sizes`` samples in order."""
+        bounds = np.cumsum(sizes)[:-1]
+        columns = (self.small.probabilities, self.small.features, self.scores, self.thresholds, self.defer)
+        return [Triage(SmallScores(probabilities, features), scores, thresholds, defer, self.small_ms)
+                for probabilities, features, scores, thresholds, defer
+                in zip(*(np.split(column, bounds) for column in columns))]
+
+    @classmethod
+    def join(cls, parts: Sequence[Triage]) -> Triage:
+        """One triage from consecutive parts (one request cut in chunks)."""
+        if len(parts) == 1:
+            return parts[0]
+        small = SmallScores(np.concatenate([p.small.probabilities for p in parts]),
+                            np.concatenate([p.small.features for p in parts]))
+        return cls(small, *(np.concatenate([getattr(p, name) for p in parts])
+                            for name in ("scores", "thresholds", "defer")), max(p.small_ms for p in parts))
+
+
 @dataclass
 class Answers:
     """Per-sample answer columns for one request, starting from the small tier's."""

@@ -1,5 +1,6 @@
 """Build and start the cascade as one Ray Serve app: ``SmallDetector``, ``ExpertServer``, ``CascadeRouter``
-and the ``BudgetHolder`` every router replica shares.
+and the ``BudgetHolder`` every router replica shares (no ``SmallDetector`` when a cheap small tier runs
+inside the routers: ``serve.small_tier``).
 
 Three ways in, one builder underneath:
 
@@ -11,8 +12,8 @@ Three ways in, one builder underneath:
 Replica counts, fractional ``num_cpus``, batching and autoscaling come from ``config.serve``.
 Every deployment has a bounded queue (``serve.*_max_queued_requests``): an overloaded router
 answers 503 with ``Retry-After`` from Serve's proxy, an overloaded detector 503 from the router, an
-overloaded expert a degraded answer. ``serve.autoscaling`` maps a role (``detector``, ``expert``, ``router``) to a Ray Serve
-``autoscaling_config``; a role listed there is autoscaled instead of using its replica count.
+overloaded expert a degraded answer. ``serve.autoscaling`` maps a role (``detector``, ``expert``,
+``router``) to a Ray Serve ``autoscaling_config``; a role listed there is autoscaled instead of using its replica count.
 The fitted artifact is loaded here, in the driver, before anything is deployed, so a wrong or
 corrupt artifact fails at start and never at the first request. The router's metrics
 (``ray_cascade_*``) are exported by Ray's metrics agent; to choose the Prometheus port, start Ray
@@ -38,7 +39,7 @@ from ray.serve.config import AutoscalingConfig, BackpressureConfig
 from cascade.config import CascadeConfig, ConfigError
 from deployments.artifact import load_served
 from deployments.control import ControlAccess
-from deployments.detector import SmallDetector
+from deployments.detector import SmallDetector, small_in_router
 from deployments.expert import ExpertServer, expert_env
 from deployments.holder import BudgetHolder
 from deployments.router import CascadeRouter
@@ -62,7 +63,7 @@ def build_app(config: CascadeConfig) -> Application:
     config = _absolute_paths(config)
     served = load_served(config)
     options = deployment_options(config)
-    detector = SmallDetector.options(**options["detector"]).bind(
+    detector = None if small_in_router(config) else SmallDetector.options(**options["detector"]).bind(
         str(served.small_dir), config.serve.max_batch_size, config.serve.batch_wait_timeout_s)
     expert = ExpertServer.options(**options["expert"]).bind(config)
     holder = BudgetHolder.options(**options["holder"]).bind(config, served)
@@ -99,7 +100,8 @@ def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
                          "ray_actor_options": {"num_cpus": num_cpus, "runtime_env": {"env_vars": {**env, **role_env}}}}
     shared = settings.shared_budget
     options["holder"] = {"num_replicas": 1, "max_ongoing_requests": ROUTER_MAX_ONGOING_REQUESTS,
-                         "max_queued_requests": shared.max_queued_requests, "logging_config": {"enable_access_log": False},
+                         "max_queued_requests": shared.max_queued_requests,
+                         "logging_config": {"enable_access_log": False},
                          "ray_actor_options": {"num_cpus": shared.num_cpus, "runtime_env": {"env_vars": env}}}
     options["router"]["backpressure_config"] = BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s)
     options["expert"]["health_check_period_s"] = settings.expert_health_check_period_s

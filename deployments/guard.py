@@ -72,7 +72,8 @@ class RequestGuard:
         headers = _headers(scope)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.body_limit:
-            return 413, "payload_too_large", f"request body of {declared} bytes is over the limit of {self.body_limit}", {}
+            message = f"request body of {declared} bytes is over the limit of {self.body_limit}"
+            return 413, "payload_too_large", message, {}
         if (scope["method"], scope["path"]) in MUTATIONS:
             refused = self.access.refusal(headers.get("authorization"))
             if refused is not None:

@@ -1,14 +1,21 @@
-"""``CascadeRouter``: the FastAPI ingress that asks the detector, applies policy + budget, and
-awaits the expert only for deferred samples (see :mod:`deployments.service`, :mod:`deployments.http`).
+"""``CascadeRouter``: the FastAPI ingress that runs the small tier, policy + budget once per batch of
+requests, and awaits the expert only for deferred samples (see :mod:`deployments.service`,
+:mod:`deployments.http`).
 
-The budget belongs to the app: each router replica decides its batches with deferral allowance
-leased from the one :class:`~deployments.holder.BudgetHolder` and reports back after each batch,
-off the request path (:mod:`policies.leases`). ``GET``/``PUT /v1/budget`` go to the holder.
+Requests are batched at the router (``@serve.batch``, up to ``serve.max_batch_size`` samples or
+``serve.router_batch_wait_timeout_s``). A cheap small tier (TF-IDF, IsolationForest, pixel LR)
+scores each batch in this replica, off the event loop; a heavy one is asked through the
+``SmallDetector`` deployment (``serve.small_tier``). The budget belongs to the app: each replica
+decides with deferral allowance leased from the one :class:`~deployments.holder.BudgetHolder` and
+reports back after each batch, off the request path (:mod:`policies.leases`). ``GET``/``PUT
+/v1/budget`` go to the holder.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,10 +24,11 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from cascade.config import CascadeConfig
-from deployments.answers import Payload, SmallScores
+from deployments.answers import Payload, SmallScores, Triage
 from deployments.artifact import ServedPolicy
 from deployments.budgets import SharedBudget
 from deployments.control import ControlAccess
+from deployments.detector import joined, samples_in, score_small
 from deployments.expert import ExpertHandle
 from deployments.http import build_http_app
 from deployments.service import CascadeService, ServiceSettings
@@ -30,26 +38,54 @@ from policies.leases import Lease, LeasedBudget, Report
 @serve.deployment
 @serve.ingress()
 class CascadeRouter:
-    """The HTTP entry point of the cascade app."""
+    """The HTTP entry point of the cascade app; ``detector`` is ``None`` when the small tier runs here."""
 
     def __init__(self, config: CascadeConfig, served: ServedPolicy, access: ControlAccess,
-                 detector: DeploymentHandle, expert: DeploymentHandle, holder: DeploymentHandle) -> None:
+                 detector: DeploymentHandle | None, expert: DeploymentHandle, holder: DeploymentHandle) -> None:
+        from cascade.small import SmallTier
+
         self._config = config
         self._access = access
         self._detector = detector
+        self._small_tier = SmallTier.load(Path(served.small_dir)) if detector is None else None
         self._holder = holder
         self._chunk = config.serve.max_batch_size
         self._expert = ExpertHandle(expert)
+        self._triage_batch.set_max_batch_size(config.serve.max_batch_size)
+        self._triage_batch.set_batch_wait_timeout_s(config.serve.router_batch_wait_timeout_s)
         leased = LeasedBudget(serve.get_replica_context().replica_tag, self._exchange, threshold=served.threshold,
                               hard_cap=config.budget.hard_cap, ttl_s=config.serve.shared_budget.lease_ttl_s)
         self._service = CascadeService(
             ServiceSettings.from_config(config, served), small=self._small, expert=self._expert,
             policy=served.policy, controller=SharedBudget(leased, read=self._read_budget, change=self._change_budget),
-            cost=config.cost, small_probe=self._small_ready, expert_probe=self._expert.status,
+            cost=config.cost, small_probe=None if detector is None else self._small_ready,
+            expert_probe=self._expert.status, triage=self._triage,
         )
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_http_app(self._service, self._config.serve, self._access)
+
+    async def _triage(self, payload: Payload) -> Triage:
+        """This request's share of the batches it joins (cut in chunks of at most ``max_batch_size``)."""
+        chunks = [payload[start:start + self._chunk] for start in range(0, len(payload), self._chunk)]
+        return Triage.join(await asyncio.gather(*(self._triage_batch(chunk) for chunk in chunks)))
+
+    @serve.batch(batch_size_fn=samples_in)
+    async def _triage_batch(self, payloads: list[Payload]) -> list[Triage]:
+        """Small tier, policy and budget once for every waiting request; one triage per request."""
+        started = time.perf_counter()
+        small = await self._small(joined(payloads))
+        triage = self._service.triage(small, (time.perf_counter() - started) * 1000.0)
+        return triage.split([len(p) for p in payloads])
+
+    async def _small(self, payload: Payload) -> SmallScores:
+        """The small tier's answer: scored here, or by the detector deployment in its batch-sized chunks."""
+        if self._detector is None:
+            return await asyncio.to_thread(score_small, self._small_tier, payload)
+        chunks = [payload[start:start + self._chunk] for start in range(0, len(payload), self._chunk)]
+        parts: list[Any] = await asyncio.gather(*(self._detector.predict.remote(chunk) for chunk in chunks))
+        return SmallScores(probabilities=np.concatenate([p.probabilities for p in parts]),
+                           features=np.concatenate([p.features for p in parts]))
 
     async def _exchange(self, report: Report) -> Lease:
         return await self._holder.exchange.remote(report)
@@ -61,11 +97,5 @@ class CascadeRouter:
         return await self._holder.set_target.remote(target)
 
     async def _small_ready(self) -> bool:
-        return bool(await self._detector.ready.remote())
-
-    async def _small(self, payload: Payload) -> SmallScores:
-        """Ask the detector, in chunks of at most ``max_batch_size`` samples (its batch unit)."""
-        chunks = [payload[start:start + self._chunk] for start in range(0, len(payload), self._chunk)]
-        parts: list[Any] = await asyncio.gather(*(self._detector.predict.remote(chunk) for chunk in chunks))
-        return SmallScores(probabilities=np.concatenate([p.probabilities for p in parts]),
-                           features=np.concatenate([p.features for p in parts]))
+        """The detector deployment answers (only asked when there is one)."""
+        return bool(await self._detector.ready.remote())  # type: ignore[union-attr]

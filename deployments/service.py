@@ -3,8 +3,9 @@
 :class:`CascadeService` takes the two tiers as plain async callables, so the same code runs in the
 Ray Serve router (callables that await deployment handles) and in-process (callables around a
 :class:`~cascade.small.SmallTier` and an expert). The expert is awaited only for the samples the
-controller defers; if it fails or times out those samples keep the small tier's verdict, flagged
-``degraded``. A :class:`~deployments.breaker.CircuitBreaker` stops asking an expert that keeps
+controller defers (the router hands in a ``triage`` that runs small tier, policy and controller
+once per batch of requests); if the expert fails or times out those samples keep the small tier's
+verdict, flagged ``degraded``. A :class:`~deployments.breaker.CircuitBreaker` stops asking an expert that keeps
 failing, so while it is down deferred samples are answered at the small tier's speed.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 
 from cascade.config import CascadeConfig
 from cascade.types import CostModel, Sample, Verdict
-from deployments.answers import Answers, Payload, SmallScores, payload_of, take
+from deployments.answers import Answers, Payload, SmallScores, Triage, payload_of, take
 from deployments.artifact import ServedPolicy
 from deployments.breaker import CircuitBreaker
 from deployments.metrics import CascadeMetrics
@@ -121,6 +122,7 @@ class CascadeService:
         small_probe: TierProbe | None = None,
         expert_probe: TierProbe | None = None,
         breaker: CircuitBreaker | None = None,
+        triage: Callable[[Payload], Awaitable[Triage]] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or CascadeMetrics()
@@ -133,6 +135,7 @@ class CascadeService:
         self._small_probe = small_probe
         self._expert_probe = expert_probe
         self._expert_seen_up = expert_probe is None
+        self._triaged = triage or self._triage_alone
         self.breaker = breaker or CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
 
     @property
@@ -144,15 +147,12 @@ class CascadeService:
         started = time.perf_counter()
         payload = payload_of(samples, self.modality)
         try:
-            small = await self._small(payload)
+            triage = await self._triaged(payload)
         except Exception as exc:  # without the small tier there is no answer to give: 503, not 500
             raise SmallTierUnavailable(f"the small tier could not answer: {_describe(exc)}") from exc
-        small_ms = _ms_since(started)
-        scores = np.asarray(self._policy.score(small.features), dtype=float)
-        threshold = self._controller.threshold
-        defer = np.asarray(self._controller.decide(scores), dtype=bool)
+        small_ms, scores, defer = triage.small_ms, triage.scores, triage.defer
         n = len(samples)
-        answers = Answers.from_small(small.probabilities, self._cost.small_per_call)
+        answers = Answers.from_small(triage.small.probabilities, self._cost.small_per_call)
         deferred = np.flatnonzero(defer)
         expert_ms = 0.0
         if deferred.size:
@@ -170,7 +170,7 @@ class CascadeService:
         verdicts = [
             Verdict(
                 id=samples[i].id, label=str(self._labels[label_index[i]]), probability=float(probability[i]),
-                source=answers.source[i], deferral_score=float(scores[i]), threshold=threshold,
+                source=answers.source[i], deferral_score=float(scores[i]), threshold=float(triage.thresholds[i]),
                 cost=float(answers.cost[i]),
                 latency_ms={"small": small_ms, **({"expert": expert_ms} if defer[i] else {}), "total": total_ms},
                 degraded=bool(answers.degraded[i]),
@@ -183,6 +183,18 @@ class CascadeService:
         self._record(answers, defer, small_ms, total_ms)
         answered_by = {tier: int(np.count_nonzero(answers.source == tier)) for tier in ("small", "expert")}
         return DetectResponse(verdicts=verdicts, answered_by=answered_by, degraded=int(answers.degraded.sum()))
+
+    def triage(self, small: SmallScores, small_ms: float) -> Triage:
+        """Policy scores and the budget's decisions for a batch of small-tier answers (one controller call)."""
+        scores = np.asarray(self._policy.score(small.features), dtype=float)
+        thresholds = np.full(len(scores), self._controller.threshold)
+        return Triage(small, scores, thresholds, np.asarray(self._controller.decide(scores), dtype=bool), small_ms)
+
+    async def _triage_alone(self, payload: Payload) -> Triage:
+        """This request on its own: ask the small tier, then :meth:`triage`."""
+        started = time.perf_counter()
+        small = await self._small(payload)
+        return self.triage(small, _ms_since(started))
 
     async def explain(self, request: ExplainRequest) -> ExplainResponse:
         """The expert's answer about one sample; degraded (no answer, the reason) if it fails."""

@@ -90,7 +90,8 @@ def in_process_service(config: CascadeConfig, expert: Any, tiers: Tiers, **optio
         return await asyncio.to_thread(score_small, small, X)
 
     return CascadeService(ServiceSettings.from_config(config, served), small=small_tier, expert=expert,
-                          policy=served.policy, controller=LocalBudget(served.controller(config)), cost=config.cost, **options)
+                          policy=served.policy, controller=LocalBudget(served.controller(config)), cost=config.cost,
+                          **options)
 
 
 def client(app: FastAPI) -> TestClient:

@@ -253,7 +253,15 @@ def test_autoscaling_for_an_unknown_role_is_a_config_error(config: CascadeConfig
         deployment_options(config.model_copy(update={"serve": serve}))
 
 
-def test_app_builder_builds_the_four_deployments_with_their_queue_limits(config: CascadeConfig) -> None:
+def _built(config: CascadeConfig) -> Any:
+    from ray.serve._private.build_app import build_app as serve_build
+
+    from deployments.app import build_app
+
+    return serve_build(build_app(config), name="cascade")
+
+
+def test_a_cheap_small_tier_runs_in_the_router_with_no_detector_deployment(config: CascadeConfig) -> None:
     from ray.serve._private.build_app import build_app as serve_build
 
     from deployments.app import app_builder
@@ -261,10 +269,43 @@ def test_app_builder_builds_the_four_deployments_with_their_queue_limits(config:
     built = serve_build(app_builder({"config": str(Path(config.artifact_dir) / "config.yaml")}), name="cascade")
     deployments = {d.name: d for d in built.deployments}
     assert built.ingress_deployment_name == "CascadeRouter"
-    assert set(deployments) == {"SmallDetector", "ExpertServer", "CascadeRouter", "BudgetHolder"}
+    assert set(deployments) == {"ExpertServer", "CascadeRouter", "BudgetHolder"}
     assert deployments["BudgetHolder"].num_replicas == 1
     assert deployments["CascadeRouter"].max_queued_requests == config.serve.router_max_queued_requests
     assert deployments["ExpertServer"].max_queued_requests == config.serve.expert_max_queued_requests
+
+
+def test_the_small_tier_gets_its_own_deployment_when_configured(config: CascadeConfig) -> None:
+    serve = config.serve.model_copy(update={"small_tier": "deployment"})
+    deployments = {d.name: d for d in _built(config.model_copy(update={"serve": serve})).deployments}
+    assert deployments["SmallDetector"].max_queued_requests == config.serve.detector_max_queued_requests
+
+
+@pytest.mark.parametrize(("kind", "placement", "in_router"), [
+    ("tfidf-lr", "auto", True), ("isolation-forest", "auto", True), ("embedding-lr", "auto", False),
+    ("minilm-finetune", "auto", False), ("tfidf-lr", "deployment", False), ("embedding-lr", "router", True)])
+def test_where_the_small_tier_runs_follows_the_detector_kind_unless_configured(
+        config: CascadeConfig, kind: str, placement: str, in_router: bool) -> None:
+    from deployments.detector import small_in_router
+
+    chosen = config.model_copy(update={"detector": config.detector.model_copy(update={"kind": kind}),
+                                       "serve": config.serve.model_copy(update={"small_tier": placement})})
+    assert small_in_router(chosen) is in_router
+
+
+def test_a_batch_triage_splits_back_into_each_requests_share() -> None:
+    import numpy as np
+
+    from deployments.answers import SmallScores, Triage
+
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
+    batch = Triage(SmallScores(probabilities, probabilities), np.array([0.1, 0.2, 0.4, 0.5]), np.full(4, 0.3),
+                   np.array([False, False, True, True]), small_ms=2.0)
+    first, second = batch.split([1, 3])
+    assert first.defer.tolist() == [False] and second.scores.tolist() == [0.2, 0.4, 0.5]
+    rejoined = Triage.join([first, second])
+    assert np.array_equal(rejoined.small.probabilities, probabilities)
+    assert rejoined.defer.tolist() == batch.defer.tolist()
 
 
 def test_app_builder_refuses_unknown_args_by_name() -> None:

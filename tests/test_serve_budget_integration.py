@@ -1,7 +1,8 @@
 """One budget for the whole Ray Serve app: two router replicas under a burst, and restarts.
 
-The expert is the real knn-vote expert (no LLM: the app starts in seconds); the detector and
-policy are the tuned SpamAssassin artifact. The threshold barely moves (learning rate 1e-9), so
+The expert is the real knn-vote expert (no LLM: the app starts in seconds); the detector (in its
+own ``SmallDetector`` deployment here, so that path is served too) and policy are the tuned
+SpamAssassin artifact. The threshold barely moves (learning rate 1e-9), so
 every uncertain mail wants the expert and only the hard cap limits deferrals.
 """
 
@@ -33,7 +34,8 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> CascadeConfig:
     return cascade_config(
         artifact,
         budget={"target": 0.1, "hard_cap": HARD_CAP, "window": WINDOW, "learning_rate": 1e-9},
-        serve={"port": free_port(), "router_replicas": 2, "router_num_cpus": 0.1, "detector_num_cpus": 0.1,
+        serve={"port": free_port(), "router_replicas": 2, "small_tier": "deployment", "router_num_cpus": 0.1,
+               "detector_num_cpus": 0.1,
                "expert_num_cpus": 0.1, "control": {"token_file": str(token_file)},
                "shared_budget": {"lease_deferrals": LEASE, "lease_ttl_s": 2.0}},
     )

@@ -154,7 +154,8 @@ def test_with_no_token_configured_changes_are_403_unless_allowed_for_local_use(
     locked = TestClient(build_http_app(service, config.serve, ControlAccess.from_token(None)))
     refused = locked.put("/v1/budget", json={"target": 0.3}, headers=AUTHORIZED)
     assert refused.status_code == 403 and "allow_unauthenticated" in refused.json()["message"]
-    local = TestClient(build_http_app(service, config.serve, ControlAccess.from_token(None, allow_unauthenticated=True)))
+    open_locally = ControlAccess.from_token(None, allow_unauthenticated=True)
+    local = TestClient(build_http_app(service, config.serve, open_locally))
     assert local.put("/v1/budget", json={"target": 0.3}).json()["target"] == 0.3
 
 
@@ -164,7 +165,8 @@ def test_the_token_is_read_from_a_file_or_the_named_variable(tmp_path: Path, mon
     from_file = ControlAccess.from_config(ControlConfig(token_file=str(secret)))
     monkeypatch.setenv("MY_TOKEN", CONTROL_TOKEN)
     from_env = ControlAccess.from_config(ControlConfig(token_env="MY_TOKEN"))
-    assert from_file.refusal(AUTHORIZED["Authorization"]) is None and from_env.refusal(AUTHORIZED["Authorization"]) is None
+    assert from_file.refusal(AUTHORIZED["Authorization"]) is None
+    assert from_env.refusal(AUTHORIZED["Authorization"]) is None
     assert from_file.refusal("Bearer other") is not None
 
 

@@ -43,12 +43,13 @@ PHASE_TARGET = 0.15  # set through PUT /v1/budget before the router phase; must 
 
 
 def fault_config(workdir: Path, model: str, port: int) -> CascadeConfig:
-    """``bench_serve``'s cascade with two router replicas, a 1.5 s expert timeout and a control token."""
+    """``bench_serve``'s cascade with two router replicas (the TF-IDF small tier inside them), a 1.5 s
+    expert timeout and a control token."""
     token_file = workdir / "control-token"
     token_file.write_text(TOKEN)
     config = bench_config(workdir / "artifact", model, port)
     serve = config.serve.model_copy(update={
-        "router_replicas": 2, "router_num_cpus": 0.2, "expert_timeout_s": 1.5,
+        "router_replicas": 2, "router_num_cpus": 0.2, "expert_timeout_s": 1.5, "small_tier": "auto",
         "control": config.serve.control.model_copy(update={"token_file": str(token_file)})})
     return config.model_copy(update={"name": "fault-test", "serve": serve})
 
@@ -82,7 +83,8 @@ async def phase(url: str, texts: Sequence[str], clients: int, seconds: float, vi
 
     async def kill() -> dict[str, Any]:
         await asyncio.sleep(seconds / 3)
-        return {"t_s": round(time.perf_counter() - started, 1), "replica": await asyncio.to_thread(kill_replica, victim)}
+        replica = await asyncio.to_thread(kill_replica, victim)
+        return {"t_s": round(time.perf_counter() - started, 1), "replica": replica}
 
     report, killed, _ = await asyncio.gather(run_load(url, texts, clients=clients, seconds=seconds, retry_503=True),
                                              kill(), watch())
