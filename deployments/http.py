@@ -95,13 +95,13 @@ def build_http_app(service: CascadeService, limits: ServeConfig, access: Control
                       headers=exc.headers)
 
     @app.post("/v1/detect", response_model=DetectResponse, responses=_ERROR_RESPONSES)
-    async def detect(body: models.detect, response: Response) -> DetectResponse:  # type: ignore[valid-type]
+    async def detect(body: models.detect) -> Response:  # type: ignore[valid-type]
         """Verdicts for one or many samples; the expert is awaited only for deferred ones."""
         result = await service.detect(body.samples, rationale=body.rationale)
         tiers = [tier for tier, count in result.answered_by.items() if count]
-        response.headers[TIER_HEADER] = tiers[0] if len(tiers) == 1 else "mixed"
-        response.headers[DEGRADED_HEADER] = str(result.degraded)
-        return result
+        headers = {TIER_HEADER: tiers[0] if len(tiers) == 1 else "mixed", DEGRADED_HEADER: str(result.degraded)}
+        # serialised as built: the service made every value, FastAPI need not validate them again
+        return Response(result.model_dump_json(), media_type="application/json", headers=headers)
 
     @app.post("/v1/explain", response_model=ExplainResponse, responses=_ERROR_RESPONSES)
     async def explain(body: models.explain, response: Response) -> ExplainResponse:  # type: ignore[valid-type]

@@ -40,8 +40,8 @@ from policies.leases import Lease, LeasedBudget, Report
 class CascadeRouter:
     """The HTTP entry point of the cascade app; ``detector`` is ``None`` when the small tier runs here."""
 
-    def __init__(self, config: CascadeConfig, served: ServedPolicy, access: ControlAccess,
-                 detector: DeploymentHandle | None, expert: DeploymentHandle, holder: DeploymentHandle) -> None:
+    async def __init__(self, config: CascadeConfig, served: ServedPolicy, access: ControlAccess,
+                       detector: DeploymentHandle | None, expert: DeploymentHandle, holder: DeploymentHandle) -> None:
         from cascade.small import SmallTier
 
         self._config = config
@@ -61,6 +61,7 @@ class CascadeRouter:
             cost=config.cost, small_probe=None if detector is None else self._small_ready,
             expert_probe=self._expert.status, triage=self._triage,
         )
+        await leased.start()  # the first lease before the first request: a new replica can defer at once
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_http_app(self._service, self._config.serve, self._access)

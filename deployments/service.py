@@ -167,8 +167,8 @@ class CascadeService:
         label_index = answers.probabilities.argmax(axis=1)
         probability = np.clip(answers.probabilities[np.arange(n), label_index], 0.0, 1.0)
         total_ms = _ms_since(started)
-        verdicts = [
-            Verdict(
+        verdicts = [  # built from values computed here: no re-validation on the hot path
+            Verdict.model_construct(
                 id=samples[i].id, label=str(self._labels[label_index[i]]), probability=float(probability[i]),
                 source=answers.source[i], deferral_score=float(scores[i]), threshold=float(triage.thresholds[i]),
                 cost=float(answers.cost[i]),
@@ -180,15 +180,18 @@ class CascadeService:
             )
             for i in range(n)
         ]
-        self._record(answers, defer, small_ms, total_ms)
+        self._record(answers, defer, total_ms)
         answered_by = {tier: int(np.count_nonzero(answers.source == tier)) for tier in ("small", "expert")}
-        return DetectResponse(verdicts=verdicts, answered_by=answered_by, degraded=int(answers.degraded.sum()))
+        return DetectResponse.model_construct(verdicts=verdicts, answered_by=answered_by,
+                                              degraded=int(answers.degraded.sum()))
 
     def triage(self, small: SmallScores, small_ms: float) -> Triage:
         """Policy scores and the budget's decisions for a batch of small-tier answers (one controller call)."""
         scores = np.asarray(self._policy.score(small.features), dtype=float)
         thresholds = np.full(len(scores), self._controller.threshold)
-        return Triage(small, scores, thresholds, np.asarray(self._controller.decide(scores), dtype=bool), small_ms)
+        triage = Triage(small, scores, thresholds, np.asarray(self._controller.decide(scores), dtype=bool), small_ms)
+        self._record_batch(triage)
+        return triage
 
     async def _triage_alone(self, payload: Payload) -> Triage:
         """This request on its own: ask the small tier, then :meth:`triage`."""
@@ -314,24 +317,30 @@ class CascadeService:
                 continue
             answers.take_rationale(int(index[position]), outcome)
 
-    def _record(self, answers: "Answers", defer: np.ndarray, small_ms: float, total_ms: float) -> None:
+    def _record_batch(self, triage: Triage) -> None:
+        """Metrics known once per batch: deferrals, small-tier cost and latency, the budget's state."""
         metrics = self.metrics
-        for tier in ("small", "expert"):
-            answered = answers.source == tier
-            if answered.any():
-                metrics.samples.inc(int(answered.sum()), tags={"tier": tier})
-        expert_cost = float(answers.cost.sum()) - self._cost.small_per_call * len(defer)
-        if expert_cost > 0:
-            metrics.cost.inc(expert_cost, tags={"tier": "expert"})
+        deferrals = int(np.count_nonzero(triage.defer))
+        if deferrals:
+            metrics.deferrals.inc(deferrals)
         if self._cost.small_per_call > 0:
-            metrics.cost.inc(self._cost.small_per_call * len(defer), tags={"tier": "small"})
-        if defer.any():
-            metrics.deferrals.inc(int(defer.sum()))
+            metrics.cost.inc(self._cost.small_per_call * len(triage.defer), tags={"tier": "small"})
         state = self._controller.state()
         if state:  # a replica's shared budget has no state before its first lease
             metrics.deferral_rate.set(state["realised_rate"])
             metrics.threshold.set(state["threshold"])
-        metrics.latency.observe(small_ms, tags={"tier": "small"})
+        metrics.latency.observe(triage.small_ms, tags={"tier": "small"})
+
+    def _record(self, answers: "Answers", defer: np.ndarray, total_ms: float) -> None:
+        """Metrics known once the request is answered: samples per answering tier, expert cost, latency."""
+        metrics = self.metrics
+        for tier in ("small", "expert"):
+            answered = int(np.count_nonzero(answers.source == tier))
+            if answered:
+                metrics.samples.inc(answered, tags={"tier": tier})
+        expert_cost = float(answers.cost.sum()) - self._cost.small_per_call * len(defer)
+        if expert_cost > 0:
+            metrics.cost.inc(expert_cost, tags={"tier": "expert"})
         metrics.latency.observe(total_ms, tags={"tier": "total"})
 
 

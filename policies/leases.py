@@ -154,9 +154,11 @@ Exchange = Callable[[Report], Awaitable[Lease]]
 class LeasedBudget:
     """A router replica's share of the budget: decides batches locally, exchanges reports for leases.
 
-    Before its first lease (and once a lease expires unrenewed) it defers nothing. An exchange that
-    fails or takes over ``ttl_s`` keeps its report for the next one (counted twice if the ledger did
-    get it: the cap errs on the safe side) and is retried no sooner than ``ttl_s / 5`` later.
+    Before its first lease (and once a lease expires unrenewed) it defers nothing: :meth:`start`
+    gets the first one, and every lease is renewed after ``ttl_s / 3`` even with no traffic, so an
+    idle replica still holds a live lease when the next request comes. An exchange that fails or
+    takes over ``ttl_s`` keeps its report for the next one (counted twice if the ledger did get it:
+    the cap errs on the safe side) and is retried ``ttl_s / 5`` later.
     """
 
     def __init__(self, replica: str, exchange: Exchange, threshold: float, hard_cap: float | None,
@@ -174,6 +176,7 @@ class LeasedBudget:
         self._in_flight: asyncio.Task[None] | None = None
         self._retry_at = -np.inf
         self._state: dict[str, Any] = {}
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def threshold(self) -> float:
@@ -200,6 +203,12 @@ class LeasedBudget:
         self.sync()
         return defer
 
+    async def start(self) -> None:
+        """Get the first lease now (a router replica calls this before taking traffic)."""
+        self.sync()
+        if self._in_flight is not None:
+            await asyncio.shield(self._in_flight)
+
     def state(self) -> dict[str, Any]:
         """The app's budget state as of this replica's last exchange."""
         return dict(self._state)
@@ -219,6 +228,7 @@ class LeasedBudget:
             self._pending = report
             self._retry_at = self._clock() + self.ttl_s / 5
             self._in_flight = None
+            self._sync_later(self.ttl_s / 5)
             return
         if self._lease is not None:
             self._pending.closed.append(self._lease.lease_id)
@@ -227,3 +237,11 @@ class LeasedBudget:
         self._in_flight = None
         if self._pending.decisions:
             self.sync()
+        else:
+            self._sync_later(self.ttl_s / 3)
+
+    def _sync_later(self, delay_s: float) -> None:
+        """Renew (or retry) after ``delay_s`` of the event loop's time, replacing any earlier timer."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(delay_s, self.sync)

@@ -185,3 +185,17 @@ def test_a_failed_exchange_keeps_its_report_for_the_next_one() -> None:
 
     delivered = asyncio.run(run())
     assert len(delivered) == 1 and (delivered[0].decisions, delivered[0].wanted) == (4, 1)
+
+
+def test_a_started_replica_defers_from_its_first_batch() -> None:
+    async def run() -> np.ndarray:
+        ledger = BudgetLedger(OnlineController(target=0.5, threshold=0.0, hard_cap=0.5, window=100), lease_deferrals=2)
+
+        async def exchange(report: Report) -> Lease:
+            return ledger.exchange(report)
+
+        budget = LeasedBudget("a", exchange, threshold=0.0, hard_cap=0.5)
+        await budget.start()
+        return budget.decide(np.array([0.9, -0.8, 0.7]))
+
+    assert asyncio.run(run()).tolist() == [True, False, True]
