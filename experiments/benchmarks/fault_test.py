@@ -91,17 +91,18 @@ async def phase(url: str, texts: Sequence[str], clients: int, seconds: float, vi
     return {"killed": killed, "load": report.summary(), "readiness": timeline}
 
 
-def wait_ready(url: str, limit_s: float = 300.0) -> float:
-    """Poll ``/readyz`` until ``ready``; the seconds it took."""
+def wait_expert_up(url: str, limit_s: float = 300.0) -> float:
+    """Poll ``/readyz`` until the expert is up again; the seconds it took. (The breaker closes at the
+    next deferral's probe: it needs traffic.)"""
     started = time.perf_counter()
     while time.perf_counter() - started < limit_s:
         try:
-            if httpx.get(f"{url}/readyz", timeout=5.0).json().get("status") == "ready":
+            if httpx.get(f"{url}/readyz", timeout=5.0).json().get("expert") == "up":
                 return time.perf_counter() - started
         except (httpx.HTTPError, ValueError):
             pass
         time.sleep(1.0)
-    raise TimeoutError(f"{url} was not ready within {limit_s:g} s")
+    raise TimeoutError(f"the expert of {url} was not up again within {limit_s:g} s")
 
 
 def fault_test(model: str, clients: int, seconds: float, count: int = 600) -> dict[str, Any]:
@@ -125,7 +126,7 @@ def fault_test(model: str, clients: int, seconds: float, count: int = 600) -> di
         url = run(config)
         asyncio.run(run_load(url, kept[:50], clients=2, seconds=3))  # warm-up: connections, batch queues
         expert_phase = asyncio.run(phase(url, mix, clients, seconds, "ExpertServer"))
-        expert_back_s = wait_ready(url)
+        expert_back_s = wait_expert_up(url)
         set_target = httpx.put(f"{url}/v1/budget", json={"target": PHASE_TARGET}, headers=auth, timeout=10).json()
         router_phase = asyncio.run(phase(url, mix, clients, seconds, "CascadeRouter"))
         budget_after = httpx.get(f"{url}/v1/budget", timeout=10).json()
@@ -175,7 +176,7 @@ def markdown(results: dict[str, Any]) -> str:
               for event in results["expert_killed"]["readiness"]]
     lines += [
         "",
-        f"Expert killed at {results['expert_killed']['killed']['t_s']:.1f} s; ready again "
+        f"Expert killed at {results['expert_killed']['killed']['t_s']:.1f} s; up again "
         f"{results['expert_ready_again_after_phase_s']:.0f} s after the phase ended. Router replica killed at "
         f"{results['router_killed']['killed']['t_s']:.1f} s. Budget target set to {before.get('target')} before "
         f"the router phase, {after.get('target')} after it; window {after.get('observed')}/{after.get('window')} "
