@@ -82,8 +82,9 @@ def save_sklearn(estimator: Any, path: str | Path) -> None:
     sio.dump(estimator, str(path))
 
 
-def load_sklearn(path: str | Path) -> Any:
-    """Load a skops file, trusting only types from scikit-learn, numpy and scipy."""
+def load_sklearn(path: str | Path, trusted: tuple[str, ...] = ()) -> Any:
+    """Load a skops file, trusting only types from scikit-learn, numpy and scipy, plus the exact
+    type names in ``trusted`` (e.g. one PyOD detector class)."""
     import skops.io as sio
 
     path = Path(path)
@@ -93,7 +94,7 @@ def load_sklearn(path: str | Path) -> Any:
         untrusted = sio.get_untrusted_types(file=str(path))
     except Exception as exc:
         raise ArtifactError(f"{path}: corrupt skops file ({exc})") from exc
-    refused = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
+    refused = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES) and t not in trusted]
     if refused:
         raise ArtifactError(f"{path}: refuses to load untrusted types {refused}")
     try:

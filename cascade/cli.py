@@ -1,5 +1,6 @@
 """The ``cascade`` command line (also ``python -m cascade``).
 
+    cascade init DATA_FILE --label COL  write a starter config for your own CSV / JSONL / Parquet file
     cascade data list | data fetch NAME|all
     cascade models list | models fetch NAME|all
     cascade experiment run CONFIG       score once, sweep, report (results/<name>/)
@@ -8,9 +9,15 @@
     cascade detect TEXT... [--url]      send samples to a running app
     cascade budget [--target X]         read or change a running app's budget (token: CASCADE_API_TOKEN)
     cascade demo                        all of the above on SpamAssassin
+
+Errors print one line and a hint; ``cascade --debug ...`` prints the traceback instead.
 """
 
 from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -24,6 +31,18 @@ app.add_typer(models_app, name="models")
 experiment_app = typer.Typer(help="Experiments: reproduce cost-accuracy curves.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 console = Console()
+_options = {"debug": False}
+
+
+@app.callback()
+def main_options(debug: bool = typer.Option(False, "--debug", help="on an error, print the full traceback")) -> None:
+    """Deferral cascades: a cheap detector, a calibrated policy, an LLM expert."""
+    _options["debug"] = debug
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("cascade")
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
 
 
 @data_app.command("list")
@@ -38,7 +57,7 @@ def data_list() -> None:
         rate = f"{row['positive_rate']:.2%}" if row["fetched"] else "-"
         table.add_row(name, row["modality"], samples, rate, row["origin"], row["description"])
     console.print(table)
-    console.print("User data: --dataset csv|jsonl with a path, a text or feature columns and a label column.")
+    console.print("Your own data (csv / jsonl / parquet): cascade init FILE --label COLUMN writes a config for it.")
 
 
 @data_app.command("fetch")
@@ -48,12 +67,7 @@ def data_fetch(name: str = typer.Argument(..., help="dataset name, or 'all'")) -
 
     names = list(data.SOURCES) if name == "all" else [name]
     for item in names:
-        try:
-            where = data.fetch(item)
-        except (ValueError, RuntimeError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
-        console.print(f"{item}: {where}")
+        console.print(f"{item}: {data.fetch(item)}")
 
 
 @models_app.command("list")
@@ -77,22 +91,31 @@ def models_fetch(name: str = typer.Argument(..., help="model name, or 'all'")) -
 
     names = list(models.MODELS) if name == "all" else [name]
     for item in names:
-        try:
-            where = models.fetch(item)
-        except (ValueError, models.ModelMissing) as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
-        console.print(f"{item}: {where}")
+        console.print(f"{item}: {models.fetch(item)}")
 
 
 def _config(path: str):  # type: ignore[no-untyped-def]
-    from cascade.config import CascadeConfig, ConfigError
+    from cascade.config import CascadeConfig
 
-    try:
-        return CascadeConfig.from_yaml(path)
-    except ConfigError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    return CascadeConfig.from_yaml(path)
+
+
+@app.command("init")
+def init_command(
+    data_file: str = typer.Argument(..., help="your data: a .csv, .jsonl or .parquet file"),
+    label: str = typer.Option(..., "--label", help="the column holding each row's class"),
+    positive: str = typer.Option(None, "--positive", help="the anomaly class (makes the task binary)"),
+    output: str = typer.Option("cascade.yaml", "--output", "-o", help="where to write the config"),
+    force: bool = typer.Option(False, help="overwrite an existing output file"),
+) -> None:
+    """Write a commented starter config for DATA_FILE that `cascade experiment run` accepts as is."""
+    from cascade.starter import starter_config
+
+    target = Path(output)
+    if target.exists() and not force:
+        raise FileExistsError(f"{target} exists; pass --force to overwrite it or --output to pick another file")
+    target.write_text(starter_config(data_file, label_column=label, positive_label=positive, config_file=output))
+    console.print(f"wrote {target}; next: cascade experiment run {target}")
 
 
 @experiment_app.command("run")
@@ -125,16 +148,13 @@ def tune_command(
     delta: float = typer.Option(None, help="failure probability: the guarantee holds with probability 1-delta"),
     artifact_dir: str = typer.Option(None, help="where to write the artifact (default: the config's artifact_dir)"),
 ) -> None:
-    """Fit policy + threshold on the calibration split for a budget; write the artifact Serve loads."""
-    from policies import InfeasibleTarget
-
+    """Fit the policy on the fit part, certify a threshold on the certify part; write the artifact Serve loads."""
     from experiments.tune import tune
 
     cfg = _config(config)
     chosen = [name for name, value in (("rate", rate), ("cost", cost), ("max-error", max_error)) if value is not None]
     if len(chosen) > 1:
-        console.print(f"[red]error:[/red] give one budget, got {chosen}")
-        raise typer.Exit(2)
+        raise typer.BadParameter(f"give one budget, got {chosen}")
     budget = cfg.budget.model_dump()
     if rate is not None:
         budget.update(kind="rate", target=rate)
@@ -147,16 +167,12 @@ def tune_command(
     raw = cfg.model_dump(mode="json") | {"budget": budget}
     if artifact_dir:
         raw["artifact_dir"] = artifact_dir
-    from cascade.config import CascadeConfig, ConfigError
+    from cascade.config import CascadeConfig
 
-    try:
-        cfg = CascadeConfig.from_dict(raw, source=config)
-        certificate = tune(cfg)
-    except (ConfigError, InfeasibleTarget, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    cfg = CascadeConfig.from_dict(raw, source=config)
+    certificate = tune(cfg)
     console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']}")
-    console.print(f"achieved on calibration: {certificate['achieved']} (n={certificate['n']})")
+    console.print(f"achieved on the {certificate['part']} part: {certificate['achieved']} (n={certificate['n']})")
     console.print(f"artifact: {cfg.artifact_dir}")
 
 
@@ -164,19 +180,20 @@ def tune_command(
 def serve_command(
     config: str = typer.Argument(..., help="cascade YAML whose artifact_dir holds a tuned artifact (cascade tune)"),
     port: int = typer.Option(None, help="override serve.port"),
+    tune: bool = typer.Option(False, "--tune", help="tune the config's budget first (what `cascade tune CONFIG` does)"),
 ) -> None:
     """Start the Ray Serve app (detector + expert + router) and serve until Ctrl-C."""
-    from cascade.artifact import ArtifactError
     from deployments.app import run
 
     cfg = _config(config)
+    if tune:
+        from experiments.tune import tune as tune_budget
+
+        certificate = tune_budget(cfg)
+        console.print(f"tuned: threshold {certificate['threshold']:.4g}: {certificate['statement']}")
     if port is not None:
         cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"port": port})})
-    try:
-        run(cfg, blocking=True, on_ready=lambda url: console.print(f"cascade serving at {url} (docs: {url}/docs)"))
-    except ArtifactError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    run(cfg, blocking=True, on_ready=lambda url: console.print(f"cascade serving at {url} (docs: {url}/docs)"))
 
 
 @app.command("detect")
@@ -187,15 +204,9 @@ def detect_command(
     rationale: bool = typer.Option(False, help="ask the expert to explain deferred verdicts"),
 ) -> None:
     """Send samples to a running app; print one JSON verdict per line."""
-    import httpx
+    from cascade.client import detect_cli
 
-    from cascade.client import CascadeError, detect_cli
-
-    try:
-        detect_cli(url, texts or (), file=file, rationale=rationale)
-    except (CascadeError, ValueError, OSError, httpx.HTTPError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    detect_cli(url, texts or (), file=file, rationale=rationale)
 
 
 @app.command("budget")
@@ -230,4 +241,37 @@ def demo_command(
 
 
 def main() -> None:
-    app()
+    """Run the CLI; an error prints one line and a hint (``--debug``: the traceback), exit status 2."""
+    try:
+        app()
+    except Exception as exc:
+        if _options["debug"]:
+            raise
+        message, hint = explain_error(exc)
+        console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+        console.print(f"[dim]hint:[/dim] {hint}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def explain_error(exc: BaseException) -> tuple[str, str]:
+    """The message to show for ``exc`` and a hint that names the fix."""
+    from cascade.artifact import ArtifactError
+    from cascade.config import ConfigError
+
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, ConfigError) and "no such config file" in message:
+        return message, "check the path; `cascade init DATA_FILE --label COLUMN` writes a config for your own data"
+    if isinstance(exc, ConfigError):
+        return message, "change the fields named above; `cascade init DATA_FILE --label COLUMN` writes a valid start"
+    if isinstance(exc, ArtifactError):
+        return message, "rewrite the artifact with `cascade tune CONFIG` (or `cascade serve CONFIG --tune`)"
+    if message.startswith("dataset."):
+        return message, "set the field named first (in the config, or with --label / --positive for `cascade init`)"
+    if "cascade data fetch" in message or "cascade models fetch" in message:
+        return message, "run the fetch command named above once; it caches into $CASCADE_HOME"
+    first, *rest = message.splitlines()
+    if rest:
+        first += f" ({len(rest)} more lines with --debug)"
+    if not isinstance(exc, (ValueError, OSError)):  # an unexpected kind of error: say which
+        first = f"{type(exc).__name__}: {first}"
+    return first, "run again with `cascade --debug ...` for the full traceback"

@@ -17,20 +17,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from cascade.types import CostModel
 
+FILE_DATASETS = ("csv", "jsonl", "parquet")
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class DatasetConfig(_Section):
-    name: str = Field(description="a registered dataset (see `cascade data list`) or 'csv' / 'jsonl'")
-    path: str | None = Field(None, description="file for user data (csv / jsonl)")
-    text_column: str | None = None
-    feature_columns: list[str] | None = None
+    name: str = Field(description="a registered dataset (see `cascade data list`) or 'csv' / 'jsonl' / 'parquet'")
+    path: str | None = Field(None, description="file for user data (csv / jsonl / parquet), relative to where cascade runs")
+    text_column: str | None = Field(None, description="user data: the text to classify (default: inferred)")
+    feature_columns: list[str] | None = Field(
+        None, description="user data: feature columns; string ones are one-hot encoded (default: inferred)")
     label_column: str = "label"
-    positive_label: str | None = None
+    positive_label: str | None = Field(None, description="user data: the anomaly class (the task becomes binary)")
     train_fraction: float = Field(0.6, gt=0, lt=1)
-    calibration_fraction: float = Field(0.2, gt=0, lt=1)
+    calibration_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share: cut into fit and certify parts")
+    certify_fraction: float = Field(
+        0.5, gt=0, lt=1, description="share of the held-out split kept apart to certify the budget; "
+                                     "the rest fits the calibrator and any learned policy")
     max_samples: int | None = Field(None, gt=0, description="stratified subsample for quick runs")
     normal_classes: list[int] | None = Field(None, description="Fashion-MNIST: classes treated as normal")
 
@@ -38,15 +44,26 @@ class DatasetConfig(_Section):
     def _fractions(self) -> "DatasetConfig":
         if self.train_fraction + self.calibration_fraction >= 1:
             raise ValueError("train_fraction + calibration_fraction must leave room for a test split")
-        if self.name in ("csv", "jsonl") and not self.path:
+        if self.name in FILE_DATASETS and not self.path:
             raise ValueError(f"dataset '{self.name}' needs a path")
         return self
+
+    def loader_options(self) -> dict[str, Any]:
+        """Keyword options of :func:`cascade.data.load` beyond the split settings."""
+        options: dict[str, Any] = {}
+        if self.name in FILE_DATASETS:
+            options = dict(path=self.path, text_column=self.text_column, feature_columns=self.feature_columns,
+                           label_column=self.label_column, positive_label=self.positive_label)
+        if self.normal_classes is not None:
+            options["normal_classes"] = tuple(self.normal_classes)
+        return options
 
 
 class DetectorConfig(_Section):
     kind: Literal["tfidf-lr", "tfidf-knn", "embedding-knn", "isolation-forest", "embedding-lr",
-                  "minilm-finetune", "pixel-lr", "pixel-cnn"] = "tfidf-lr"
-    params: dict[str, Any] = Field(default_factory=dict)
+                  "minilm-finetune", "pixel-lr", "pixel-cnn", "tabular-lr", "tabular-hgb", "pyod"] = "tfidf-lr"
+    params: dict[str, Any] = Field(default_factory=dict,
+                                   description="detector hyper-parameters, e.g. {model: ECOD} for kind pyod")
     train_labels: int | None = Field(None, gt=0, description="use only this many labelled training samples")
     one_class: bool = Field(False, description="fit on normal (label 0) training samples only")
     distance_feature: bool = Field(False, description="add the distance to the nearest training sample as a policy feature")
@@ -57,19 +74,50 @@ class CalibratorConfig(_Section):
 
 
 class ExpertConfig(_Section):
+    """The large tier: which model, how it is prompted and scored, and how it is reached.
+
+    ``kind``: ``vllm`` (in-process vLLM), ``openai`` (a vLLM OpenAI-compatible server),
+    ``transformers`` (plain Hugging Face, the comparison baseline), ``knn-vote`` (the no-LLM control:
+    a vote of the ``shots`` retrieved labelled neighbours) or ``cnn`` (images).
+    """
+
     kind: Literal["vllm", "openai", "transformers", "knn-vote", "cnn"] = "vllm"
-    model: str = "smollm2-135m-instruct"
+    model: str = Field("smollm2-135m-instruct", min_length=1,
+                       description="a registered model (see `cascade models list`) or a local Hugging Face folder")
     base_url: str | None = Field(None, description="OpenAI-compatible server, for kind 'openai'")
+    served_model_name: str | None = Field(
+        None, min_length=1, description="kind 'openai': the server's model id (None: the first model it lists)")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="kind 'openai': NAME of the environment variable holding the API key, sent as a bearer token")
     dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
     max_model_len: int = Field(2048, gt=0)
     kv_cache_gib: float = Field(1.0, gt=0)
     max_num_seqs: int = Field(16, gt=0)
-    labels: list[str] = Field(default_factory=lambda: ["ham", "spam"])
+    enforce_eager: bool = Field(True, description="vLLM: run without graph capture / compilation")
+    prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prompt prefixes")
+    batch_size: int | None = Field(
+        None, gt=0, description="prompts per engine call (transformers forward pass, HTTP request); None: max_num_seqs")
+    labels: list[str] = Field(default_factory=lambda: ["ham", "spam"], min_length=2)
     template: str | None = Field(None, description="prompt template; {text} and {examples} are filled in")
     shots: int = Field(0, ge=0, description="k retrieved in-context examples")
-    max_input_tokens: int = Field(384, gt=0, description="longer inputs are truncated, and counted")
+    shot_max_tokens: int = Field(128, gt=0, description="each retrieved example is cut to this many tokens")
+    max_input_tokens: int = Field(384, gt=0, description="the judged sample is cut to this many tokens, and counted")
+    explain_max_tokens: int = Field(96, gt=0, description="bound on a generated rationale's length")
+    vote_smoothing: float = Field(0.5, gt=0, description="knn-vote: pseudo-count per label")
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(2, ge=0)
+    retry_backoff_s: float = Field(0.5, ge=0, description="first back-off between HTTP retries (doubles each retry)")
+
+    @property
+    def display_name(self) -> str:
+        """What the expert really is, e.g. ``vllm:smollm2-135m-instruct (4-shot)`` or ``knn-vote (k=4, no LLM)``."""
+        if self.kind == "knn-vote":
+            return f"knn-vote (k={self.shots}, no LLM)"
+        if self.kind == "cnn":
+            return "cnn (trained on the labelled pool)"
+        name = self.served_model_name if self.kind == "openai" and self.served_model_name else self.model
+        return f"{self.kind}:{Path(name).name or name}" + (f" ({self.shots}-shot)" if self.shots else "")
 
 
 class PolicyConfig(_Section):
@@ -81,10 +129,18 @@ class BudgetConfig(_Section):
     kind: Literal["rate", "cost", "accepted-error", "joint"] = "rate"
     target: float = Field(0.2, gt=0, description="rate in (0,1], cost per 1k requests, or max error")
     max_rate: float | None = Field(None, gt=0, le=1, description="for 'joint': the deferral-rate bound")
+    max_cost_per_call: float | None = Field(
+        None, gt=0, description="for 'cost': the most one expert call can cost (default: expert.max_model_len "
+                                "tokens at the configured prices)")
     delta: float | None = Field(None, gt=0, lt=1, description="failure probability; None = in expectation")
+    n_grid: int = Field(20, ge=1, le=1000, description="accepted-error / joint: thresholds Learn-then-Test tests "
+                                                       "(quantiles of the fit part's scores)")
     hard_cap: float | None = Field(None, gt=0, le=1, description="serving: max deferral rate over the window")
     window: int = Field(1000, gt=0, description="serving: sliding-window length in requests")
     learning_rate: float = Field(0.05, gt=0, description="serving: online threshold step size")
+    tie_seed: int | None = Field(
+        0, ge=0, description="seed of the per-sample keys that break ties at the threshold (tuning, harness and "
+                             "serving alike); null accepts every tied sample")
 
 
 class BreakerConfig(_Section):
@@ -170,6 +226,16 @@ class CascadeConfig(_Section):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
 
+    @model_validator(mode="after")
+    def _sections_agree(self) -> "CascadeConfig":
+        """Cross-field checks (dataset vs detector vs experts); each problem names its field path."""
+        from cascade.checks import config_problems
+
+        problems = config_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> "CascadeConfig":
         """Read and validate a YAML file; errors name the file and each bad field's path."""
@@ -203,6 +269,9 @@ def format_validation_error(exc: ValidationError) -> str:
     """One line per problem: ``  detector.kind: Input should be ...``."""
     lines = []
     for err in exc.errors():
+        if not err["loc"] and err["type"] == "value_error":  # cross-field problems carry their own paths
+            lines += [f"  {line}" for line in str(err["ctx"]["error"]).splitlines()]
+            continue
         where = ".".join(str(part) for part in err["loc"]) or "<root>"
         lines.append(f"  {where}: {err['msg']}")
     return "\n".join(lines)

@@ -19,6 +19,7 @@ import numpy as np
 from scipy.special import xlogy
 
 from cascade.linalg import cross
+from cascade.persistence import Persistent, SavedFormat
 
 
 def max_prob_uncertainty(probabilities: np.ndarray) -> np.ndarray:
@@ -44,13 +45,18 @@ def uncertainty_features(probabilities: np.ndarray) -> np.ndarray:
     )
 
 
-class NeighbourDistance:
+class NeighbourDistance(Persistent):
     """Distance of each sample to its nearest training sample, in a fixed representation.
 
     Texts: cosine distance of MiniLM embeddings; feature rows: Euclidean distance after
     standardising with the training mean and scale; images: Euclidean distance of pixels / 255
     divided by sqrt(pixels). At most ``max_reference`` training samples are kept (seeded choice).
     """
+
+    kind = "neighbour-distance"
+    _format = SavedFormat("feature", "feature.json", "cascade.feature", "cascade.feature.manifest")
+    _array_state = ("reference_", "mean_", "scale_")
+    _optional_state = ("mean_", "scale_")  # standardisation of feature rows only
 
     def __init__(self, modality: str, max_reference: int = 5000, seed: int = 0, model: str = "minilm") -> None:
         if modality not in ("text", "features", "image"):
@@ -72,24 +78,13 @@ class NeighbourDistance:
 
     def transform(self, X: Sequence[str] | np.ndarray) -> np.ndarray:
         """``(n,)`` distances to the nearest kept training sample."""
+        self._check_fitted()
         points = self._represent(X)
         if self.modality == "text":
             return np.asarray(1.0 - cross(points, self.reference_).max(axis=1), dtype=np.float64)
         squared = ((points**2).sum(axis=1)[:, None] - 2.0 * cross(points, self.reference_)
                    + (self.reference_**2).sum(axis=1)[None, :])
         return np.sqrt(np.maximum(squared.min(axis=1), 0.0)).astype(np.float64)
-
-    def state(self) -> dict[str, np.ndarray]:
-        arrays = {"reference": self.reference_}
-        if self.modality == "features":
-            arrays.update(mean=self.mean_, scale=self.scale_)
-        return arrays
-
-    def set_state(self, arrays: dict[str, np.ndarray]) -> Self:
-        self.reference_ = arrays["reference"]
-        if self.modality == "features":
-            self.mean_, self.scale_ = arrays["mean"], arrays["scale"]
-        return self
 
     def _represent(self, X: Sequence[str] | np.ndarray) -> np.ndarray:
         if self.modality == "text":

@@ -13,7 +13,7 @@ A product of a few rows gains nothing from threads, so it runs on one; large bat
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +29,12 @@ def _blas() -> "ThreadpoolController":
     from threadpoolctl import ThreadpoolController
 
     return ThreadpoolController()
+
+
+def limited_threads(limit: int, user_api: str) -> Any:
+    """A context capping ``user_api`` ("blas" or "openmp") threads at ``limit``; the controller,
+    slow to build (it scans the loaded libraries), is built once per process."""
+    return _blas().limit(limits=limit, user_api=user_api)
 
 
 def cross(queries: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The small tier: a detector fitted on the train split plus a calibrator fitted on the calibration split.
+"""The small tier: a detector fitted on the train split plus a calibrator fitted on the fit part of the held-out data.
 
 The harness, ``cascade tune`` and the Ray Serve ``SmallDetector`` all use this one object, so the
 probabilities a policy was tuned on are the ones it sees when serving.
@@ -22,7 +22,6 @@ from cascade.artifact import (
     ArtifactError,
     load_arrays,
     read_json,
-    save_arrays,
     verify_manifest,
     write_json,
     write_manifest,
@@ -33,9 +32,10 @@ from cascade.data.dataset import Dataset, stratified_subsample
 from cascade.detectors import DetectorBase, load_detector, make_detector
 from cascade.detectors.base import Inputs
 from cascade.features import NeighbourDistance
+from cascade.persistence import NotFittedError, check_fitted
 
 SMALL_FILE = "small.json"
-DISTANCE_FILE = "distance.safetensors"
+LEGACY_DISTANCE_FILE = "distance.safetensors"
 
 
 class SmallTier:
@@ -120,8 +120,7 @@ class SmallTier:
         options = {"one_class": self.one_class, "train_labels": self.train_labels,
                    "distance_feature": self.distance_feature, "seed": self.seed}
         if self.distance is not None:
-            save_arrays(self.distance.state(), directory / DISTANCE_FILE)
-            options["distance_modality"] = self.distance.modality
+            self.distance.save(directory / "distance")
         write_json(directory / SMALL_FILE, "cascade.small", options)
         write_manifest(directory, "cascade.small.manifest", {"detector": self.detector.kind,
                                                               "calibrator": self.calibrator.kind})
@@ -139,11 +138,22 @@ class SmallTier:
             raise ArtifactError(f"{directory}: detector has {small.detector.n_classes} classes, "
                                 f"calibrator was fitted on {small.calibrator.n_classes_}")  # type: ignore[attr-defined]
         if small.distance_feature:
-            modality = options.get("distance_modality", small.detector.modality)
-            small.distance = NeighbourDistance(modality, seed=small.seed).set_state(load_arrays(directory / DISTANCE_FILE))
+            small.distance = _load_distance(directory, options, small)
         small.fitted_ = True
         return small
 
     def _check_fitted(self) -> None:
         if not self.fitted_:
-            raise RuntimeError("SmallTier is not fitted; call fit(train, calibration) first")
+            raise NotFittedError("SmallTier is not fitted; call fit(train, calibration) first")
+
+
+def _load_distance(directory: Path, options: dict[str, Any], small: SmallTier) -> NeighbourDistance:
+    """The distance feature: its own folder, or the bare arrays file small tiers held before it had one."""
+    if (directory / "distance").is_dir():
+        return NeighbourDistance.load(directory / "distance")
+    arrays = load_arrays(directory / LEGACY_DISTANCE_FILE)
+    distance = NeighbourDistance(options.get("distance_modality", small.detector.modality), seed=small.seed)
+    for name, values in arrays.items():
+        setattr(distance, f"{name}_", values)
+    check_fitted(distance, ["reference_"])
+    return distance

@@ -67,6 +67,15 @@ class CostModel(BaseModel):
         )
         return float(cost) if cost.ndim == 0 else cost
 
+    def max_expert_cost(self, max_tokens: int) -> float:
+        """The most one expert call can cost when prompt and answer together hold at most ``max_tokens``.
+
+        >>> CostModel(expert_per_call=0.1, expert_per_1k_prompt_tokens=0.5, expert_per_1k_completion_tokens=2.0).max_expert_cost(1000)
+        2.1
+        """
+        dearest = max(self.expert_per_1k_prompt_tokens, self.expert_per_1k_completion_tokens)
+        return self.expert_per_call + dearest * max_tokens / 1000.0
+
 
 class Verdict(BaseModel):
     """The answer for one sample and how it was reached."""

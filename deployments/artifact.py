@@ -39,12 +39,19 @@ class ServedPolicy:
     small_dir: Path
 
     def controller(self, config: CascadeConfig) -> Any:
-        """A fresh :class:`~policies.OnlineController` starting at the fitted threshold."""
+        """A fresh :class:`~policies.OnlineController` at the fitted threshold, with the certificate's tie
+        rule, clamped to the certified side: a cost budget never defers more than certified, an
+        accepted-error budget never accepts more, a joint budget keeps its certified threshold."""
         from policies.online import OnlineController
 
-        budget = config.budget
+        budget, certificate = config.budget, self.certificate or {}
+        clamp_below = budget.kind in ("cost", "joint")
+        clamp_above = budget.kind in ("accepted-error", "joint")
         return OnlineController(target=target_rate(config, self.certificate), threshold=self.threshold,
-                                learning_rate=budget.learning_rate, hard_cap=budget.hard_cap, window=budget.window)
+                                learning_rate=budget.learning_rate, hard_cap=budget.hard_cap, window=budget.window,
+                                tie_break=float(certificate.get("tie_break", 1.0)), tie_seed=certificate.get("tie_seed"),
+                                min_threshold=self.threshold if clamp_below else None,
+                                max_threshold=self.threshold if clamp_above else None)
 
 
 def target_rate(config: CascadeConfig, certificate: dict[str, Any] | None) -> float:
@@ -77,13 +84,10 @@ def load_served(config: CascadeConfig) -> ServedPolicy:
 
 def served_modality(config: CascadeConfig) -> Modality:
     """What samples carry for this config's dataset: texts or feature vectors (images are not served)."""
-    from cascade.data import SOURCES
+    from cascade.data import describe
 
     dataset = config.dataset
-    if dataset.name in SOURCES:
-        modality = SOURCES[dataset.name].modality
-    else:
-        modality = "text" if dataset.text_column else "features"
+    modality, _ = describe(dataset.name, **dataset.loader_options())
     if modality not in ("text", "features"):
         raise ConfigError(f"dataset '{dataset.name}' holds {modality} samples; the Serve app takes text or features")
     return modality  # type: ignore[return-value]

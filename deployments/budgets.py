@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from deployments.answers import Payload
 from policies.leases import LeasedBudget
 from policies.online import OnlineController
 
@@ -36,8 +37,8 @@ class LocalBudget:
     def threshold(self) -> float:
         return self.controller.threshold
 
-    def decide(self, scores: np.ndarray) -> np.ndarray:
-        return self.controller.decide(scores)
+    def decide(self, scores: np.ndarray, samples: Payload | None = None) -> np.ndarray:
+        return self.controller.decide(scores, samples)
 
     def state(self) -> dict[str, Any]:
         return self.controller.state()
@@ -64,8 +65,8 @@ class SharedBudget:
     def threshold(self) -> float:
         return self.leased.threshold
 
-    def decide(self, scores: np.ndarray) -> np.ndarray:
-        return self.leased.decide(scores)
+    def decide(self, scores: np.ndarray, samples: Payload | None = None) -> np.ndarray:
+        return self.leased.decide(scores, samples)
 
     def state(self) -> dict[str, Any]:
         return self.leased.state()

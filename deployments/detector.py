@@ -26,7 +26,7 @@ def score_small(small: Any, X: Payload) -> SmallScores:
     return SmallScores(probabilities=features[:, : small.n_classes], features=features)
 
 
-LIGHT_DETECTORS = ("tfidf-lr", "isolation-forest", "pixel-lr")
+LIGHT_DETECTORS = ("tfidf-lr", "isolation-forest", "tabular-lr", "tabular-hgb", "pixel-lr")
 """Detector kinds cheap enough on CPU to run inside each router replica (``serve.small_tier: auto``)."""
 
 

@@ -26,9 +26,10 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from cascade.config import CascadeConfig
-from cascade.data import Dataset, load_splits
-from deployments.artifact import served_modality
+from cascade.data import Dataset
+from cascade.data.roles import load_roles
 from deployments.answers import Payload
+from deployments.artifact import served_modality
 from deployments.service import ExpertOverloaded
 
 IN_PROCESS_KINDS = ("vllm", "transformers")
@@ -47,16 +48,7 @@ def training_pool(config: CascadeConfig) -> Dataset | None:
     expert = config.expert
     if expert.shots == 0 and expert.kind != "knn-vote":
         return None
-    dataset = config.dataset
-    options: dict[str, Any] = {}
-    if dataset.name in ("csv", "jsonl"):
-        options = dict(path=dataset.path, text_column=dataset.text_column, feature_columns=dataset.feature_columns,
-                       label_column=dataset.label_column, positive_label=dataset.positive_label)
-    if dataset.normal_classes is not None:
-        options["normal_classes"] = tuple(dataset.normal_classes)
-    return load_splits(dataset.name, seed=config.experiment.seed, train_fraction=dataset.train_fraction,
-                       calibration_fraction=dataset.calibration_fraction, max_samples=dataset.max_samples,
-                       **options)["train"]
+    return load_roles(config).train
 
 
 def probe_input(config: CascadeConfig, pool: Dataset | None) -> Payload | None:

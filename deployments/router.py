@@ -75,8 +75,9 @@ class CascadeRouter:
     async def _triage_batch(self, payloads: list[Payload]) -> list[Triage]:
         """Small tier, policy and budget once for every waiting request; one triage per request."""
         started = time.perf_counter()
-        small = await self._small(joined(payloads))
-        triage = self._service.triage(small, (time.perf_counter() - started) * 1000.0)
+        payload = joined(payloads)
+        small = await self._small(payload)
+        triage = self._service.triage(small, (time.perf_counter() - started) * 1000.0, payload)
         return triage.split([len(p) for p in payloads])
 
     async def _small(self, payload: Payload) -> SmallScores:

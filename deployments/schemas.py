@@ -90,6 +90,14 @@ class ExplainResponse(BaseModel):
     latency_ms: float
 
 
+class GuaranteeNow(BaseModel):
+    """The guarantee in force for the threshold served now (:func:`policies.online.guarantee_now`)."""
+
+    status: Literal["certified", "defers-less", "defers-more", "tracking", "uncertified"]
+    statement: str
+    certified_threshold: float | None = Field(None, description="the threshold the certificate is about")
+
+
 class BudgetState(BaseModel):
     """What the app's online controller holds now (one budget for every router replica)."""
 
@@ -103,6 +111,7 @@ class BudgetState(BaseModel):
     cap_remaining: int | None = Field(description="deferrals the hard cap still allows now")
     capped: bool = Field(description="the hard cap binds: no deferral is allowed now")
     certificate: dict[str, Any] | None = None
+    guarantee: GuaranteeNow = Field(description="which guarantee covers the current threshold")
     replicas: int | None = Field(None, description="router replicas sharing this budget now (None: in-process)")
 
 

@@ -31,6 +31,7 @@ from deployments.schemas import (
     DetectResponse,
     ExplainRequest,
     ExplainResponse,
+    GuaranteeNow,
     Health,
     Modality,
     Readiness,
@@ -59,7 +60,7 @@ class Budget(Protocol):
     hard_cap: float | None
     threshold: float
 
-    def decide(self, scores: np.ndarray) -> np.ndarray: ...
+    def decide(self, scores: np.ndarray, samples: Payload | None = None) -> np.ndarray: ...
 
     def state(self) -> dict[str, Any]: ...
 
@@ -88,7 +89,7 @@ class ServiceSettings:
     def from_config(cls, config: CascadeConfig, served: ServedPolicy) -> "ServiceSettings":
         serve = config.serve
         return cls(name=config.name, label_names=served.label_names, modality=served.modality,
-                   expert_name=f"{config.expert.kind}:{config.expert.model}",
+                   expert_name=config.expert.display_name,
                    expert_timeout_s=serve.expert_timeout_s, max_samples_per_request=serve.max_samples_per_request,
                    budget_kind=config.budget.kind, certificate=served.certificate,
                    breaker_failures=serve.breaker.failures, breaker_cooldown_s=serve.breaker.cooldown_s,
@@ -185,11 +186,13 @@ class CascadeService:
         return DetectResponse.model_construct(verdicts=verdicts, answered_by=answered_by,
                                               degraded=int(answers.degraded.sum()))
 
-    def triage(self, small: SmallScores, small_ms: float) -> Triage:
-        """Policy scores and the budget's decisions for a batch of small-tier answers (one controller call)."""
+    def triage(self, small: SmallScores, small_ms: float, payload: Payload) -> Triage:
+        """Policy scores and the budget's decisions for a batch of small-tier answers to ``payload``
+        (one controller call; the samples break ties at the threshold)."""
         scores = np.asarray(self._policy.score(small.features), dtype=float)
         thresholds = np.full(len(scores), self._controller.threshold)
-        triage = Triage(small, scores, thresholds, np.asarray(self._controller.decide(scores), dtype=bool), small_ms)
+        defer = np.asarray(self._controller.decide(scores, payload), dtype=bool)
+        triage = Triage(small, scores, thresholds, defer, small_ms)
         self._record_batch(triage)
         return triage
 
@@ -197,7 +200,7 @@ class CascadeService:
         """This request on its own: ask the small tier, then :meth:`triage`."""
         started = time.perf_counter()
         small = await self._small(payload)
-        return self.triage(small, _ms_since(started))
+        return self.triage(small, _ms_since(started), payload)
 
     async def explain(self, request: ExplainRequest) -> ExplainResponse:
         """The expert's answer about one sample; degraded (no answer, the reason) if it fails."""
@@ -221,14 +224,18 @@ class CascadeService:
                                latency_ms=_ms_since(started))
 
     async def budget(self) -> BudgetState:
-        """The app's budget now."""
+        """The app's budget now, and which guarantee covers its threshold."""
+        from policies.online import guarantee_now
+
         state = await self._controller.current()
         hard_cap = state["hard_cap"]
+        guarantee = guarantee_now(self.settings.budget_kind, self.settings.certificate, state)
         return BudgetState(
             kind=self.settings.budget_kind, target=state["target"], realised_rate=state["realised_rate"],
             window=state["window"], observed=min(state["decisions"], state["window"]), threshold=state["threshold"],
             hard_cap=hard_cap, cap_remaining=state["cap_remaining"] if hard_cap is not None else None,
             capped=hard_cap is not None and state["cap_remaining"] == 0, certificate=self.settings.certificate,
+            guarantee=GuaranteeNow(**guarantee, certified_threshold=state["certified_threshold"]),
             replicas=state.get("replicas"),
         )
 

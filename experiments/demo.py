@@ -54,7 +54,8 @@ def demo(config: CascadeConfig, requests: int = 300, console: Console | None = N
 
     tuned = config.model_copy(update={"budget": config.budget.model_copy(update={"kind": "rate", "target": DEMO_RATE})})
     certificate = tune(tuned)
-    console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']} (n={certificate['n']})")
+    console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']} "
+                  f"(certified on the {certificate['part']} part, n={certificate['n']})")
 
     step("4/5 serve: Ray Serve app with the detector, the vLLM expert and the router")
     from ray import serve
@@ -92,9 +93,9 @@ def send_test_traffic(config: CascadeConfig, url: str, requests: int, concurrenc
                       batch: int = 4) -> dict[str, Any]:
     """Send held-out test mails (the last ``requests`` of the test split) and score the answers."""
     from cascade.client import CascadeClient, CascadeError
-    from experiments.run import load_experiment_splits
+    from cascade.data.roles import load_roles
 
-    test = load_experiment_splits(config)["test"]
+    test = load_roles(config).test
     index = np.arange(len(test))[-requests:]
     texts, y = [test.texts[i] for i in index], test.y[index]
     names = list(test.label_names)

@@ -47,6 +47,18 @@ def frontier(curves: dict[str, dict[str, dict[str, list[float]]]], x: str, path:
     return path
 
 
+def frontiers(results: dict[str, Any], out: Path) -> list[Path]:
+    """``frontier_defer.png`` and ``frontier_cost.png`` of a finished experiment, from its results alone."""
+    small_cost = results["tiers"]["small"]["cost_per_1k"]
+    by_rate, by_cost = {}, {}
+    for expert, row in results["scalars"].items():
+        by_rate[expert] = [("small only", 0.0, row["small_accuracy"]), (f"{expert} only", 1.0, row["expert_accuracy"])]
+        by_cost[expert] = [("small only", small_cost, row["small_accuracy"]),
+                           (f"{expert} only", results["tiers"][expert]["cost_per_1k"] + small_cost, row["expert_accuracy"])]
+    return [frontier(results["curves"], "defer_rate", out / "frontier_defer.png", results["name"], by_rate),
+            frontier(results["curves"], "cost_per_1k", out / "frontier_cost.png", results["name"], by_cost)]
+
+
 def budget_adherence(rows: list[dict[str, Any]], path: Path) -> Path:
     """Realised deferral rate on held-out splits against each target (box per target)."""
     plt = _pyplot()
@@ -56,7 +68,7 @@ def budget_adherence(rows: list[dict[str, Any]], path: Path) -> Path:
     ax.scatter(np.arange(len(rows)), targets, marker="_", s=600, color="red", label="target", zorder=5)
     ax.set_xticks(np.arange(len(rows)), [f"{row['tuner']}\n{row['target']:g}" for row in rows], fontsize=7)
     ax.set_ylabel("realised deferral rate (test half)")
-    ax.set_title(f"budget adherence over {len(rows[0]['realised'])} random calibration/test splits")
+    ax.set_title(f"budget adherence over {len(rows[0]['realised'])} random certify/test splits")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -41,6 +41,8 @@ def frontier_table(results: dict[str, Any], expert: str) -> str:
         lines.append(f"\nAPGR and CPT are n/a: `{expert}` alone ({alone:.3f}) is no more accurate than the small tier "
                      f"alone ({small:.3f}), so there is no gap between the two to recover. The cascade can still beat "
                      f"both (the two tiers err on different samples): read the accuracy at each budget.")
+    for policy, reason in block.get("skipped_policies", {}).items():
+        lines.append(f"\n`{policy}` was not run: {reason}.")
     return "\n".join(lines)
 
 
@@ -59,7 +61,8 @@ def markdown_report(results: dict[str, Any]) -> str:
     evaluated = results["evaluated"]
     parts = [
         f"# Experiment `{results['name']}`",
-        f"Held-out samples scored by every tier: {evaluated['calibration']} calibration, {evaluated['test']} test. "
+        f"Held-out samples scored by every tier: {evaluated['fit']} fit (calibrator and policies), "
+        f"{evaluated['certify']} certify (budget tuners), {evaluated['test']} test (reported only). "
         f"Total time {results['timing_s']['total']:.0f} s{_cache_note(results)}.",
         "## Each tier alone (test)", tier_table(results),
     ]
@@ -69,14 +72,16 @@ def markdown_report(results: dict[str, Any]) -> str:
               "![reliability of the small tier](reliability.png)"]
     if results["budget_adherence"]:
         rows = results["budget_adherence"]
-        half = results["evaluated"]["calibration"] + results["evaluated"]["test"]
-        parts += ["## Budget adherence over random calibration/test splits", adherence_table(results),
-                  f"Each of {rows[0]['splits']} splits pools the {half} scored samples and tunes on one half, "
-                  "measuring the other. An in-expectation guarantee bounds the *mean* realised value, so about "
-                  "half the splits land above a tight target by design. A with-probability guarantee bounds the "
-                  "deferral rate on the population the test half is drawn from; the violation rate here counts "
-                  f"test halves of only ~{half // 2} samples whose *measured* rate is above target, so their "
-                  "sampling noise adds violations beyond δ. `experiments/benchmarks/results/policies.md` "
+        certify, test = evaluated["certify"], evaluated["test"]
+        parts += ["## Budget adherence over random certify/test splits", adherence_table(results),
+                  f"Each of {rows[0]['splits']} splits pools the {certify + test} certify and test samples (the "
+                  "calibrator and the policy never saw them), certifies on a random share of "
+                  f"{certify} and measures the other {test}. An in-expectation guarantee bounds the *mean* "
+                  "realised value, so about half the splits land above a tight target by design. A "
+                  "with-probability guarantee bounds the deferral rate on the population the test share is drawn "
+                  f"from; the violation rate here counts test shares of only {test} samples whose *measured* "
+                  "rate is above target, so their sampling noise adds violations beyond δ. "
+                  "`experiments/benchmarks/results/policies.md` "
                   "checks the same tuners with large test parts and states the slack.",
                   "![budget adherence](budget_adherence.png)"]
     return "\n\n".join(parts) + "\n"

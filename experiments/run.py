@@ -2,11 +2,11 @@
 
 Steps, each cached or pure numpy after the first run:
 
-1. load the seeded train / calibration / test splits;
-2. fit the small tier (detector on train, calibrator on calibration) and score both held-out splits;
+1. load the seeded train / fit / certify / test parts (:func:`cascade.data.roles.load_roles`);
+2. fit the small tier (detector on train, calibrator on fit) and score the held-out parts;
 3. score the expert and the no-LLM control expert on the same samples (cached by content hash);
-4. fit each deferral policy on the calibration split, sweep it on the test split;
-5. summarise (AIQ, APGR, CPT, gap to oracle), check budget adherence over random splits;
+4. fit each deferral policy on the fit part, sweep it on the test part;
+5. summarise (AIQ, APGR, CPT, gap to oracle), check budget adherence over random certify/test splits;
 6. write PNG plots, ``report.md`` and ``results.json`` into ``results/<name>/``.
 """
 
@@ -14,34 +14,24 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
-from cascade.config import CascadeConfig, ExpertConfig
-from cascade.data import Dataset, load_splits
-from cascade.data.dataset import stratified_subsample
+from cascade.config import CascadeConfig
+from cascade.data.roles import DataRoles, load_roles
 from experiments import plots
+from experiments.curves import thin_curves
 from experiments.adherence import budget_adherence
 from experiments.frontier import aiq, apgr, cpt, upper_hull
-from experiments.scoring import TierScores, cached, content_hash, dataset_hash, model_identity, score_expert, score_small
+from experiments.held_out import Scored, evaluation_index, policy_scores, score_held_out
+from experiments.scoring import TierScores, content_hash, dataset_hash
 from experiments.sweep import Curve, auroc_curve, sweep
 
 POLICIES = ("confidence", "margin", "entropy", "posthoc")
 RATE_GRID = np.linspace(0.0, 1.0, 101)
-
-
-@dataclass
-class Scored:
-    """Everything the sweeps need, for one held-out split."""
-
-    small: TierScores
-    experts: dict[str, TierScores]
-    from_cache: dict[str, bool] = field(default_factory=dict)
-    """per expert: whether its scores came from the on-disk cache (no model ran)"""
 
 
 def run_experiment(config: CascadeConfig, results_root: str | Path | None = None, refresh: bool = False,
@@ -50,130 +40,49 @@ def run_experiment(config: CascadeConfig, results_root: str | Path | None = None
     started = time.perf_counter()
     out = Path(results_root or config.experiment.results_dir) / config.name
     out.mkdir(parents=True, exist_ok=True)
-    splits = load_experiment_splits(config)
-    small_tier, small_fit_s = fit_small_tier(config, splits)
-    calibration, test = score_all(config, splits, small_tier, refresh=refresh, progress=progress)
-    curves, scalars = frontier_tables(config, calibration, test)
-    adherence = budget_adherence(config, calibration, test)
-    tiers = tier_summary(config, test, small_tier, splits)
+    roles = load_roles(config)
+    small_tier, small_fit_s = fit_small_tier(config, roles)
+    held_out = score_held_out(config, roles, small_tier, refresh=refresh, progress=progress)
+    test = held_out.test
+    curves, scalars = frontier_tables(config, held_out.fit, test)
+    adherence = budget_adherence(config, held_out)
+    tiers = tier_summary(config, test, small_tier, roles)
+    parts = {"train": roles.train, "fit": roles.fit, "certify": roles.certify, "test": roles.test}
     results = {
         "name": config.name,
         "config": config.model_dump(mode="json"),
-        "data": {name: {"samples": len(split), "positive_rate": split.positive_rate} for name, split in splits.items()},
-        "evaluated": {"calibration": len(calibration.small.y), "test": len(test.small.y)},
+        "data": {name: {"samples": len(part), "positive_rate": part.positive_rate} for name, part in parts.items()},
+        "evaluated": held_out.sizes(),
         "tiers": tiers,
         "scalars": scalars,
         "budget_adherence": adherence,
-        "curves": curves,
+        "curves": thin_curves(curves),
         "timing_s": {"small_fit": small_fit_s, "total": time.perf_counter() - started},
-        "expert_scores_from_cache": {tier: calibration.from_cache[tier] and test.from_cache[tier]
+        "expert_scores_from_cache": {tier: held_out.fit.from_cache[tier] and test.from_cache[tier]
                                      for tier in test.experts},
     }
-    write_outputs(out, results, test, small_tier, splits)
+    write_outputs(out, results, test)
     return out
 
 
-def load_experiment_splits(config: CascadeConfig) -> dict[str, Dataset]:
-    dataset = config.dataset
-    options: dict[str, Any] = {}
-    if dataset.name in ("csv", "jsonl"):
-        options = dict(path=dataset.path, text_column=dataset.text_column, feature_columns=dataset.feature_columns,
-                       label_column=dataset.label_column, positive_label=dataset.positive_label)
-    if dataset.normal_classes is not None:
-        options["normal_classes"] = tuple(dataset.normal_classes)
-    return load_splits(dataset.name, seed=config.experiment.seed, train_fraction=dataset.train_fraction,
-                       calibration_fraction=dataset.calibration_fraction, max_samples=dataset.max_samples, **options)
-
-
-def fit_small_tier(config: CascadeConfig, splits: dict[str, Dataset]) -> tuple[Any, float]:
-    """Fit (or load from the cache) the small tier: detector on train, calibrator on calibration."""
+def fit_small_tier(config: CascadeConfig, roles: DataRoles) -> tuple[Any, float]:
+    """Fit (or load from the cache) the small tier: detector on train, calibrator on the fit part."""
     from cascade.paths import cache_dir
     from cascade.small import SmallTier
 
     key = content_hash("small-tier", config.detector.model_dump(), config.calibrator.model_dump(),
-                       dataset_hash(splits["train"]), dataset_hash(splits["calibration"]), config.experiment.seed)
+                       dataset_hash(roles.train), dataset_hash(roles.fit), config.experiment.seed)
     folder = cache_dir("small") / key[:24]
     if (folder / "manifest.json").is_file():
         return SmallTier.load(folder), 0.0
     start = time.perf_counter()
-    small = SmallTier.from_config(config).fit(splits["train"], splits["calibration"])
+    small = SmallTier.from_config(config).fit(roles.train, roles.fit)
     elapsed = time.perf_counter() - start
     small.save(folder)
     return small, elapsed
 
 
-def evaluation_subset(dataset: Dataset, cap: int | None, seed: int) -> Dataset:
-    """The held-out samples the experts score: all of them, or a stratified ``cap`` of them."""
-    if cap is None or cap >= len(dataset):
-        return dataset
-    return dataset.subset(stratified_subsample(dataset.y, dataset.groups, cap, seed))
-
-
-def score_all(config: CascadeConfig, splits: dict[str, Dataset], small_tier: Any, refresh: bool = False,
-              progress: bool = True) -> tuple[Scored, Scored]:
-    """Small tier, expert and control expert on the calibration and test evaluation subsets."""
-    seed, cap = config.experiment.seed, config.experiment.test_samples
-    held_out = {name: evaluation_subset(splits[name], cap, seed) for name in ("calibration", "test")}
-    experts = {"expert": config.expert}
-    if config.control_expert is not None:
-        experts["control"] = config.control_expert
-    scored: dict[str, Scored] = {}
-    for split, dataset in held_out.items():
-        small = score_small(small_tier, dataset, config.cost.small_per_call)
-        by_expert, from_cache = {}, {}
-        for tier, expert_config in experts.items():
-            key = content_hash("expert", expert_config.model_dump(), model_identity(expert_config.model),
-                               config.cost.model_dump(), dataset_hash(dataset), dataset_hash(splits["train"]))
-            by_expert[tier], from_cache[tier] = cached(
-                key, lambda ec=expert_config, t=tier, d=dataset: _score_with_new_expert(config, ec, splits["train"], d, t, progress),
-                refresh=refresh,
-            )
-        scored[split] = Scored(small=small, experts=by_expert, from_cache=from_cache)
-    return scored["calibration"], scored["test"]
-
-
-def _score_with_new_expert(config: CascadeConfig, expert_config: ExpertConfig, pool: Dataset, dataset: Dataset,
-                           tier: str, progress: bool) -> TierScores:
-    from cascade.experts import make_expert
-
-    if progress:
-        print(f"scoring {tier} ({expert_config.kind}, {expert_config.model if expert_config.kind != 'knn-vote' else 'no LLM'})"
-              f" on {len(dataset)} samples; cached for later runs", flush=True)
-    if config.experiment.scoring == "ray-data":
-        from experiments.scoring import score_with_ray_data
-
-        cost = config.cost
-        return score_with_ray_data(lambda: make_expert(expert_config, cost=cost, pool=pool), dataset, tier,
-                                   concurrency=config.experiment.ray_data_concurrency,
-                                   num_cpus=config.experiment.ray_data_num_cpus)
-    expert = make_expert(expert_config, cost=config.cost, pool=pool)
-    try:
-        return score_expert(expert, dataset, tier, progress=progress)
-    finally:
-        expert.close()
-
-
-def policy_scores(kind: str, calibration: Scored, test: Scored, expert: str, seed: int = 0) -> np.ndarray:
-    """Fit a deferral policy on the calibration split; return its scores on the test split."""
-    from policies import make_policy
-
-    n_classes = calibration.small.probs.shape[1]
-    policy = make_policy(kind, seed=seed) if kind == "random" else make_policy(kind, n_classes=n_classes)
-    cal_expert, test_expert = calibration.experts[expert], test.experts[expert]
-    policy.fit(calibration.small.features, calibration.small.correct, cal_expert.correct,
-               cost=varying_cost(cal_expert.cost))
-    if kind == "oracle":
-        return policy.score(test.small.features, small_correct=test.small.correct, expert_correct=test_expert.correct)
-    return policy.score(test.small.features)
-
-
-def varying_cost(cost: np.ndarray) -> np.ndarray | None:
-    """Per-sample expert cost for a cost-aware policy, or None where it cannot change the order
-    (constant cost) or cannot be divided by (a free expert)."""
-    return cost if len(cost) and np.all(cost > 0) and np.ptp(cost) > 0 else None
-
-
-def frontier_tables(config: CascadeConfig, calibration: Scored, test: Scored) -> tuple[dict[str, Any], dict[str, Any]]:
+def frontier_tables(config: CascadeConfig, fit: Scored, test: Scored) -> tuple[dict[str, Any], dict[str, Any]]:
     """Curves and scalars for every expert x policy (plus random mean, oracle and the upper hull)."""
     curves: dict[str, Any] = {}
     scalars: dict[str, Any] = {}
@@ -184,9 +93,14 @@ def frontier_tables(config: CascadeConfig, calibration: Scored, test: Scored) ->
         def run(scores: np.ndarray) -> Curve:
             return sweep(scores, small.pred, expert.pred, small.y, expert_cost=expert.cost, small_cost=small.cost)
 
-        scores = {kind: policy_scores(kind, calibration, test, expert_name) for kind in (*POLICIES, "oracle")}
+        scores, skipped = {}, {}
+        for kind in (*POLICIES, "oracle"):
+            try:
+                scores[kind] = policy_scores(kind, fit, test, expert_name)
+            except ValueError as exc:  # a learned policy with nothing to learn on a tiny fit part
+                skipped[kind] = str(exc)
         by_policy = {kind: run(values) for kind, values in scores.items()}
-        by_policy["random"] = _mean_curve([run(policy_scores("random", calibration, test, expert_name, seed=s))
+        by_policy["random"] = _mean_curve([run(policy_scores("random", fit, test, expert_name, seed=s))
                                            for s in range(config.experiment.random_seeds)])
         oracle = by_policy["oracle"]
         curves[expert_name] = {kind: curve.as_dict() for kind, curve in by_policy.items()}
@@ -205,7 +119,8 @@ def frontier_tables(config: CascadeConfig, calibration: Scored, test: Scored) ->
                     row["at_budget"][f"{budget:g}"]["auroc"] = float(value)
             per_policy[kind] = row
         scalars[expert_name] = {"small_accuracy": small_acc, "expert_accuracy": expert_acc,
-                                "oracle_best_accuracy": float(oracle.accuracy.max()), "policies": per_policy}
+                                "oracle_best_accuracy": float(oracle.accuracy.max()), "policies": per_policy,
+                                "skipped_policies": skipped}
     return curves, scalars
 
 
@@ -234,7 +149,7 @@ def _mean_curve(curves: list[Curve]) -> Curve:
     return Curve(threshold=np.full(len(RATE_GRID), np.nan), defer_rate=RATE_GRID, **mean)
 
 
-def tier_summary(config: CascadeConfig, test: Scored, small_tier: Any, splits: dict[str, Dataset]) -> dict[str, Any]:
+def tier_summary(config: CascadeConfig, test: Scored, small_tier: Any, roles: DataRoles) -> dict[str, Any]:
     """Accuracy, F1, AUROC, cost and calibration of each tier alone on the test evaluation subset."""
     from cascade.calibration import brier, ece
 
@@ -253,26 +168,17 @@ def tier_summary(config: CascadeConfig, test: Scored, small_tier: Any, splits: d
         return row
 
     rows = {"small": summary(test.small), **{name: summary(s) for name, s in test.experts.items()}}
-    raw = small_tier.predict_raw(evaluation_subset(splits["test"], config.experiment.test_samples, config.experiment.seed).X)
+    index = evaluation_index(roles.test, config.experiment.test_samples, config.experiment.seed)
+    raw = small_tier.predict_raw(roles.test.subset(index).X)
     rows["small"]["ece_uncalibrated"] = float(ece(raw, test.small.y))
     return rows
 
 
-def write_outputs(out: Path, results: dict[str, Any], test: Scored, small_tier: Any, splits: dict[str, Dataset]) -> None:
+def write_outputs(out: Path, results: dict[str, Any], test: Scored) -> None:
     from cascade.calibration import plot_reliability
     from experiments.report import markdown_report
 
-    anchors = {}
-    for expert, row in results["scalars"].items():
-        anchors[expert] = [("small only", 0.0, row["small_accuracy"]), (f"{expert} only", 1.0, row["expert_accuracy"])]
-    plots.frontier(results["curves"], "defer_rate", out / "frontier_defer.png", results["name"], anchors)
-    cost_anchors = {
-        expert: [("small only", results["tiers"]["small"]["cost_per_1k"], row["small_accuracy"]),
-                 (f"{expert} only", results["tiers"][expert]["cost_per_1k"] + results["tiers"]["small"]["cost_per_1k"],
-                  row["expert_accuracy"])]
-        for expert, row in results["scalars"].items()
-    }
-    plots.frontier(results["curves"], "cost_per_1k", out / "frontier_cost.png", results["name"], cost_anchors)
+    plots.frontiers(results, out)
     plot_reliability(test.small.probs, test.small.y, out / "reliability.png")
     if results["budget_adherence"]:
         plots.budget_adherence(results["budget_adherence"], out / "budget_adherence.png")

@@ -1,16 +1,22 @@
 """Score once: run a tier over a split a single time and cache its per-sample outputs.
 
-The cache key is a content hash of the data (ids and payload), the tier's config, the model's
-identity and the cascade cache format, so a re-run with anything changed rescores and a re-run
-with nothing changed reads ``$CASCADE_HOME/cache/scores/<key>.safetensors``.
+The cache key is a content hash of the data (ids and payload) and the expert's fingerprint
+(:func:`cascade.experts.fingerprint.expert_fingerprint`: the config fields that change answers,
+the prompt as built, the model files' identity, the vLLM / torch / transformers versions), so a
+re-run with anything changed rescores and a re-run with nothing changed reads
+``$CASCADE_HOME/cache/scores/<key>.safetensors``. Each entry also stores its cache format, the
+fingerprint and the sample ids; on load all three are checked, and an entry that disagrees (an
+older format, a changed fingerprint, other samples) or is damaged is recomputed with a warning,
+never reused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +27,8 @@ from cascade.data import Dataset
 from cascade.paths import cache_dir
 
 CACHE_KIND = "cascade-tier-scores"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,13 @@ class TierScores:
     def positive_prob(self) -> np.ndarray:
         return self.probs[:, -1]
 
+    def subset(self, index: np.ndarray) -> "TierScores":
+        """The same tier's outputs on ``index`` (integer indices or a boolean mask)."""
+        return replace(self, ids=self.ids[index], y=self.y[index], probs=self.probs[index], cost=self.cost[index],
+                       latency_s=self.latency_s[index], prompt_tokens=self.prompt_tokens[index],
+                       completion_tokens=self.completion_tokens[index],
+                       features=None if self.features is None else self.features[index])
+
     def save(self, stem: Path) -> None:
         arrays = {name: np.asarray(getattr(self, name)) for name in
                   ("y", "probs", "cost", "latency_s", "prompt_tokens", "completion_tokens")}
@@ -61,8 +75,17 @@ class TierScores:
                    {"tier": self.tier, "ids": [str(i) for i in self.ids], "meta": self.meta, "cache_format": CACHE_FORMAT})
 
     @classmethod
-    def load(cls, stem: Path) -> "TierScores":
+    def load(cls, stem: Path, fingerprint: dict[str, Any] | None = None,
+             ids: np.ndarray | None = None) -> "TierScores":
+        """Read a cache entry; ``ArtifactError`` when it is damaged, of another cache format, or
+        was computed for another fingerprint or other sample ids than the ones given."""
         meta = read_json(stem.with_suffix(".json"), CACHE_KIND)
+        if meta.get("cache_format") != CACHE_FORMAT:
+            raise ArtifactError(f"{stem}: cache format {meta.get('cache_format')}, this cascade writes {CACHE_FORMAT}")
+        if fingerprint is not None and meta["meta"].get("fingerprint") != _jsonable(fingerprint):
+            raise ArtifactError(f"{stem}: computed for another expert fingerprint")
+        if ids is not None and meta["ids"] != [str(i) for i in ids]:
+            raise ArtifactError(f"{stem}: computed for other samples")
         arrays = load_arrays(stem.with_suffix(".safetensors"))
         if len(meta["ids"]) != len(arrays["y"]):
             raise ArtifactError(f"{stem}: ids and arrays disagree in length")
@@ -91,30 +114,29 @@ def dataset_hash(dataset: Dataset) -> str:
     return content_hash(dataset.name, [str(i) for i in dataset.ids], payload, dataset.y)
 
 
-def model_identity(model: str) -> str:
-    """A short hash of a model folder's config and weight sizes (or the name if not local)."""
-    from cascade.models import ModelMissing, path
+def cached(key: str, compute: Callable[[], TierScores], refresh: bool = False,
+           fingerprint: dict[str, Any] | None = None, ids: np.ndarray | None = None) -> tuple[TierScores, bool]:
+    """Return (scores, hit): the cached scores for ``key`` or freshly computed (and stored) ones.
 
-    try:
-        folder = path(model)
-    except (ModelMissing, ValueError):
-        return model
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    return content_hash([p.name for p in files], [p.stat().st_size for p in files],
-                        (folder / "config.json").read_text())[:16]
-
-
-def cached(key: str, compute: Callable[[], TierScores], refresh: bool = False) -> tuple[TierScores, bool]:
-    """Return (scores, hit): the cached scores for ``key`` or freshly computed (and stored) ones."""
+    ``fingerprint`` and ``ids`` are stored with fresh scores and checked against a cached entry;
+    a stale or damaged entry is recomputed (and says so in the log).
+    """
     stem = cache_dir("scores") / key
     if not refresh and stem.with_suffix(".json").is_file():
         try:
-            return TierScores.load(stem), True
-        except ArtifactError:
-            pass  # a damaged cache entry is recomputed
+            return TierScores.load(stem, fingerprint, ids), True
+        except ArtifactError as exc:
+            log.warning("score cache entry not reused, recomputing: %s", exc)
     scores = compute()
+    if fingerprint is not None:
+        scores = replace(scores, meta={**scores.meta, "fingerprint": _jsonable(fingerprint)})
     scores.save(stem)
     return scores, False
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparisons with stored meta."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 def score_expert(expert: Any, dataset: Dataset, tier: str, batch_size: int = 16,

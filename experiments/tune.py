@@ -1,4 +1,7 @@
-"""`cascade tune`: fit the policy and a budgeted threshold on the calibration split, write the artifact.
+"""`cascade tune`: fit the policy on the fit part, certify a budgeted threshold on the certify part, save.
+
+The parts come from :func:`cascade.data.roles.load_roles` (the same ones the harness and the demo
+use); the test part is not touched.
 
 The artifact directory (``config.artifact_dir``) is what the Ray Serve app loads::
 
@@ -16,31 +19,44 @@ from pathlib import Path
 from typing import Any
 
 from cascade.config import CascadeConfig
+from cascade.data.roles import load_roles
 
 NEEDS_EXPERT = ("posthoc",)
 
 
 def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
-    """Fit and save; return the certificate as a dict."""
-    from policies import Hop, make_policy, make_tuner
+    """Fit the policy on the fit part, certify the threshold on the certify part, save; return the certificate."""
+    from policies import Hop, make_policy, make_tuner, tie_keys
+    from policies.tuners import budget_grid
 
-    from experiments.run import fit_small_tier, load_experiment_splits, score_all, varying_cost
+    from experiments.held_out import score_held_out, varying_cost
+    from experiments.run import fit_small_tier
     from experiments.scoring import score_small
 
-    splits = load_experiment_splits(config)
-    small_tier, _ = fit_small_tier(config, splits)
+    roles = load_roles(config)
+    small_tier, _ = fit_small_tier(config, roles)
     policy = make_policy(config.policy.kind, n_classes=small_tier.n_classes, **config.policy.params)
-    tuner = make_tuner(config.budget, config.cost)
-    if config.policy.kind in NEEDS_EXPERT or config.budget.kind == "cost":
-        calibration, _ = score_all(config, splits, small_tier, progress=progress)
-        small, expert = calibration.small, calibration.experts["expert"]
-        policy.fit(small.features, small.correct, expert.correct, cost=varying_cost(expert.cost))
-        expert_cost = expert.cost
+    seed = config.budget.tie_seed
+    learns_from_expert, certifies_cost = config.policy.kind in NEEDS_EXPERT, config.budget.kind == "cost"
+    held_out = score_held_out(config, roles, small_tier, progress=progress) if learns_from_expert or certifies_cost else None
+    if held_out is not None and learns_from_expert:
+        fit, expert = held_out.fit.small, held_out.fit.experts["expert"]
+        policy.fit(fit.features, fit.correct, expert.correct, cost=varying_cost(expert.cost))
+        fit_keys = held_out.fit.tie_keys
     else:
-        small = score_small(small_tier, splits["calibration"], config.cost.small_per_call)
-        policy.fit(small.features, small.correct, small.correct)
-        expert_cost = None
-    tuner.fit(policy.score(small.features), small.correct, expert_cost)
+        fit = score_small(small_tier, roles.fit, config.cost.small_per_call)
+        policy.fit(fit.features, fit.correct, fit.correct)
+        fit_keys = None if seed is None else tie_keys(roles.fit.X, seed)
+    grid = budget_grid(config.budget, policy.score(fit.features), fit_keys)
+    tuner = make_tuner(config.budget, config.cost, config.expert.max_model_len, grid)
+    if held_out is not None and certifies_cost:
+        certify, expert_cost = held_out.certify.small, held_out.certify.experts["expert"].cost
+        keys = held_out.certify.tie_keys
+    else:
+        certify, expert_cost = score_small(small_tier, roles.certify, config.cost.small_per_call), None
+        keys = None if seed is None else tie_keys(roles.certify.X, seed)
+    tuner.fit(policy.score(certify.features), certify.correct, expert_cost, tie_keys=keys, tie_seed=seed,
+              part="certify")
     hop = Hop(policy, float(tuner.threshold_), tuner.certificate_)
     root = Path(config.artifact_dir)
     staging = root.with_name(root.name + ".partial")

@@ -16,12 +16,13 @@ from policies.base import DeferralPolicy, PolicyBase
 from policies.baselines import AlwaysPolicy, NeverPolicy, OraclePolicy, RandomPolicy, deferral_gain
 from policies.certificate import Certificate, InfeasibleTarget
 from policies.evaluation import Adherence, budget_adherence, deferral_curve, random_splits
-from policies.online import OnlineController
+from policies.online import OnlineController, guarantee_now
 from policies.posthoc import PosthocPolicy
 from policies.registry import POLICIES, load_policy, make_policy
 from policies.rules import ConfidencePolicy, EntropyPolicy, MarginPolicy, uncertainty_features
 from policies.simulate import DeferralData, simulate
 from policies.tiers import Cascade, Hop
+from policies.ties import defer_mask, tie_keys
 from policies.tuners import (
     AcceptedErrorTuner,
     BudgetTuner,
@@ -30,6 +31,7 @@ from policies.tuners import (
     RateTuner,
     clopper_pearson_upper,
     make_tuner,
+    threshold_grid,
 )
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "ConfidencePolicy", "CostTuner", "DeferralData", "DeferralPolicy", "EntropyPolicy", "Hop",
     "InfeasibleTarget", "JointTuner", "MarginPolicy", "NeverPolicy", "OnlineController",
     "OraclePolicy", "POLICIES", "PolicyBase", "PosthocPolicy", "RandomPolicy", "RateTuner",
-    "budget_adherence", "clopper_pearson_upper", "deferral_curve", "deferral_gain", "load_policy",
-    "make_policy", "make_tuner", "random_splits", "simulate", "uncertainty_features",
+    "budget_adherence", "clopper_pearson_upper", "defer_mask", "deferral_curve", "deferral_gain",
+    "guarantee_now", "load_policy", "make_policy", "make_tuner", "random_splits", "simulate", "threshold_grid", "tie_keys",
+    "uncertainty_features",
 ]

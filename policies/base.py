@@ -17,15 +17,15 @@ array([0.1 , 0.45])
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.base import BaseEstimator
 
-from cascade.artifact import ArtifactError
-from policies import persistence
+from cascade.persistence import Persistent, SavedFormat
+
+MANIFEST_KIND = "cascade.policies"  # the manifest kind of every directory this package saves
+POLICY_FORMAT = SavedFormat("policy", "policy.json", "cascade.policy", MANIFEST_KIND)
 
 
 @runtime_checkable
@@ -43,17 +43,20 @@ class DeferralPolicy(Protocol):
     def score(self, features: ArrayLike) -> np.ndarray: ...
 
 
-class PolicyBase(BaseEstimator):
+class PolicyBase(Persistent):
     """sklearn-style base: hyper-parameters in ``__init__``, learned state in ``*_`` attributes.
 
     Subclasses set ``kind`` (the name used by :func:`policies.make_policy` and in saved files),
     implement :meth:`score`, and list the learned attributes to persist: JSON-able ones in
     ``_json_state``, scikit-learn estimators (saved with skops) in ``_estimator_state``.
+    ``save`` / ``load`` come from :class:`cascade.persistence.Persistent` (``policy.json``, skops
+    files, checksummed). Rules and baselines score without being fitted, so their feature count is
+    optional state.
     """
 
-    kind: ClassVar[str]
-    _json_state: ClassVar[tuple[str, ...]] = ("n_features_in_",)
-    _estimator_state: ClassVar[tuple[str, ...]] = ()
+    _format = POLICY_FORMAT
+    _json_state = ("n_features_in_",)
+    _optional_state = ("n_features_in_",)
 
     def fit(
         self,
@@ -71,38 +74,6 @@ class PolicyBase(BaseEstimator):
     def score(self, features: ArrayLike) -> np.ndarray:
         """Deferral scores, shape ``(n,)``; higher means defer first."""
         raise NotImplementedError
-
-    def save(self, directory: str | Path) -> None:
-        """Save hyper-parameters and learned state into ``directory`` (JSON + skops + manifest)."""
-        state = {name: getattr(self, name) for name in self._json_state if hasattr(self, name)}
-        estimators = {name: getattr(self, name) for name in self._estimator_state if hasattr(self, name)}
-        persistence.write_policy(directory, self.kind, self.get_params(), state, estimators)
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Self:
-        """Load a policy saved by :meth:`save`; a corrupt file raises ``ArtifactError`` naming it."""
-        kind, params, state, estimators = persistence.read_policy(directory)
-        if kind != cls.kind:
-            path = Path(directory) / persistence.POLICY_FILE
-            raise ArtifactError(f"{path}: holds a '{kind}' policy, not '{cls.kind}'")
-        return cls.restore(directory, params, state, estimators)
-
-    @classmethod
-    def restore(
-        cls, directory: str | Path, params: dict[str, Any], state: dict[str, Any], estimators: dict[str, Any]
-    ) -> Self:
-        """Rebuild a policy from what :func:`policies.persistence.read_policy` read out of ``directory``."""
-        path = Path(directory) / persistence.POLICY_FILE
-        unexpected = (set(state) - set(cls._json_state)) | (set(estimators) - set(cls._estimator_state))
-        if unexpected:
-            raise ArtifactError(f"{path}: unexpected state {sorted(unexpected)} for a '{cls.kind}' policy")
-        try:
-            policy = cls(**params)
-        except TypeError as exc:
-            raise ArtifactError(f"{path}: bad parameters ({exc})") from exc
-        for name, value in {**state, **estimators}.items():
-            setattr(policy, name, value)
-        return policy
 
     def _features(self, features: ArrayLike) -> np.ndarray:
         features = as_features(features)

@@ -19,8 +19,8 @@ from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cascade.artifact import ArtifactError, read_json, write_json
-from policies.persistence import open_verified, prepare, seal
+from cascade.artifact import ArtifactError, read_json, verify_manifest, write_json, write_manifest
+from policies.base import MANIFEST_KIND
 
 CERTIFICATE_FILE = "certificate.json"
 CERTIFICATE_KIND = "cascade.certificate"
@@ -31,7 +31,7 @@ WITH_PROBABILITY: Final = "with probability ≥ 1-δ"
 
 
 class Certificate(BaseModel):
-    """Target, value achieved on the calibration split, guaranteed bound, ``n`` and ``δ``.
+    """Target, value achieved on the certify part, guaranteed bound, ``n`` and ``δ``.
 
     ``bound`` holds, per target metric, the upper bound the method proves (conformal risk
     control bound, or a Clopper-Pearson upper confidence bound at the tested level); it never
@@ -50,6 +50,12 @@ class Certificate(BaseModel):
     statement: str
     n: int
     delta: float | None
+    part: str = "certify"
+    """the data part the threshold was certified on (``n`` samples of it)"""
+    tie_break: float = 1.0
+    """a sample scoring exactly ``threshold`` is deferred when its tie key exceeds this (1: never)"""
+    tie_seed: int | None = None
+    """seed of the tie keys (:func:`policies.ties.tie_keys`); None when ties were not broken"""
 
     @property
     def holds(self) -> bool:
@@ -58,14 +64,16 @@ class Certificate(BaseModel):
 
     def save(self, directory: str | Path) -> None:
         """Write ``certificate.json`` and a checksum manifest into ``directory``."""
-        path = prepare(directory)
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
         write_json(path / CERTIFICATE_FILE, CERTIFICATE_KIND, {"certificate": self.model_dump()})
-        seal(path)
+        write_manifest(path, MANIFEST_KIND)
 
     @classmethod
     def load(cls, directory: str | Path) -> Certificate:
         """Load a saved certificate; a corrupt file raises ``ArtifactError`` naming it."""
-        path = open_verified(directory) / CERTIFICATE_FILE
+        verify_manifest(directory, MANIFEST_KIND)
+        path = Path(directory) / CERTIFICATE_FILE
         body = read_json(path, CERTIFICATE_KIND)
         try:
             return cls.model_validate(body.get("certificate"))

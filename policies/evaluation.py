@@ -3,7 +3,8 @@
 * :func:`deferral_curve`: system accuracy when the ``k`` highest-scoring samples are deferred,
   for every ``k`` at once (sort once, cumulative sum);
 * :func:`budget_adherence`: refit a tuner on many random calibration/test splits of a pool and
-  report how the realised metrics on the test parts compare with the targets.
+  report how the realised metrics on the test parts compare with the targets (ties broken
+  per sample, :mod:`policies.ties`).
 
 >>> import numpy as np
 >>> deferral_curve(np.array([0.9, 0.1, 0.5]), small_correct=[0, 1, 1], expert_correct=[1, 1, 0]).tolist()
@@ -89,22 +90,30 @@ def budget_adherence(
     small_correct: ArrayLike | None = None,
     expert_cost: ArrayLike | None = None,
     *,
+    tie_keys: ArrayLike | None = None,
     calibration_size: int,
     n_splits: int = 200,
     seed: int = 0,
 ) -> Adherence:
-    """Fit ``tuner`` on ``n_splits`` random calibration parts of the pool; measure on the rest."""
+    """Certify ``tuner`` on ``n_splits`` random certify parts of the pool; measure on the rest.
+
+    ``tie_keys`` (one per pool sample, :func:`policies.ties.tie_keys`) break ties at the threshold
+    in certification and measurement alike, as in serving.
+    """
     scores = np.asarray(scores, dtype=float).reshape(-1)
     calibration, test = random_splits(len(scores), calibration_size, n_splits, seed)
     correct = None if small_correct is None else np.asarray(small_correct, dtype=bool).reshape(-1)
     cost = None if expert_cost is None else np.asarray(expert_cost, dtype=float).reshape(-1)
+    keys = None if tie_keys is None else np.asarray(tie_keys, dtype=float).reshape(-1)
 
     def part(values: np.ndarray | None, index: np.ndarray) -> np.ndarray | None:
         return None if values is None else values[index]
 
-    thresholds = tuner.fit_thresholds(scores[calibration], part(correct, calibration), part(cost, calibration))
-    realised = tuner.evaluate(scores[test], thresholds, part(correct, test), part(cost, test))
-    refused = np.isnan(thresholds)
+    cut = tuner.fit_cuts(scores[calibration], part(correct, calibration), part(cost, calibration),
+                         part(keys, calibration))
+    realised = tuner.evaluate(scores[test], cut.threshold, part(correct, test), part(cost, test),
+                              tie_breaks=cut.tie_break, tie_keys=part(keys, test))
+    refused = np.isnan(cut.threshold)
     return Adherence(
         targets=tuner.targets,
         guarantee=tuner.guarantee,

@@ -23,24 +23,28 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from policies.online import OnlineController
+from policies.ties import NO_TIE_BREAK, defer_mask, tie_keys
 
 
 @dataclass(frozen=True)
 class Lease:
-    """May defer up to ``deferrals`` samples scoring above ``threshold``, for ``ttl_s`` seconds."""
+    """May defer up to ``deferrals`` samples scoring above ``threshold`` (ties by the certificate's
+    rule: ``tie_break``, ``tie_seed``), for ``ttl_s`` seconds."""
 
     lease_id: int
     threshold: float
     deferrals: int
     ttl_s: float
     state: dict[str, Any] = field(default_factory=dict)
+    tie_break: float = NO_TIE_BREAK
+    tie_seed: int | None = None
 
 
 @dataclass
@@ -111,7 +115,7 @@ class BudgetLedger:
         self._reserved[lease_id] = grant
         self._expires[lease_id] = self._clock() + self.ttl_s
         return Lease(lease_id=lease_id, threshold=self.controller.threshold, deferrals=grant, ttl_s=self.ttl_s,
-                     state=self.state())
+                     state=self.state(), tie_break=self.controller.tie_break, tie_seed=self.controller.tie_seed)
 
     def set_target(self, target: float) -> None:
         """Change the app's target (refused above the hard cap, as the controller refuses it)."""
@@ -182,10 +186,11 @@ class LeasedBudget:
     def threshold(self) -> float:
         return self._threshold
 
-    def decide(self, scores: np.ndarray) -> np.ndarray:
-        """Defer mask for a batch (the highest scores above the threshold, within the allowance)."""
+    def decide(self, scores: np.ndarray, samples: Sequence[str] | np.ndarray | None = None) -> np.ndarray:
+        """Defer mask for a batch (the highest scores above the threshold, within the allowance);
+        ``samples`` break ties at the threshold by the certificate's rule, as the controller does."""
         scores = np.asarray(scores, dtype=float).reshape(-1)
-        wanted = scores > self._threshold
+        wanted = self._wanted(scores, samples)
         lease = self._lease if self._clock() < self._valid_until else None
         allowance = self._left if lease is not None else 0
         defer = wanted
@@ -208,6 +213,17 @@ class LeasedBudget:
         self.sync()
         if self._in_flight is not None:
             await asyncio.shield(self._in_flight)
+
+    def _wanted(self, scores: np.ndarray, samples: Sequence[str] | np.ndarray | None) -> np.ndarray:
+        rule = self._lease
+        if samples is None or rule is None or rule.tie_seed is None or rule.tie_break >= NO_TIE_BREAK:
+            return scores > self._threshold
+        tied = np.flatnonzero(scores == self._threshold)
+        keys = np.zeros(len(scores))
+        if tied.size:
+            chosen = samples[tied] if isinstance(samples, np.ndarray) else [samples[i] for i in tied]
+            keys[tied] = tie_keys(chosen, rule.tie_seed)
+        return defer_mask(scores, self._threshold, rule.tie_break, keys)
 
     def state(self) -> dict[str, Any]:
         """The app's budget state as of this replica's last exchange."""

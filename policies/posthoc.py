@@ -28,7 +28,6 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.validation import check_is_fitted
 
 from policies.base import PolicyBase, as_features, check_outcomes, class_probabilities
 from policies.baselines import deferral_gain
@@ -44,6 +43,7 @@ class PosthocPolicy(PolicyBase):
 
     kind = "posthoc"
     _estimator_state = ("estimator_", "cost_model_")
+    _optional_state = ("cost_model_",)
 
     def __init__(
         self,
@@ -82,7 +82,7 @@ class PosthocPolicy(PolicyBase):
 
     def score(self, features: ArrayLike) -> np.ndarray:
         """Expected gain of deferring (per unit of predicted cost if fitted with cost)."""
-        check_is_fitted(self, "estimator_")
+        self._check_fitted()
         design = self._design(self._features(features))
         expected_gain = self.estimator_.predict_proba(design) @ self.estimator_.classes_.astype(float)
         if hasattr(self, "cost_model_"):

@@ -1,5 +1,11 @@
 """Policies by name: the kinds of :class:`cascade.config.PolicyConfig`, built or loaded.
 
+>>> import tempfile
+>>> directory = tempfile.mkdtemp()
+>>> ConfidencePolicy().save(directory)
+>>> load_policy(directory)
+ConfidencePolicy()
+
 >>> make_policy("posthoc", model="gradient-boosting")
 PosthocPolicy(model='gradient-boosting')
 """
@@ -10,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from cascade.artifact import ArtifactError
-from policies.base import PolicyBase
+from policies.base import POLICY_FORMAT, PolicyBase
 from policies.baselines import AlwaysPolicy, NeverPolicy, OraclePolicy, RandomPolicy
-from policies.persistence import POLICY_FILE, read_policy
 from policies.posthoc import PosthocPolicy
 from policies.rules import ConfidencePolicy, EntropyPolicy, MarginPolicy
 
@@ -40,7 +45,7 @@ def make_policy(kind: str, n_classes: int | None = None, **params: Any) -> Polic
 
 def load_policy(directory: str | Path) -> PolicyBase:
     """Load any saved policy, whatever its kind; a corrupt file raises ``ArtifactError`` naming it."""
-    kind, params, state, estimators = read_policy(directory)
+    kind = PolicyBase.saved_kind(directory)
     if kind not in POLICIES:
-        raise ArtifactError(f"{Path(directory) / POLICY_FILE}: unknown policy kind '{kind}'")
-    return POLICIES[kind].restore(directory, params, state, estimators)
+        raise ArtifactError(f"{Path(directory) / POLICY_FORMAT.file}: unknown policy kind '{kind}'")
+    return POLICIES[kind].load(directory)

@@ -28,10 +28,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from cascade.artifact import read_json, write_json
-from policies.base import PolicyBase
+from cascade.artifact import read_json, verify_manifest, write_json, write_manifest
+from policies.base import MANIFEST_KIND, PolicyBase
 from policies.certificate import Certificate
-from policies.persistence import open_verified, prepare, seal
 from policies.registry import load_policy
 from policies.tuners import BudgetTuner
 
@@ -53,17 +52,19 @@ class Hop:
 
     def save(self, directory: str | Path) -> None:
         """Policy, threshold and certificate in one checksummed directory."""
-        path = prepare(directory)
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
         self.policy.save(path / "policy")
         if self.certificate is not None:
             self.certificate.save(path / "certificate")
         has_certificate = self.certificate is not None
         write_json(path / HOP_FILE, HOP_KIND, {"threshold": self.threshold, "certificate": has_certificate})
-        seal(path)
+        write_manifest(path, MANIFEST_KIND)
 
     @classmethod
     def load(cls, directory: str | Path) -> Hop:
-        path = open_verified(directory)
+        verify_manifest(directory, MANIFEST_KIND)
+        path = Path(directory)
         body = read_json(path / HOP_FILE, HOP_KIND)
         certificate = Certificate.load(path / "certificate") if body.get("certificate") else None
         return cls(load_policy(path / "policy"), float(body["threshold"]), certificate)
@@ -140,14 +141,16 @@ class Cascade:
 
     def save(self, directory: str | Path) -> None:
         """Every hop in ``hop-<h>/`` plus the tier names, checksummed."""
-        path = prepare(directory)
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
         for h, hop in enumerate(self.hops):
             hop.save(path / f"hop-{h}")
         write_json(path / CASCADE_FILE, CASCADE_KIND, {"tiers": self.tiers})
-        seal(path)
+        write_manifest(path, MANIFEST_KIND)
 
     @classmethod
     def load(cls, directory: str | Path) -> Cascade:
-        path = open_verified(directory)
+        verify_manifest(directory, MANIFEST_KIND)
+        path = Path(directory)
         tiers = read_json(path / CASCADE_FILE, CASCADE_KIND)["tiers"]
         return cls([Hop.load(path / f"hop-{h}") for h in range(len(tiers) - 1)], tiers)

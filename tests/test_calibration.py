@@ -11,7 +11,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import brier_score_loss, log_loss
 
-from cascade.artifact import ArtifactError
+from cascade.artifact import ArtifactError, write_manifest
 from cascade.calibration import (
     CALIBRATORS,
     adaptive_ece,
@@ -23,6 +23,7 @@ from cascade.calibration import (
     plot_reliability,
     reliability,
 )
+from cascade.calibration.calibrators import CALIBRATOR_FORMAT
 
 
 def overconfident(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -151,6 +152,7 @@ def test_calibrator_state_of_the_wrong_kind_fails_at_load(tmp_path: object) -> N
     body = json.loads(path.read_text())
     body["kind"] = "isotonic"
     path.write_text(json.dumps(body))
+    write_manifest(tmp_path, CALIBRATOR_FORMAT.manifest)
     with pytest.raises(ArtifactError, match="missing calibrator state"):
         load_calibrator(tmp_path)
 

@@ -17,7 +17,7 @@ from cascade.calibration import ece
 from cascade.config import CascadeConfig
 from cascade.data import Dataset
 from cascade.data.dataset import split_indices, stratified_subsample
-from cascade.detectors import DETECTORS, load_detector, make_detector
+from cascade.detectors import DETECTORS, MODALITY, load_detector, make_detector
 from cascade.small import SmallTier
 
 Splits = dict[str, Dataset]
@@ -47,8 +47,9 @@ def rows(shuttle: Dataset) -> Splits:
 
 
 def small_tier(kind: str, calibrator: str, **detector: object) -> SmallTier:
+    dataset = "shuttle" if MODALITY[kind] == "features" else "spamassassin"
     config = CascadeConfig.model_validate(
-        {"dataset": {"name": "spamassassin"}, "detector": {"kind": kind, **detector}, "calibrator": {"kind": calibrator}}
+        {"dataset": {"name": dataset}, "detector": {"kind": kind, **detector}, "calibrator": {"kind": calibrator}}
     )
     return SmallTier.from_config(config)
 

@@ -27,11 +27,15 @@ def _completion(logprobs: list[dict[str, float]]) -> dict[str, Any]:
 
 
 class ScriptedServer:
-    """Answers GET /v1/models, and POSTs from a script of (status, body, delay_s) replies."""
+    """Answers GET /v1/models, and POSTs from a script of (status, body, delay_s) replies.
+
+    With ``rendezvous`` set, every POST waits there until that many requests are in flight at once.
+    """
 
     def __init__(self) -> None:
         self.script: list[tuple[int, dict[str, Any], float]] = []
         self.posts: list[dict[str, Any]] = []
+        self.rendezvous: threading.Barrier | None = None
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,6 +45,8 @@ class ScriptedServer:
             def do_POST(self) -> None:
                 outer.posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
                 status, body, delay = outer.script.pop(0) if outer.script else (500, {"error": "no reply"}, 0.0)
+                if outer.rendezvous is not None:
+                    outer.rendezvous.wait(timeout=30.0)  # raises, so no reply at all, if they never meet
                 time.sleep(delay)
                 self._reply(status, body)
 
@@ -117,11 +123,10 @@ def test_a_rejected_request_is_not_retried(server: ScriptedServer) -> None:
 
 
 def test_a_slow_server_times_out_after_bounded_retries(server: ScriptedServer) -> None:
-    server.script += [(200, _completion([]), 2.0)] * 2
-    started = time.perf_counter()
+    server.script += [(200, _completion([]), 2.0)] * 3
     with pytest.raises(ExpertUnavailable, match="ReadTimeout"):
         _engine(server.url, timeout_s=0.2, max_retries=1).score([[1]], LABELS)
-    assert time.perf_counter() - started < 1.5
+    assert len(server.posts) == 2  # the first try and one retry, then it gives up
 
 
 def test_missing_label_logprobs_point_to_the_processed_logprobs_mode(server: ScriptedServer) -> None:
@@ -141,11 +146,12 @@ def test_a_model_the_server_does_not_serve_is_refused(server: ScriptedServer) ->
 
 
 def test_async_scoring_sends_the_batches_concurrently(server: ScriptedServer) -> None:
+    """The server answers only once all three batches are in flight together; one at a time would never meet."""
     top = {"token_id:11": -0.5, "token_id:12": -0.9}
-    server.script += [(200, _completion([top]), 0.3)] * 3
-    started = time.perf_counter()
-    scores = asyncio.run(_engine(server.url, batch_size=1).ascore([[1], [2], [3]], LABELS))
-    assert scores.shape == (3, 2) and time.perf_counter() - started < 0.8
+    server.script += [(200, _completion([top]), 0.0)] * 3
+    server.rendezvous = threading.Barrier(3)
+    scores = asyncio.run(_engine(server.url, batch_size=1, timeout_s=60.0, max_retries=0).ascore([[1], [2], [3]], LABELS))
+    assert scores.shape == (3, 2) and len(server.posts) == 3 and not server.rendezvous.broken
 
 
 def test_generation_returns_text_and_completion_tokens(server: ScriptedServer) -> None:

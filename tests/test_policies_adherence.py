@@ -17,7 +17,7 @@ from scipy.stats import binom
 
 from policies import (
     AcceptedErrorTuner, ConfidencePolicy, CostTuner, JointTuner, PosthocPolicy, RateTuner, budget_adherence,
-    random_splits, simulate,
+    random_splits, simulate, threshold_grid,
 )
 
 SPLITS, CALIBRATION = 200, 500
@@ -36,6 +36,11 @@ def expectation_holds(summary, metric):
 def pool():
     data = simulate(20000, seed=11)
     return data, ConfidencePolicy(n_classes=2).score(data.features)
+
+
+def fit_part_grid(max_rate=1.0):
+    """Learn-then-Test's thresholds, placed on a fit part drawn apart from the pool."""
+    return threshold_grid(ConfidencePolicy(n_classes=2).score(simulate(2000, seed=12).features), max_rate=max_rate)
 
 
 def adherence(tuner, pool):
@@ -61,19 +66,20 @@ def test_high_probability_rate_is_violated_in_at_most_delta_of_splits(delta, poo
 
 
 def test_cost_per_1k_mean_is_at_most_the_target(pool):
-    summary = adherence(CostTuner(target_per_1k=150.0, small_cost=0.01), pool)
+    summary = adherence(CostTuner(target_per_1k=150.0, small_cost=0.01, max_expert_cost=20.0), pool)
     assert expectation_holds(summary, "cost_per_1k")
 
 
 def test_accepted_error_exceeds_alpha_in_at_most_delta_of_splits(pool):
-    summary = adherence(AcceptedErrorTuner(alpha=0.1, delta=0.1), pool)
+    summary = adherence(AcceptedErrorTuner(alpha=0.1, delta=0.1, grid=fit_part_grid()), pool)
     assert summary["refusal_rate"] < 0.05
     assert summary["violation_rate"] <= allowed_violation_rate(0.1)
 
 
 @pytest.mark.parametrize("procedure", ["fixed-sequence", "bonferroni"])
 def test_joint_target_is_violated_in_at_most_delta_of_splits(procedure, pool):
-    summary = adherence(JointTuner(alpha=0.1, max_rate=0.6, delta=0.1, procedure=procedure), pool)
+    tuner = JointTuner(alpha=0.1, max_rate=0.6, delta=0.1, procedure=procedure, grid=fit_part_grid(0.6))
+    summary = adherence(tuner, pool)
     assert summary["refusal_rate"] < 0.2
     assert summary["violation_rate"] <= allowed_violation_rate(0.1)
 
@@ -100,5 +106,5 @@ def test_the_violation_check_catches_an_uncertified_accepted_error_threshold(poo
     naive = ascending[np.arange(SPLITS), CALIBRATION - 1 - np.argmax(ok[:, ::-1], axis=1)]
     accepted = scores[test] <= naive[:, None]
     naive_error = (accepted & ~data.small_correct[test]).sum(axis=1) / accepted.sum(axis=1)
-    certified = adherence(AcceptedErrorTuner(alpha=0.1, delta=0.1), pool)
+    certified = adherence(AcceptedErrorTuner(alpha=0.1, delta=0.1, grid=fit_part_grid()), pool)
     assert np.mean(naive_error > 0.1) > 0.3 > certified["violation_rate"]

@@ -199,3 +199,30 @@ def test_a_started_replica_defers_from_its_first_batch() -> None:
         return budget.decide(np.array([0.9, -0.8, 0.7]))
 
     assert asyncio.run(run()).tolist() == [True, False, True]
+
+
+def test_reports_keep_the_certified_clamp_and_a_restore_keeps_clamp_and_tie_rule() -> None:
+    controller = OnlineController(target=0.2, threshold=0.3, tie_break=0.4, tie_seed=7, min_threshold=0.3)
+    controller.record(np.zeros(50, dtype=bool), wanted=0)  # would lower the threshold: the clamp holds it
+    restored = OnlineController.restore(json.loads(json.dumps(controller.snapshot())))
+    assert controller.threshold == 0.3 and restored.threshold == 0.3
+    assert (restored.min_threshold, restored.max_threshold) == (0.3, np.inf)
+    assert (restored.tie_break, restored.tie_seed, restored.certified_threshold) == (0.4, 7, 0.3)
+
+
+def test_a_leased_replica_breaks_ties_with_the_certificate_rule() -> None:
+    async def run() -> tuple[np.ndarray, np.ndarray]:
+        controller = OnlineController(target=0.5, threshold=0.3, window=100, tie_break=0.5, tie_seed=3)
+        ledger = BudgetLedger(controller, lease_deferrals=100)
+
+        async def exchange(report: Report) -> Lease:
+            return ledger.exchange(report)
+
+        budget = LeasedBudget("a", exchange, threshold=0.3, hard_cap=None)
+        await budget.start()
+        texts = [f"mail {i}" for i in range(40)]
+        reference = OnlineController(target=0.5, threshold=0.3, window=100, tie_break=0.5, tie_seed=3)
+        return budget.decide(np.full(40, 0.3), texts), reference.decide(np.full(40, 0.3), texts)
+
+    leased, controller = asyncio.run(run())
+    assert leased.tolist() == controller.tolist() and 0 < leased.sum() < 40

@@ -85,3 +85,75 @@ def test_target_above_the_hard_cap_is_refused():
 def test_starting_threshold_must_be_finite():
     with pytest.raises(ValueError, match="must be finite"):
         OnlineController(target=0.1, threshold=float("inf"))
+
+
+# The certificate vs the controller: clamps, ties and which guarantee is in force (issue 13, item 5).
+
+def drifting_scores(rng, n=20000, shift=-1.0):
+    """Deferral scores whose distribution slides by ``shift`` over the stream."""
+    return rng.normal(0, 1, n) + np.linspace(0, shift, n)
+
+
+@pytest.mark.parametrize("shift", [-1.5, 1.5])
+def test_an_accepted_error_budget_never_accepts_more_than_certified_under_drift(shift):
+    scores = drifting_scores(np.random.default_rng(3), shift=shift)
+    controller = OnlineController(target=0.2, threshold=0.84, learning_rate=0.01, max_threshold=0.84)
+    thresholds = []
+    for start in range(0, len(scores), 50):
+        controller.decide(scores[start:start + 50])
+        thresholds.append(controller.threshold)
+    assert max(thresholds) <= 0.84
+    if shift > 0:   # higher scores want a higher threshold (defer less), which the clamp refuses
+        assert thresholds[-1] == 0.84
+    else:           # lower scores: the controller may defer more, below the certified threshold
+        assert min(thresholds) < 0.0
+
+
+def test_a_cost_budget_never_defers_more_than_certified_under_drift():
+    rng = np.random.default_rng(4)
+    controller = OnlineController(target=0.2, threshold=0.84, learning_rate=0.01, min_threshold=0.84)
+    scores = drifting_scores(rng, shift=1.5)
+    certified = scores > 0.84
+    mask = np.concatenate([controller.decide(scores[s:s + 50]) for s in range(0, len(scores), 50)])
+    assert not (mask & ~certified).any() and controller.threshold >= 0.84
+
+
+def test_a_joint_budget_keeps_its_certified_threshold():
+    controller = OnlineController(target=0.2, threshold=0.5, learning_rate=0.05, min_threshold=0.5, max_threshold=0.5)
+    controller.decide(np.random.default_rng(5).normal(2, 1, 500))
+    assert controller.threshold == 0.5
+
+
+def test_the_controller_breaks_ties_with_the_certificate_rule():
+    from policies.ties import defer_mask, tie_keys
+
+    texts = [f"request {i}" for i in range(400)]
+    scores = np.full(400, 0.5)
+    controller = OnlineController(target=0.3, threshold=0.5, learning_rate=1e-9, tie_break=0.7, tie_seed=2)
+    mask = controller.decide(scores, texts)
+    assert np.array_equal(mask, defer_mask(scores, 0.5, 0.7, tie_keys(texts, 2)))
+    assert 0.2 < mask.mean() < 0.4
+
+
+def test_the_served_guarantee_says_whether_the_certificate_covers_the_threshold_now():
+    from policies import guarantee_now
+
+    certificate = {"statement": "P(accepted_error > 0.05) ≤ 0.1"}
+    rng = np.random.default_rng(6)
+    rate = OnlineController(target=0.1, threshold=0.0, learning_rate=0.01)
+    assert guarantee_now("rate", certificate, rate.state())["status"] == "certified"
+    rate.decide(rng.normal(0, 1, 2000))
+    moved = guarantee_now("rate", certificate, rate.state())
+    assert moved["status"] == "tracking" and "not the current" in moved["statement"]
+    error = OnlineController(target=0.1, threshold=0.0, learning_rate=0.01, max_threshold=0.0)
+    error.decide(rng.normal(0, 1, 2000))   # a 50 % rate wants the threshold up: clamped, still certified
+    assert guarantee_now("accepted-error", certificate, error.state())["status"] == "certified"
+    error.set_target(0.9)
+    error.decide(rng.normal(0, 1, 2000))
+    assert guarantee_now("accepted-error", certificate, error.state())["status"] == "defers-more"
+    assert guarantee_now("rate", None, rate.state())["status"] == "uncertified"
+
+
+def test_a_starting_threshold_outside_the_clamp_is_refused():
+    with pytest.raises(ValueError, match="outside the clamp"):
+        OnlineController(target=0.1, threshold=1.0, max_threshold=0.5)

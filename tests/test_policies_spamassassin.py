@@ -21,23 +21,22 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
+from cascade import data
 from cascade.types import CostModel
 from policies import (
     AcceptedErrorTuner, ConfidencePolicy, CostTuner, DeferralData, EntropyPolicy, JointTuner, MarginPolicy,
-    OraclePolicy, PosthocPolicy, RandomPolicy, RateTuner, budget_adherence, deferral_curve,
+    OraclePolicy, PosthocPolicy, RandomPolicy, RateTuner, budget_adherence, deferral_curve, threshold_grid,
 )
 
 SPLITS, CALIBRATION = 200, 400
+MAX_PROMPT_TOKENS = 384.0 + 40.0   # the prompt is capped there and priced at 1.0 per 1k tokens
 
 
 @pytest.fixture(scope="module")
-def spam():
-    data = pytest.importorskip("cascade.data")
-    try:
-        train = data.load("spamassassin", split="train", seed=0)
-        pool = [data.load("spamassassin", split=split, seed=0) for split in ("calibration", "test")]
-    except data.DatasetMissing:
-        pytest.skip("SpamAssassin is not fetched: run `python -m cascade data fetch spamassassin`")
+def spam(spamassassin):
+    """Real outcomes; the ``spamassassin`` fixture fetches the data first, so missing data fail loudly."""
+    train = data.load("spamassassin", split="train", seed=0)
+    pool = [data.load("spamassassin", split=split, seed=0) for split in ("calibration", "test")]
     order = np.random.default_rng(0).permutation(len(train))
     small_part, calibrator_part, policy_part, expert_part = np.split(order, [300, 800, 1800])
     vectorizer = TfidfVectorizer(sublinear_tf=True, min_df=2, max_features=20000).fit(train.texts)
@@ -50,13 +49,18 @@ def spam():
     def outcomes(texts, labels):
         x = vectorizer.transform(texts)
         probabilities = calibrated.predict_proba(x)
-        tokens = np.minimum(np.array([len(t) for t in texts]) / 4.0, 384.0) + 40.0
+        tokens = np.minimum(np.array([len(t) for t in texts]) / 4.0 + 40.0, MAX_PROMPT_TOKENS)
         cost = CostModel(expert_per_call=0.0, expert_per_1k_prompt_tokens=1.0).expert_cost(prompt_tokens=tokens)
         return DeferralData(probabilities, probabilities.argmax(1) == labels, expert.predict(x) == labels, cost)
 
     policy_split = outcomes([train.texts[i] for i in policy_part], train.y[policy_part])
     pool_split = outcomes(pool[0].texts + pool[1].texts, np.concatenate([pool[0].y, pool[1].y]))
     return policy_split, pool_split
+
+
+def fit_part_grid(spam, max_rate=1.0):
+    """Learn-then-Test's thresholds, placed on the policy split (never on the pool it certifies on)."""
+    return threshold_grid(ConfidencePolicy().score(spam[0].features), max_rate=max_rate)
 
 
 @pytest.fixture(scope="module")
@@ -92,18 +96,20 @@ def test_high_probability_rate_is_violated_in_at_most_delta_of_splits(spam, conf
 
 
 def test_cost_per_1k_mean_is_at_most_the_target(spam, confidence_scores):
-    stats = adherence(CostTuner(target_per_1k=20.0), spam, confidence_scores)["metrics"]["cost_per_1k"]
+    stats = adherence(CostTuner(target_per_1k=20.0, max_expert_cost=MAX_PROMPT_TOKENS / 1000.0), spam,
+                      confidence_scores)["metrics"]["cost_per_1k"]
     assert stats["mean"] <= 20.0 + 3 * stats["standard_error"]
 
 
 def test_accepted_error_exceeds_alpha_in_at_most_delta_of_splits(spam, confidence_scores):
-    summary = adherence(AcceptedErrorTuner(alpha=0.03, delta=0.1), spam, confidence_scores)
+    summary = adherence(AcceptedErrorTuner(alpha=0.03, delta=0.1, grid=fit_part_grid(spam)), spam, confidence_scores)
     assert summary["refusal_rate"] < 0.1
     assert summary["violation_rate"] <= allowed_violation_rate(0.1)
 
 
 def test_joint_target_is_violated_in_at_most_delta_of_splits(spam, confidence_scores):
-    summary = adherence(JointTuner(alpha=0.025, max_rate=0.3, delta=0.1), spam, confidence_scores)
+    tuner = JointTuner(alpha=0.025, max_rate=0.3, delta=0.1, grid=fit_part_grid(spam, max_rate=0.3))
+    summary = adherence(tuner, spam, confidence_scores)
     assert summary["refusal_rate"] < 0.1
     assert summary["violation_rate"] <= allowed_violation_rate(0.1)
 

@@ -75,7 +75,7 @@ def test_three_tier_cascade_is_more_accurate_than_small_and_cheaper_than_large()
 def test_tuning_passes_the_next_tiers_cost_to_a_cost_budget():
     data = simulate(2000, seed=3)
     cascade = Cascade.tune(
-        [ConfidencePolicy(n_classes=2)], [CostTuner(target_per_1k=100.0)], [data.features],
+        [ConfidencePolicy(n_classes=2)], [CostTuner(target_per_1k=100.0, max_expert_cost=20.0)], [data.features],
         [data.small_correct, data.expert_correct], [0.0, data.expert_cost],
     )
     assert cascade.hops[0].certificate.bound["cost_per_1k"] <= 100.0

@@ -12,14 +12,28 @@ from cascade.config import BudgetConfig
 from cascade.types import CostModel
 from policies import (
     AcceptedErrorTuner, ConfidencePolicy, CostTuner, InfeasibleTarget, JointTuner, RateTuner, clopper_pearson_upper,
-    make_tuner, simulate,
+    make_tuner, simulate, threshold_grid,
 )
+
+
+MAX_COST = 6.0   # above every simulated expert cost in the fixture (the tuner refuses data above its bound)
 
 
 @pytest.fixture(scope="module")
 def calibration():
     data = simulate(600, seed=5)
     return ConfidencePolicy(n_classes=2).score(data.features), data.small_correct, data.expert_cost
+
+
+@pytest.fixture(scope="module")
+def grid():
+    """Learn-then-Test's candidate thresholds, placed on a separate (fit) sample."""
+    return threshold_grid(ConfidencePolicy(n_classes=2).score(simulate(600, seed=6).features))
+
+
+@pytest.fixture(scope="module")
+def joint_grid():
+    return threshold_grid(ConfidencePolicy(n_classes=2).score(simulate(600, seed=6).features), max_rate=0.5)
 
 
 def test_crc_rate_keeps_at_most_floor_n_plus_one_beta_minus_one_samples_above_the_threshold(calibration):
@@ -41,9 +55,24 @@ def test_samples_tied_with_the_threshold_are_not_deferred():
     assert tuner.threshold_ == 0.5 and tuner.certificate_.achieved["defer_rate"] == 0.25
 
 
-def test_a_rate_below_one_over_n_plus_one_never_defers():
-    tuner = RateTuner(target=0.001).fit(np.linspace(0, 1, 100))
-    assert tuner.threshold_ == math.inf and tuner.certificate_.bound["defer_rate"] == 0.0
+@pytest.mark.parametrize("delta, needed, smallest", [(None, 999, 1 / 101), (0.1, 2302, 1 - 0.1 ** (1 / 100))])
+def test_a_certify_part_too_small_for_the_rate_is_refused_with_the_n_it_needs(delta, needed, smallest):
+    with pytest.raises(InfeasibleTarget, match=f"needs n ≥ {needed}; with n=100 the smallest certifiable rate") as e:
+        RateTuner(target=0.001, delta=delta).fit(np.linspace(0, 1, 100))
+    assert e.value.best["defer_rate"] == pytest.approx(smallest)
+    assert RateTuner(target=smallest + 1e-9, delta=delta).fit(np.linspace(0, 1, 100)).certificate_.holds
+
+
+@pytest.mark.parametrize("name, values, problem", [
+    ("small_correct", np.ones(99, dtype=bool), "small_correct has 99 entries per set"),
+    ("expert_cost", np.ones(101), "expert_cost has 101 entries per set"),
+    ("tie_keys", np.full(100, 0.5)[:98], "tie_keys has 98 entries per set"),
+    ("expert_cost", np.append(np.ones(99), np.nan), "expert_cost contain NaN"),
+    ("tie_keys", np.full(100, 1.5), r"tie_keys must lie in \[0, 1\)"),
+])
+def test_bad_outcomes_are_refused_naming_the_problem(name, values, problem):
+    with pytest.raises(ValueError, match=problem):
+        RateTuner(target=0.2).fit(np.linspace(0, 1, 100), **{name: values})
 
 
 def test_rate_certificate_in_expectation(calibration):
@@ -72,22 +101,36 @@ def test_certificate_reports_every_metric_achieved_on_calibration(calibration):
 
 def test_cost_tuner_with_unit_costs_matches_the_rate_tuner(calibration):
     scores = calibration[0]
-    cost = CostTuner(target_per_1k=200.0).fit(scores, expert_cost=np.ones(600))
+    cost = CostTuner(target_per_1k=200.0, max_expert_cost=1.0).fit(scores, expert_cost=np.ones(600))
     assert cost.threshold_ == RateTuner(target=0.2).fit(scores).threshold_
 
 
 def test_cost_tuner_certifies_the_crc_bound_including_the_small_tier(calibration):
     scores, _, cost = calibration
-    certificate = CostTuner(target_per_1k=300.0, small_cost=0.05).fit(scores, expert_cost=cost).certificate_
+    tuner = CostTuner(target_per_1k=300.0, small_cost=0.05, max_expert_cost=MAX_COST)
+    certificate = tuner.fit(scores, expert_cost=cost).certificate_
     spent = cost[scores > certificate.threshold].sum()
-    assert certificate.bound["cost_per_1k"] == pytest.approx(1000 * (0.05 + (spent + cost.max()) / 601))
+    assert certificate.bound["cost_per_1k"] == pytest.approx(1000 * (0.05 + (spent + MAX_COST) / 601))
     assert certificate.bound["cost_per_1k"] <= 300.0
+    assert f"costs at most {MAX_COST:g}" in certificate.statement
+
+
+def test_the_cost_bound_comes_from_the_config_not_the_data():
+    budget = BudgetConfig(kind="cost", target=400.0)
+    prices = CostModel(expert_per_call=0.1, expert_per_1k_prompt_tokens=1.0, expert_per_1k_completion_tokens=3.0)
+    assert make_tuner(budget, prices, max_model_len=2048).max_expert_cost == pytest.approx(0.1 + 3.0 * 2.048)
+    explicit = BudgetConfig(kind="cost", target=400.0, max_cost_per_call=0.5)
+    assert make_tuner(explicit, prices, max_model_len=2048).max_expert_cost == 0.5
+    with pytest.raises(ValueError, match="budget.max_cost_per_call"):
+        make_tuner(budget, prices)
+    with pytest.raises(ValueError, match="needs max_expert_cost"):
+        CostTuner(target_per_1k=400.0).fit([0.1, 0.2], expert_cost=[1.0, 1.0])
 
 
 def test_cost_target_below_the_small_tier_cost_is_infeasible(calibration):
     scores, _, cost = calibration
     with pytest.raises(InfeasibleTarget, match="best achievable is 100 per 1k") as error:
-        CostTuner(target_per_1k=50.0, small_cost=0.1).fit(scores, expert_cost=cost)
+        CostTuner(target_per_1k=50.0, small_cost=0.1, max_expert_cost=MAX_COST).fit(scores, expert_cost=cost)
     assert error.value.best == {"cost_per_1k": pytest.approx(100.0)}
 
 
@@ -97,58 +140,76 @@ def test_cost_tuner_rejects_a_cost_above_the_declared_maximum(calibration):
         CostTuner(target_per_1k=300.0, max_expert_cost=0.1).fit(scores, expert_cost=cost)
 
 
-def test_accepted_error_certificate_bounds_the_error_of_accepted_answers(calibration):
+def test_accepted_error_certificate_bounds_the_error_of_accepted_answers(calibration, grid):
     scores, correct, _ = calibration
-    certificate = AcceptedErrorTuner(alpha=0.1, delta=0.1).fit(scores, correct).certificate_
+    certificate = AcceptedErrorTuner(alpha=0.1, delta=0.1, grid=grid).fit(scores, correct).certificate_
     accepted = scores <= certificate.threshold
     assert certificate.achieved["accepted_error"] == pytest.approx(1 - correct[accepted].mean())
     assert certificate.achieved["accepted_error"] <= certificate.bound["accepted_error"] <= 0.1
 
 
-def test_infeasible_accepted_error_names_the_best_certifiable_value_which_is_then_feasible(calibration):
+def test_infeasible_accepted_error_names_the_best_certifiable_value_which_is_then_feasible(calibration, grid):
     scores, correct, _ = calibration
-    with pytest.raises(InfeasibleTarget, match="lowest certifiable accepted error is") as error:
-        AcceptedErrorTuner(alpha=0.005, delta=0.1).fit(scores, correct)
+    with pytest.raises(InfeasibleTarget, match="lowest certifiable accepted error among the tested") as error:
+        AcceptedErrorTuner(alpha=0.005, delta=0.1, grid=grid).fit(scores, correct)
     best = error.value.best["accepted_error"]
-    assert AcceptedErrorTuner(alpha=best + 1e-9, delta=0.1).fit(scores, correct).certificate_.holds
+    assert AcceptedErrorTuner(alpha=best + 1e-9, delta=0.1, grid=grid).fit(scores, correct).certificate_.holds
 
 
 @pytest.mark.parametrize("procedure", ["fixed-sequence", "bonferroni"])
-def test_joint_certificate_bounds_both_error_and_rate(procedure, calibration):
+def test_joint_certificate_bounds_both_error_and_rate(procedure, calibration, joint_grid):
     scores, correct, _ = calibration
-    certificate = JointTuner(alpha=0.1, max_rate=0.5, delta=0.1, procedure=procedure).fit(scores, correct).certificate_
+    tuner = JointTuner(alpha=0.1, max_rate=0.5, delta=0.1, procedure=procedure, grid=joint_grid)
+    certificate = tuner.fit(scores, correct).certificate_
     assert certificate.bound["accepted_error"] <= 0.1 and certificate.bound["defer_rate"] <= 0.5
     assert certificate.achieved["defer_rate"] <= 0.5
 
 
 @pytest.mark.parametrize("procedure", ["fixed-sequence", "bonferroni"])
-def test_infeasible_joint_target_says_what_the_deferral_budget_can_certify(procedure, calibration):
+def test_infeasible_joint_target_says_what_the_deferral_budget_can_certify(procedure, calibration, grid):
     scores, correct, _ = calibration
-    with pytest.raises(InfeasibleTarget, match="within that deferral budget the lowest certifiable accepted error"):
-        JointTuner(alpha=0.02, max_rate=0.1, delta=0.1, procedure=procedure).fit(scores, correct)
+    with pytest.raises(InfeasibleTarget, match="within that deferral budget the lowest certifiable accepted error") as e:
+        JointTuner(alpha=0.02, max_rate=0.4, delta=0.1, procedure=procedure, grid=grid).fit(scores, correct)
+    assert all(np.isfinite(value) for value in e.value.best.values()) and "inf" not in str(e.value)
 
 
-def test_fit_thresholds_runs_the_same_procedure_on_each_row(calibration):
+def test_a_joint_rate_no_tested_threshold_can_certify_says_so_without_inf(calibration, grid):
+    scores, correct, _ = calibration
+    deferring_most = grid.threshold[:5]   # a user's grid without "defer nothing"
+    with pytest.raises(InfeasibleTarget, match="no tested threshold keeps the deferral rate") as error:
+        JointTuner(alpha=0.1, max_rate=0.1, delta=0.1, grid=deferring_most).fit(scores, correct)
+    assert "inf" not in str(error.value) and 0 < error.value.best["certifiable_defer_rate"] <= 1
+
+
+def test_fit_thresholds_runs_the_same_procedure_on_each_row(calibration, grid, joint_grid):
     scores, correct, _ = calibration
     rows = np.vstack([scores, scores[::-1], np.roll(scores, 7)])
     correct_rows = np.vstack([correct, correct[::-1], np.roll(correct, 7)])
-    for tuner in (RateTuner(0.2), RateTuner(0.2, delta=0.1), AcceptedErrorTuner(0.1), JointTuner(0.1, 0.5)):
+    for tuner in (RateTuner(0.2), RateTuner(0.2, delta=0.1), AcceptedErrorTuner(0.1, grid=grid),
+                  JointTuner(0.1, 0.5, grid=joint_grid)):
         batched = tuner.fit_thresholds(rows, correct_rows)
         assert batched.tolist() == [tuner.fit(r, c).threshold_ for r, c in zip(rows, correct_rows)]
 
 
-def test_fit_thresholds_marks_infeasible_rows_with_nan(calibration):
+def test_fit_thresholds_marks_infeasible_rows_with_nan(calibration, grid):
     scores, correct, _ = calibration
-    assert np.isnan(AcceptedErrorTuner(alpha=0.001).fit_thresholds(scores, correct)).all()
+    assert np.isnan(AcceptedErrorTuner(alpha=0.001, grid=grid).fit_thresholds(scores, correct)).all()
 
 
-def test_tuner_names_the_missing_outcome():
+def test_tuner_names_the_missing_outcome(grid):
     with pytest.raises(ValueError, match="AcceptedErrorTuner needs small_correct"):
-        AcceptedErrorTuner().fit(np.random.default_rng(0).random(50))
+        AcceptedErrorTuner(grid=grid).fit(np.random.default_rng(0).random(50))
+
+
+@pytest.mark.parametrize("tuner", [AcceptedErrorTuner(), JointTuner()])
+def test_learn_then_test_needs_a_grid_fixed_before_certification(tuner, calibration):
+    scores, correct, _ = calibration
+    with pytest.raises(ValueError, match="needs grid: candidate thresholds fixed before the certify part"):
+        tuner.fit(scores, correct)
 
 
 def test_tuner_rejects_nan_scores():
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(ValueError, match=r"scores contain NaN \(1 of 2\)"):
         RateTuner().fit([0.1, float("nan")])
 
 
@@ -162,7 +223,7 @@ def test_make_tuner_builds_each_budget_kind_from_config():
     cost = CostModel(small_per_call=0.01)
     rate = make_tuner(BudgetConfig(kind="rate", target=0.15, delta=0.05))
     assert rate.get_params() == {"target": 0.15, "delta": 0.05}
-    assert make_tuner(BudgetConfig(kind="cost", target=400.0), cost).small_cost == 0.01
+    assert make_tuner(BudgetConfig(kind="cost", target=400.0), cost, max_model_len=2048).small_cost == 0.01
     assert isinstance(make_tuner(BudgetConfig(kind="accepted-error", target=0.02, delta=0.05)), AcceptedErrorTuner)
     joint = make_tuner(BudgetConfig(kind="joint", target=0.02, max_rate=0.3, delta=0.05))
     assert (joint.alpha, joint.max_rate, joint.delta) == (0.02, 0.3, 0.05)
@@ -226,8 +287,10 @@ def _grid_thresholds(scores, n_grid=20):
 
 def test_accepted_error_matches_mapie_bonferroni_learn_then_test(calibration):
     scores, correct, _ = calibration
-    controller = _mapie_controller(ACCEPTED_ERROR, 0.1, 0.1, _grid_thresholds(scores), "bonferroni", scores, correct)
-    assert AcceptedErrorTuner(alpha=0.1, delta=0.1).fit(scores, correct).threshold_ == -controller.best_predict_param
+    thresholds = _grid_thresholds(scores)
+    controller = _mapie_controller(ACCEPTED_ERROR, 0.1, 0.1, thresholds, "bonferroni", scores, correct)
+    tuner = AcceptedErrorTuner(alpha=0.1, delta=0.1, grid=thresholds).fit(scores, correct)
+    assert tuner.threshold_ == -controller.best_predict_param
 
 
 def test_joint_bonferroni_matches_mapie_multi_risk_learn_then_test(calibration):
@@ -235,5 +298,6 @@ def test_joint_bonferroni_matches_mapie_multi_risk_learn_then_test(calibration):
     controller = _mapie_controller(
         [ACCEPTED_ERROR, DEFER_RATE], [0.1, 0.5], 0.1, _grid_thresholds(scores), "bonferroni", scores, correct
     )
-    tuner = JointTuner(alpha=0.1, max_rate=0.5, delta=0.1, procedure="bonferroni").fit(scores, correct)
+    tuner = JointTuner(alpha=0.1, max_rate=0.5, delta=0.1, procedure="bonferroni", grid=_grid_thresholds(scores))
+    tuner.fit(scores, correct)
     assert tuner.threshold_ == -controller.best_predict_param

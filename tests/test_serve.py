@@ -189,7 +189,7 @@ def test_explain_with_a_failed_expert_is_degraded_not_an_error(api_expert_down: 
 def test_healthz_names_labels_expert_and_request_limit(api: TestClient) -> None:
     body = api.get("/healthz").json()
     assert body == {"status": "ok", "name": "serve-test", "modality": "text", "labels": ["ham", "spam"],
-                    "expert": "knn-vote:smollm2-135m-instruct", "max_samples_per_request": 8}
+                    "expert": "knn-vote (k=4, no LLM)", "max_samples_per_request": 8}
 
 
 def test_openapi_documents_every_route_and_the_limits(api: TestClient) -> None:

@@ -19,27 +19,31 @@ Multi-class Platt and isotonic work one-vs-rest and renormalise, as scikit-learn
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, Self
 
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 from scipy.special import expit, log_softmax, logit
-from sklearn.base import BaseEstimator
 from sklearn.isotonic import IsotonicRegression
 
-from cascade.artifact import ArtifactError, read_json, write_json
+from cascade.artifact import ArtifactError
+from cascade.persistence import Persistent, SavedFormat
 
-CALIBRATOR_FILE = "calibrator.json"
+# calibrators saved before they were sealed on their own sit inside a small tier, whose manifest covers them
+CALIBRATOR_FORMAT = SavedFormat("calibrator", "calibrator.json", "cascade.calibrator", "cascade.calibrator.manifest",
+                                unsealed_ok=True)
 EPS = 1e-12
 
 
-class CalibratorBase(BaseEstimator):
-    """sklearn-style: settings in ``__init__``, ``fit(probs, y)`` returns self, state in ``*_``."""
+class CalibratorBase(Persistent):
+    """sklearn-style: settings in ``__init__``, ``fit(probs, y)`` returns self, state in ``*_``.
 
-    kind: ClassVar[str]
-    _state: ClassVar[tuple[str, ...]] = ()
+    Saved through :class:`cascade.persistence.Persistent` (``calibrator.json`` + manifest);
+    ``transform`` before ``fit`` raises :class:`~cascade.persistence.NotFittedError`.
+    """
+
+    _format = CALIBRATOR_FORMAT
 
     def fit(self, probs: np.ndarray, y: np.ndarray) -> Self:
         raise NotImplementedError
@@ -50,38 +54,19 @@ class CalibratorBase(BaseEstimator):
     def fit_transform(self, probs: np.ndarray, y: np.ndarray) -> np.ndarray:
         return self.fit(probs, y).transform(probs)
 
-    def save(self, directory: str | Path) -> None:
-        """Write ``calibrator.json`` (kind, settings, learned numbers) into ``directory``."""
-        missing = [name for name in self._state if not hasattr(self, name)]
-        if missing:
-            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit first")
-        state = {name: _to_json(getattr(self, name)) for name in self._state}
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        write_json(Path(directory) / CALIBRATOR_FILE, "cascade.calibrator",
-                   {"kind": self.kind, "params": self.get_params(), "state": state})
-
-    @classmethod
-    def restore(cls, path: Path, params: dict[str, Any], state: dict[str, Any]) -> Self:
-        missing = set(cls._state) - set(state)
-        if missing:
-            raise ArtifactError(f"{path}: missing calibrator state {sorted(missing)}")
-        calibrator = cls(**params)
-        for name in cls._state:
-            setattr(calibrator, name, _from_json(state[name]))
-        return calibrator
-
 
 class IdentityCalibrator(CalibratorBase):
     """Leaves probabilities as they are (``calibrator.kind: none``)."""
 
     kind = "none"
-    _state = ("n_classes_",)
+    _json_state = ("n_classes_",)
 
     def fit(self, probs: np.ndarray, y: np.ndarray) -> Self:
         self.n_classes_ = check_probs(probs, y).shape[1]
         return self
 
     def transform(self, probs: np.ndarray) -> np.ndarray:
+        self._check_fitted()
         return check_probs(probs, n_classes=self.n_classes_)
 
 
@@ -89,7 +74,7 @@ class TemperatureScaling(CalibratorBase):
     """``softmax(log p / T)`` with ``T`` minimising the negative log-likelihood on the calibration split."""
 
     kind = "temperature"
-    _state = ("temperature_", "n_classes_")
+    _json_state = ("temperature_", "n_classes_")
 
     def fit(self, probs: np.ndarray, y: np.ndarray) -> Self:
         probs = check_probs(probs, y)
@@ -104,6 +89,7 @@ class TemperatureScaling(CalibratorBase):
         return self
 
     def transform(self, probs: np.ndarray) -> np.ndarray:
+        self._check_fitted()
         probs = check_probs(probs, n_classes=self.n_classes_)
         return np.exp(log_softmax(np.log(np.clip(probs, EPS, 1.0)) / self.temperature_, axis=1))
 
@@ -112,7 +98,7 @@ class PlattScaling(CalibratorBase):
     """Per class, ``sigmoid(a * logit(p) + b)`` fitted with Platt's smoothed targets (one-vs-rest)."""
 
     kind = "platt"
-    _state = ("slopes_", "intercepts_", "n_classes_")
+    _json_state = ("slopes_", "intercepts_", "n_classes_")
 
     def fit(self, probs: np.ndarray, y: np.ndarray) -> Self:
         probs = check_probs(probs, y)
@@ -124,6 +110,7 @@ class PlattScaling(CalibratorBase):
         return self
 
     def transform(self, probs: np.ndarray) -> np.ndarray:
+        self._check_fitted()
         probs = check_probs(probs, n_classes=self.n_classes_)
         if self.n_classes_ == 2:
             positive = expit(self.slopes_[0] * _logit(probs[:, 1]) + self.intercepts_[0])
@@ -135,7 +122,7 @@ class IsotonicCalibration(CalibratorBase):
     """Per class, a monotone non-decreasing map fitted by isotonic regression (one-vs-rest)."""
 
     kind = "isotonic"
-    _state = ("breakpoints_", "values_", "n_classes_")
+    _json_state = ("breakpoints_", "values_", "n_classes_")
 
     def fit(self, probs: np.ndarray, y: np.ndarray) -> Self:
         probs = check_probs(probs, y)
@@ -150,6 +137,7 @@ class IsotonicCalibration(CalibratorBase):
         return self
 
     def transform(self, probs: np.ndarray) -> np.ndarray:
+        self._check_fitted()
         probs = check_probs(probs, n_classes=self.n_classes_)
         if self.n_classes_ == 2:
             positive = np.interp(probs[:, 1], self.breakpoints_[0], self.values_[0])
@@ -173,15 +161,10 @@ def make_calibrator(kind: str) -> CalibratorBase:
 
 def load_calibrator(directory: str | Path) -> CalibratorBase:
     """Load a calibrator saved by ``save``; a bad file raises ``ArtifactError`` naming it."""
-    path = Path(directory) / CALIBRATOR_FILE
-    body = read_json(path, "cascade.calibrator")
-    kind = body.get("kind")
+    kind = CalibratorBase.saved_kind(directory)
     if kind not in CALIBRATORS:
-        raise ArtifactError(f"{path}: unknown calibrator kind '{kind}'")
-    try:
-        return CALIBRATORS[kind].restore(path, body.get("params", {}), body.get("state", {}))
-    except (TypeError, ValueError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path}: bad calibrator state ({exc})") from exc
+        raise ArtifactError(f"{Path(directory) / CALIBRATOR_FORMAT.file}: unknown calibrator kind '{kind}'")
+    return CALIBRATORS[kind].load(directory)
 
 
 def check_probs(probs: Any, y: Any = None, n_classes: int | None = None) -> np.ndarray:
@@ -228,12 +211,3 @@ def _platt(decision: np.ndarray, positive: np.ndarray) -> tuple[float, float]:
     result = minimize(loss, x0=np.array([1.0, -prior]), jac=True, method="L-BFGS-B")
     return float(result.x[0]), float(result.x[1])
 
-
-def _to_json(value: Any) -> Any:
-    return value.tolist() if isinstance(value, np.ndarray) else value
-
-
-def _from_json(value: Any) -> Any:
-    if isinstance(value, list) and value and not isinstance(value[0], list):
-        return np.asarray(value, dtype=np.float64)
-    return value

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cascade.data.dataset import Dataset
+from cascade.data.source import DatasetMissing, DatasetSource
 
 NAME = "fashion-mnist"
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -49,8 +50,6 @@ def fetch(progress: bool = True) -> Path:
 def load(normal_classes: tuple[int, ...] | list[int] | None = None) -> Dataset:
     root = source_dir()
     if not (root / _FILES["train"][0]).is_file():
-        from cascade.data.registry import DatasetMissing
-
         raise DatasetMissing(NAME, root)
     images, classes = [], []
     for image_file, label_file in _FILES.values():
@@ -78,3 +77,7 @@ def _read_idx(path: Path) -> np.ndarray:
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+SOURCE = DatasetSource(NAME, "image", ("normal", "anomaly"), "Fashion-MNIST 28x28; shirt = anomaly by default",
+                       f"Debian {DEBIAN_PACKAGE}", fetch, load)

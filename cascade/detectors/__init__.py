@@ -12,8 +12,8 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from cascade.artifact import ArtifactError, read_json
-from cascade.detectors.base import DETECTOR_FILE, Detector, DetectorBase
+from cascade.artifact import ArtifactError
+from cascade.detectors.base import DETECTOR_FORMAT, Detector, DetectorBase
 
 DETECTORS: dict[str, str] = {
     "tfidf-lr": "cascade.detectors.text:TfidfLogistic",
@@ -21,10 +21,22 @@ DETECTORS: dict[str, str] = {
     "embedding-lr": "cascade.detectors.embedding:EmbeddingLogistic",
     "embedding-knn": "cascade.detectors.embedding:EmbeddingKnn",
     "isolation-forest": "cascade.detectors.tabular:IsolationForestDetector",
+    "tabular-lr": "cascade.detectors.tabular:TabularLogistic",
+    "tabular-hgb": "cascade.detectors.tabular:TabularBoosting",
+    "pyod": "cascade.detectors.pyod:PyODDetector",
     "minilm-finetune": "cascade.detectors.finetune:MiniLMClassifier",
     "pixel-lr": "cascade.detectors.image:PixelLogistic",
     "pixel-cnn": "cascade.detectors.image:PixelCNN",
 }
+
+MODALITY: dict[str, str] = {
+    "tfidf-lr": "text", "tfidf-knn": "text", "embedding-lr": "text", "embedding-knn": "text", "minilm-finetune": "text",
+    "isolation-forest": "features", "tabular-lr": "features", "tabular-hgb": "features", "pyod": "features",
+    "pixel-lr": "image", "pixel-cnn": "image",
+}
+"""What each kind takes (its class's ``modality``), known without importing the class (and torch)."""
+ONE_CLASS: frozenset[str] = frozenset({"tfidf-knn", "embedding-knn", "isolation-forest", "pyod"})
+"""Kinds that always learn from normal samples only (their class's ``one_class``)."""
 
 
 def detector_class(kind: str) -> type[DetectorBase]:
@@ -46,11 +58,10 @@ def make_detector(kind: str, **params: Any) -> DetectorBase:
 
 def load_detector(directory: str | Path) -> DetectorBase:
     """Load any saved detector, whatever its kind; a bad artifact raises ``ArtifactError`` naming the file."""
-    body = read_json(Path(directory) / DETECTOR_FILE, "cascade.detector")
-    kind = body.get("kind")
+    kind = DetectorBase.saved_kind(directory)
     if kind not in DETECTORS:
-        raise ArtifactError(f"{Path(directory) / DETECTOR_FILE}: unknown detector kind '{kind}'")
+        raise ArtifactError(f"{Path(directory) / DETECTOR_FORMAT.file}: unknown detector kind '{kind}'")
     return detector_class(kind).load(directory)
 
 
-__all__ = ["DETECTORS", "Detector", "DetectorBase", "detector_class", "load_detector", "make_detector"]
+__all__ = ["DETECTORS", "MODALITY", "ONE_CLASS", "Detector", "DetectorBase", "detector_class", "load_detector", "make_detector"]

@@ -6,13 +6,14 @@ Detectors follow scikit-learn's conventions: hyper-parameters in ``__init__``, l
 what they say. One-class detectors (``one_class = True``) learn from normal samples only and turn
 their anomaly score into a raw probability that the calibrator then fixes.
 
-Each detector saves into one directory: ``detector.json`` (kind, hyper-parameters, JSON state,
-format version), scikit-learn estimators as skops files, arrays and torch weights as
-safetensors, and a ``manifest.json`` of checksums checked at load.
+Each detector saves into one directory through :class:`cascade.persistence.Persistent`:
+``detector.json`` (kind, hyper-parameters, JSON state, format version), scikit-learn estimators
+as skops files, arrays and torch weights as safetensors, and a ``manifest.json`` of checksums
+checked at load.
 
 >>> from cascade.detectors import make_detector
->>> make_detector("tfidf-lr", C=4.0)
-TfidfLogistic(C=4.0)
+>>> make_detector("tfidf-lr", C=1.0)
+TfidfLogistic(C=1.0)
 """
 
 from __future__ import annotations
@@ -21,22 +22,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, Sequence, runtime_checkable
 
 import numpy as np
-from sklearn.base import BaseEstimator
 
-from cascade.artifact import (
-    ArtifactError,
-    load_arrays,
-    load_sklearn,
-    read_json,
-    save_arrays,
-    save_sklearn,
-    verify_manifest,
-    write_json,
-    write_manifest,
-)
+from cascade.persistence import Persistent, SavedFormat
 
-DETECTOR_FILE = "detector.json"
-ARRAYS_FILE = "arrays.safetensors"
+DETECTOR_FORMAT = SavedFormat("detector", "detector.json", "cascade.detector", "cascade.detector.manifest")
 Inputs = Sequence[str] | np.ndarray  # texts, feature rows (n, d) or images (n, h, w)
 
 
@@ -51,21 +40,19 @@ class Detector(Protocol):
     def save(self, directory: str | Path) -> None: ...
 
 
-class DetectorBase(BaseEstimator):
-    """Shared persistence; subclasses set ``kind`` and list what to save.
+class DetectorBase(Persistent):
+    """Shared persistence (:class:`cascade.persistence.Persistent`); subclasses set ``kind`` and list what to save.
 
     ``_json_state`` names learned attributes saved as JSON, ``_estimator_state`` scikit-learn
     estimators saved with skops, ``_array_state`` numpy arrays saved as safetensors. A subclass
     with other state (torch weights, an HF folder) overrides :meth:`_save_extra` /
-    :meth:`_load_extra`.
+    :meth:`_load_extra`. ``predict_proba`` before ``fit`` raises
+    :class:`~cascade.persistence.NotFittedError`.
     """
 
-    kind: ClassVar[str]
+    _format = DETECTOR_FORMAT
     modality: ClassVar[str]  # "text", "features" or "image"
     one_class: ClassVar[bool] = False
-    _json_state: ClassVar[tuple[str, ...]] = ()
-    _estimator_state: ClassVar[tuple[str, ...]] = ()
-    _array_state: ClassVar[tuple[str, ...]] = ()
 
     def fit(self, X: Inputs, y: np.ndarray | None = None) -> Self:
         raise NotImplementedError
@@ -76,61 +63,6 @@ class DetectorBase(BaseEstimator):
     @property
     def n_classes(self) -> int:
         return len(getattr(self, "classes_", (0, 1)))
-
-    def save(self, directory: str | Path) -> None:
-        """Write the detector into ``directory`` (created), with a checksummed manifest."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self._check_fitted()
-        state = {name: getattr(self, name) for name in self._json_state}
-        write_json(directory / DETECTOR_FILE, "cascade.detector",
-                   {"kind": self.kind, "params": self.get_params(), "state": state})
-        for name in self._estimator_state:
-            save_sklearn(getattr(self, name), directory / f"{name}.skops")
-        if self._array_state:
-            save_arrays({name: np.asarray(getattr(self, name)) for name in self._array_state}, directory / ARRAYS_FILE)
-        self._save_extra(directory)
-        write_manifest(directory, "cascade.detector.manifest", {"kind": self.kind})
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Self:
-        """Load a detector saved by :meth:`save`; a corrupt or mismatched file raises ``ArtifactError``."""
-        directory = Path(directory)
-        verify_manifest(directory, "cascade.detector.manifest")
-        body = read_json(directory / DETECTOR_FILE, "cascade.detector")
-        if body.get("kind") != cls.kind:
-            raise ArtifactError(f"{directory / DETECTOR_FILE}: holds a '{body.get('kind')}' detector, not '{cls.kind}'")
-        try:
-            detector = cls(**body.get("params", {}))
-        except TypeError as exc:
-            raise ArtifactError(f"{directory / DETECTOR_FILE}: bad parameters ({exc})") from exc
-        state = body.get("state", {})
-        missing = set(cls._json_state) - set(state)
-        if missing:
-            raise ArtifactError(f"{directory / DETECTOR_FILE}: missing state {sorted(missing)}")
-        for name in cls._json_state:
-            setattr(detector, name, _from_json(state[name]))
-        for name in cls._estimator_state:
-            setattr(detector, name, load_sklearn(directory / f"{name}.skops"))
-        if cls._array_state:
-            arrays = load_arrays(directory / ARRAYS_FILE)
-            for name in cls._array_state:
-                if name not in arrays:
-                    raise ArtifactError(f"{directory / ARRAYS_FILE}: missing array '{name}'")
-                setattr(detector, name, arrays[name])
-        detector._load_extra(directory)
-        return detector
-
-    def _save_extra(self, directory: Path) -> None:
-        """Hook for state that is neither JSON, skops nor a plain array."""
-
-    def _load_extra(self, directory: Path) -> None:
-        """Hook mirroring :meth:`_save_extra`."""
-
-    def _check_fitted(self) -> None:
-        missing = [n for n in (*self._json_state, *self._estimator_state, *self._array_state) if not hasattr(self, n)]
-        if missing:
-            raise RuntimeError(f"{type(self).__name__} is not fitted (missing {missing}); call fit first")
 
 
 def check_labels(y: np.ndarray | None, n: int, kind: str) -> np.ndarray:
@@ -187,7 +119,3 @@ def anomaly_probability(scores: np.ndarray, reference: np.ndarray) -> np.ndarray
 def score_reference(normal_scores: np.ndarray) -> np.ndarray:
     """Median and 95th percentile of the normal training samples' anomaly scores."""
     return np.quantile(np.asarray(normal_scores, dtype=float), [0.5, 0.95])
-
-
-def _from_json(value: Any) -> Any:
-    return np.asarray(value) if isinstance(value, list) else value

@@ -1,21 +1,106 @@
-"""Tabular one-class detector: IsolationForest fitted on normal rows only.
+"""Tabular detectors on feature rows: supervised logistic regression and gradient boosting, and a
+one-class IsolationForest fitted on normal rows only.
 
 >>> import numpy as np
 >>> rows = np.random.default_rng(0).normal(size=(500, 4))
 >>> IsolationForestDetector(n_estimators=50).fit(rows).predict_proba(rows[:2]).shape
 (2, 2)
+>>> TabularLogistic().fit(rows, (rows[:, 0] > 0).astype(int)).predict_proba(rows[:2]).shape
+(2, 2)
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Self
 
 import numpy as np
-from sklearn.ensemble import IsolationForest
+from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from cascade.detectors.base import DetectorBase, anomaly_probability, check_rows, score_reference
+from cascade.detectors.base import DetectorBase, anomaly_probability, check_labels, check_rows, score_reference
+from cascade.linalg import limited_threads
+
+
+class _SupervisedTabular(DetectorBase):
+    """Shared fit / predict for a scikit-learn classifier on feature rows (``model_``)."""
+
+    modality = "features"
+    _json_state = ("classes_", "n_features_in_")
+    _estimator_state = ("model_",)
+
+    def _model(self) -> Pipeline | HistGradientBoostingClassifier:
+        raise NotImplementedError
+
+    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> Self:
+        rows = check_rows(X, self.kind)
+        labels = check_labels(y, len(rows), self.kind)
+        with self._threads():
+            self.model_ = self._model().fit(rows, labels)
+        self.classes_ = np.asarray(self.model_.classes_)
+        self.n_features_in_ = rows.shape[1]
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """``(n, k)`` class probabilities, one column per class seen in training."""
+        self._check_fitted()
+        rows = check_rows(X, self.kind, self.n_features_in_)
+        with self._threads():
+            return np.asarray(self.model_.predict_proba(rows), dtype=np.float64)
+
+    def _threads(self) -> contextlib.AbstractContextManager[object]:
+        """OpenMP thread cap for the fit and predict calls (none by default)."""
+        return contextlib.nullcontext()
+
+
+class TabularLogistic(_SupervisedTabular):
+    """Standardised features + (multinomial) logistic regression, balanced class weights.
+
+    Scaling matters here: the penalty ``C`` treats every coefficient alike, so unscaled columns
+    (shuttle's range over thousands next to small ones) would be penalised unevenly.
+    """
+
+    kind = "tabular-lr"
+
+    def __init__(self, C: float = 1.0, class_weight: str | None = "balanced", max_iter: int = 2000) -> None:
+        self.C = C
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+
+    def _model(self) -> Pipeline:
+        return Pipeline([("scale", StandardScaler()),
+                         ("lr", LogisticRegression(C=self.C, class_weight=self.class_weight, max_iter=self.max_iter))])
+
+
+class TabularBoosting(_SupervisedTabular):
+    """scikit-learn's ``HistGradientBoostingClassifier`` (binned trees; no scaling needed).
+
+    ``threads`` caps its OpenMP threads (``None``: all cores). The default is one: on a shared
+    2-core machine OpenMP's spinning threads made a 3,600-row fit take 36 s instead of 3 s, and
+    one row's prediction 760 ms instead of 26 ms.
+    """
+
+    kind = "tabular-hgb"
+
+    def __init__(self, max_iter: int = 200, learning_rate: float = 0.1, max_leaf_nodes: int = 31,
+                 l2_regularization: float = 0.0, random_state: int = 0, threads: int | None = 1) -> None:
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.l2_regularization = l2_regularization
+        self.random_state = random_state
+        self.threads = threads
+
+    def _threads(self) -> contextlib.AbstractContextManager[object]:
+        return limited_threads(self.threads, "openmp") if self.threads else contextlib.nullcontext()
+
+    def _model(self) -> HistGradientBoostingClassifier:
+        return HistGradientBoostingClassifier(max_iter=self.max_iter, learning_rate=self.learning_rate,
+                                              max_leaf_nodes=self.max_leaf_nodes,
+                                              l2_regularization=self.l2_regularization,
+                                              early_stopping=False, random_state=self.random_state)
 
 
 class IsolationForestDetector(DetectorBase):

@@ -1,4 +1,4 @@
-"""Small-tier benchmark: every detector on SpamAssassin and shuttle.
+"""Small-tier benchmark: every detector on SpamAssassin and shuttle (PyOD models by name).
 
 For each detector, on the seeded train / calibration / test splits (60 / 20 / 20): fit time,
 test AUROC and accuracy, ECE (15 bins) of the raw probabilities and after each calibrator
@@ -10,7 +10,7 @@ embeddings are computed: the serving case).
 
 Writes ``experiments/benchmarks/results/detectors.{json,md}`` and prints the JSON.
 
-    python -m experiments.benchmarks.bench_detectors [--only tfidf-lr,isolation-forest]
+    python -m experiments.benchmarks.bench_detectors [--only tfidf-lr,isolation-forest,pyod:LOF]
 """
 
 from __future__ import annotations
@@ -46,7 +46,17 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("spamassassin", {"kind": "minilm-finetune", "train_labels": 1280, "params": {"max_steps": 80}}, "platt",
      "1,280 labels, 80 steps"),
     ("shuttle", {"kind": "isolation-forest", "one_class": True}, "isotonic", "normal rows only"),
+    ("shuttle", {"kind": "tabular-lr"}, "platt", "all train labels"),
+    ("shuttle", {"kind": "tabular-hgb"}, "platt", "all train labels"),
+    *[("shuttle", {"kind": "pyod", "params": {"model": model}}, "isotonic", "normal rows only")
+      for model in ("ECOD", "IForest", "LOF", "COPOD")],
 ]
+
+
+def detector_name(detector: dict[str, Any]) -> str:
+    """The kind, with the model for PyOD rows (``pyod:ECOD``)."""
+    model = detector.get("params", {}).get("model")
+    return f"{detector['kind']}:{model}" if model else detector["kind"]
 
 
 def run_case(dataset: str, detector: dict[str, Any], calibrator: str, splits: dict[str, data.Dataset]) -> dict[str, Any]:
@@ -72,7 +82,7 @@ def run_case(dataset: str, detector: dict[str, Any], calibrator: str, splits: di
         tier.predict_proba(one)
         singles.append(time.perf_counter() - start)
     return {
-        "dataset": dataset, "detector": detector["kind"], "calibrator": calibrator,
+        "dataset": dataset, "detector": detector_name(detector), "calibrator": calibrator,
         "train_samples": len(tier.training_subset(splits["train"])), "test_samples": len(test),
         "fit_s": fit_s, "auroc": float(roc_auc_score(test.y, probs[:, 1])),
         "accuracy": float(np.mean(probs.argmax(axis=1) == test.y)),
@@ -112,25 +122,26 @@ def merge_rows(fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
     path = RESULTS / "detectors.json"
     recorded = json.loads(path.read_text())["rows"] if path.is_file() else []
     by_key = {key(row): row for row in recorded} | {key(row): row for row in fresh}
-    order = [(dataset, detector["kind"], note) for dataset, detector, _, note in CASES]
+    order = [(dataset, detector_name(detector), note) for dataset, detector, _, note in CASES]
     return [by_key[k] for k in order if k in by_key]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="comma-separated detector kinds to rerun; other recorded rows are kept")
+    parser.add_argument("--only", default="", help="comma-separated detector kinds (or pyod:MODEL) to rerun; "
+                                                   "other recorded rows are kept")
     args = parser.parse_args(argv)
     only = {k for k in args.only.split(",") if k}
     rows = []
     splits_by_dataset: dict[str, dict[str, data.Dataset]] = {}
     for dataset, detector, calibrator, note in CASES:
-        if only and detector["kind"] not in only:
+        if only and not {detector["kind"], detector_name(detector)} & only:
             continue
         if dataset not in splits_by_dataset:
             data.fetch(dataset, progress=False)
             splits_by_dataset[dataset] = {s: data.load(dataset, split=s, seed=0) for s in ("train", "calibration", "test")}
         row = run_case(dataset, detector, calibrator, splits_by_dataset[dataset]) | {"note": note}
-        print(f"{dataset:13s} {detector['kind']:17s} AUROC {row['auroc']:.3f} ECE {row['ece_raw']:.3f} -> "
+        print(f"{dataset:13s} {detector_name(detector):17s} AUROC {row['auroc']:.3f} ECE {row['ece_raw']:.3f} -> "
               f"{row['ece_calibrated'][calibrator]:.3f} ({calibrator}), {row['latency_ms_batched']:.3f} ms/sample", flush=True)
         rows.append(row)
     if only:

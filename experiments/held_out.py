@@ -1,0 +1,131 @@
+"""The held-out parts as every tier scored them, and the deferral policies fitted on them.
+
+The experts score the held-out (fit ∪ certify) evaluation subset and the test evaluation subset
+once each (cached by content hash); the held-out scores are then cut into the ``fit`` part
+(policies learn here) and the ``certify`` part (budget tuners certify here) by the roles of
+:func:`cascade.data.roles.load_roles`. ``experiment.test_samples`` caps both subsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cascade.config import CascadeConfig, ExpertConfig
+from cascade.data import Dataset
+from cascade.data.dataset import stratified_subsample
+from cascade.data.roles import DataRoles
+from cascade.experts.fingerprint import expert_fingerprint
+from experiments.scoring import TierScores, cached, content_hash, dataset_hash, score_expert, score_small
+from policies.ties import tie_keys
+
+
+@dataclass
+class Scored:
+    """Everything the sweeps need, for one part."""
+
+    small: TierScores
+    experts: dict[str, TierScores]
+    tie_keys: np.ndarray | None = None
+    """per sample: the key that breaks ties at the threshold (:func:`policies.ties.tie_keys`)"""
+    from_cache: dict[str, bool] = field(default_factory=dict)
+    """per expert: whether its scores came from the on-disk cache (no model ran)"""
+
+    def __len__(self) -> int:
+        return len(self.small.y)
+
+    def subset(self, index: np.ndarray) -> Scored:
+        return Scored(self.small.subset(index), {name: s.subset(index) for name, s in self.experts.items()},
+                      None if self.tie_keys is None else self.tie_keys[index], dict(self.from_cache))
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """The scored ``fit``, ``certify`` and ``test`` parts."""
+
+    fit: Scored
+    certify: Scored
+    test: Scored
+
+    def sizes(self) -> dict[str, int]:
+        return {"fit": len(self.fit), "certify": len(self.certify), "test": len(self.test)}
+
+
+def evaluation_index(dataset: Dataset, cap: int | None, seed: int) -> np.ndarray:
+    """The samples the experts score: all of them, or a stratified ``cap`` of them."""
+    if cap is None or cap >= len(dataset):
+        return np.arange(len(dataset))
+    return stratified_subsample(dataset.y, dataset.groups, cap, seed)
+
+
+def score_held_out(config: CascadeConfig, roles: DataRoles, small_tier: Any, refresh: bool = False,
+                   progress: bool = True) -> HeldOut:
+    """Small tier, expert and control expert on the fit, certify and test evaluation subsets."""
+    seed, cap = config.experiment.seed, config.experiment.test_samples
+    held_index = evaluation_index(roles.calibration, cap, seed)
+    held = _score(config, roles.calibration.subset(held_index), roles.train, small_tier, refresh, progress)
+    test = _score(config, roles.test.subset(evaluation_index(roles.test, cap, seed)), roles.train, small_tier,
+                  refresh, progress)
+    certify = np.isin(held_index, roles.certify_index)
+    return HeldOut(fit=held.subset(~certify), certify=held.subset(certify), test=test)
+
+
+def _score(config: CascadeConfig, dataset: Dataset, pool: Dataset, small_tier: Any, refresh: bool,
+           progress: bool) -> Scored:
+    experts = {"expert": config.expert}
+    if config.control_expert is not None:
+        experts["control"] = config.control_expert
+    by_expert, from_cache = {}, {}
+    for tier, expert_config in experts.items():
+        fingerprint = expert_fingerprint(expert_config, dataset.modality)
+        key = content_hash("expert", fingerprint, config.cost.model_dump(), dataset_hash(dataset), dataset_hash(pool))
+        by_expert[tier], from_cache[tier] = cached(
+            key, lambda ec=expert_config, t=tier: _score_with_new_expert(config, ec, pool, dataset, t, progress),
+            refresh=refresh, fingerprint=fingerprint, ids=dataset.ids,
+        )
+    seed = config.budget.tie_seed
+    return Scored(small=score_small(small_tier, dataset, config.cost.small_per_call), experts=by_expert,
+                  tie_keys=None if seed is None else tie_keys(dataset.X, seed), from_cache=from_cache)
+
+
+def _score_with_new_expert(config: CascadeConfig, expert_config: ExpertConfig, pool: Dataset, dataset: Dataset,
+                           tier: str, progress: bool) -> TierScores:
+    from cascade.experts import make_expert
+
+    if progress:
+        print(f"scoring {tier} ({expert_config.display_name})"
+              f" on {len(dataset)} samples; cached for later runs", flush=True)
+    if config.experiment.scoring == "ray-data":
+        from experiments.scoring import score_with_ray_data
+
+        cost = config.cost
+        return score_with_ray_data(lambda: make_expert(expert_config, cost=cost, pool=pool), dataset, tier,
+                                   concurrency=config.experiment.ray_data_concurrency,
+                                   num_cpus=config.experiment.ray_data_num_cpus)
+    expert = make_expert(expert_config, cost=config.cost, pool=pool)
+    try:
+        return score_expert(expert, dataset, tier, progress=progress)
+    finally:
+        expert.close()
+
+
+def policy_scores(kind: str, fit: Scored, scored: Scored, expert: str, seed: int = 0) -> np.ndarray:
+    """Fit a deferral policy on the ``fit`` part; return its scores on ``scored``."""
+    from policies import make_policy
+
+    n_classes = fit.small.probs.shape[1]
+    policy = make_policy(kind, seed=seed) if kind == "random" else make_policy(kind, n_classes=n_classes)
+    fit_expert, scored_expert = fit.experts[expert], scored.experts[expert]
+    policy.fit(fit.small.features, fit.small.correct, fit_expert.correct, cost=varying_cost(fit_expert.cost))
+    if kind == "oracle":
+        return policy.score(scored.small.features, small_correct=scored.small.correct,
+                            expert_correct=scored_expert.correct)
+    return policy.score(scored.small.features)
+
+
+def varying_cost(cost: np.ndarray) -> np.ndarray | None:
+    """Per-sample expert cost for a cost-aware policy, or None where it cannot change the order
+    (constant cost) or cannot be divided by (a free expert)."""
+    return cost if len(cost) and np.all(cost > 0) and np.ptp(cost) > 0 else None

@@ -1,0 +1,76 @@
+"""Randomised tie-breaking at the threshold, decided deterministically from each sample's content.
+
+A deferral rule is a threshold ``λ`` and a tie cut ``τ`` in ``[0, 1]``: a sample with score ``s``
+and tie key ``u`` is deferred when ``s > λ``, or ``s == λ`` and ``u > τ``. The key is a uniform
+number in ``[0, 1)`` hashed from the sample's content (its text, or its feature values) and a
+seed, so the same request always gets the same answer, and tuning, the harness and serving all
+compute it with this one function. ``τ = 1`` never defers a tied sample (no tie-breaking).
+
+Why the certificates stay valid: ordering samples by ``(score, key)`` is ordering them by an
+augmented score that is a function of the sample alone, so exchangeable samples give exchangeable
+augmented scores, with no ties (up to identical contents). Split-conformal, conformal risk control
+and Learn-then-Test then apply to the augmented score unchanged; this is the randomised
+("smoothed") conformal construction of Vovk, Gammerman & Shafer, *Algorithmic Learning in a
+Random World* (2005), §2.2, with the auxiliary uniforms drawn by hashing instead of a random
+generator (see also Angelopoulos & Bates, *A Gentle Introduction to Conformal Prediction*, 2021,
+on randomised tie-breaking). A budget whose scores take a handful of values then defers the
+share it was tuned for instead of starving at the edge of a plateau.
+
+>>> keys = tie_keys(["Cheap meds, click now", "Meeting at noon"], seed=0)
+>>> bool(((0 <= keys) & (keys < 1)).all()), bool((tie_keys(["Meeting at noon"], seed=0) == keys[1]).all())
+(True, True)
+>>> defer_mask(np.array([0.2, 0.5, 0.5, 0.9]), 0.5, 0.5, np.array([0.9, 0.1, 0.7, 0.3])).tolist()
+[False, False, True, True]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+NO_TIE_BREAK = 1.0
+_MANTISSA = 2.0 ** -53
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def tie_keys(samples: Sequence[str] | np.ndarray, seed: int = 0) -> np.ndarray:
+    """Per-sample tie keys in ``[0, 1)``: a hash of each text or feature row, and ``seed``."""
+    if isinstance(samples, np.ndarray) and samples.dtype.kind in "biuf":
+        return _row_keys(samples, seed)
+    salt = int(seed).to_bytes(8, "little", signed=True)
+    digests = (hashlib.blake2b(str(text).encode("utf-8", "surrogatepass"), digest_size=8, salt=salt).digest()
+               for text in samples)
+    words = np.frombuffer(b"".join(digests), dtype="<u8")
+    return (words >> np.uint64(11)).astype(np.float64) * _MANTISSA
+
+
+def defer_mask(scores: ArrayLike, threshold: ArrayLike, tie_break: ArrayLike = NO_TIE_BREAK,
+               keys: ArrayLike | None = None) -> np.ndarray:
+    """``score > threshold``, or ``score == threshold`` and ``key > tie_break`` (broadcasting)."""
+    scores = np.asarray(scores, dtype=float)
+    threshold = np.asarray(threshold, dtype=float)
+    above = scores > threshold
+    if keys is None:
+        return above
+    return above | ((scores == threshold) & (np.asarray(keys, dtype=float) > np.asarray(tie_break, dtype=float)))
+
+
+def _row_keys(rows: np.ndarray, seed: int) -> np.ndarray:
+    """SplitMix64 over the float64 bits of each row (``-0.0`` counts as ``0.0``), vectorised over rows."""
+    values = np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float64) + 0.0
+    words = values.view(np.uint64)
+    state = np.full(len(rows), np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in words.T:
+            state = _mix(state ^ column)
+    return (state >> np.uint64(11)).astype(np.float64) * _MANTISSA
+
+
+def _mix(state: np.ndarray) -> np.ndarray:
+    state = state + _GOLDEN
+    state = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    state = (state ^ (state >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return state ^ (state >> np.uint64(31))

@@ -1,0 +1,48 @@
+"""The one split loader: train / fit / certify / test never overlap, and everyone gets the same parts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cascade import data
+from cascade.config import CascadeConfig, ConfigError
+from cascade.data.roles import held_out_cut, load_roles
+
+
+def _config(**dataset: object) -> CascadeConfig:
+    return CascadeConfig.model_validate({"dataset": {"name": "spamassassin", "max_samples": 600, **dataset}})
+
+
+def test_the_four_roles_partition_the_data_and_are_stratified(spamassassin: object) -> None:
+    roles = load_roles(_config())
+    ids = {name: set(getattr(roles, name).ids.tolist()) for name in ("train", "fit", "certify", "test")}
+    names = list(ids)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            assert not ids[first] & ids[second], (first, second)
+    everything = set(data.load("spamassassin", max_samples=600, seed=0).ids.tolist())
+    assert set().union(*ids.values()) == everything
+    assert abs(len(ids["fit"]) - len(ids["certify"])) <= 2
+    assert abs(roles.fit.positive_rate - roles.certify.positive_rate) < 0.03
+
+
+def test_certify_fraction_sets_the_certify_share_and_the_cut_is_deterministic(spamassassin: object) -> None:
+    roles = load_roles(_config(certify_fraction=0.25))
+    assert roles.sizes()["certify"] == pytest.approx(0.25 * len(roles.calibration), abs=2)
+    again = load_roles(_config(certify_fraction=0.25))
+    assert np.array_equal(roles.certify.ids, again.certify.ids)
+
+
+def test_a_cut_that_leaves_a_part_empty_names_the_field() -> None:
+    from cascade.data import Dataset
+
+    held_out = Dataset(name="tiny", y=np.array([0, 1, 0]), label_names=("ham", "spam"),
+                       ids=np.arange(3).astype(str), groups=np.zeros(3, dtype=int), features=np.zeros((3, 1)))
+    with pytest.raises(ConfigError, match="dataset.certify_fraction"):
+        held_out_cut(held_out, 0.1, seed=0)
+
+
+def test_certify_fraction_is_validated_at_config_load() -> None:
+    with pytest.raises(ConfigError, match="dataset.certify_fraction"):
+        CascadeConfig.from_dict({"dataset": {"name": "spamassassin", "certify_fraction": 1.0}})

@@ -1,0 +1,50 @@
+"""`cascade tune` end to end on a small real SpamAssassin subset (no-LLM expert): the policy learns on
+the fit part, the threshold is certified on the certify part, and the certificate says so."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cascade.config import CascadeConfig
+from cascade.data.roles import load_roles
+from experiments.tune import tune
+
+CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "spamassassin.yaml"
+
+
+@pytest.fixture
+def raw(spamassassin: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    import experiments.scoring
+
+    monkeypatch.setattr(experiments.scoring, "cache_dir", lambda name: (tmp_path / "cache" / name))
+    (tmp_path / "cache" / "scores").mkdir(parents=True)
+    raw = CascadeConfig.from_yaml(CONFIG).model_dump(mode="json")
+    raw["dataset"]["max_samples"] = 500
+    raw["detector"]["train_labels"] = 64
+    raw["expert"] = {"kind": "knn-vote", "labels": ["ham", "spam"], "shots": 4, "max_model_len": 1024}
+    raw["control_expert"] = None
+    raw["cost"] = {"expert_per_call": 0.0, "expert_per_1k_prompt_tokens": 1.0}
+    raw["artifact_dir"] = str(tmp_path / "artifact")
+    raw["experiment"].update(test_samples=None)
+    return raw
+
+
+def test_a_learned_policy_and_an_accepted_error_budget_certify_on_the_certify_part(raw: dict) -> None:
+    raw["policy"] = {"kind": "posthoc"}
+    raw["budget"] = {"kind": "accepted-error", "target": 0.3, "delta": 0.2, "n_grid": 10}
+    config = CascadeConfig.from_dict(raw)
+    certificate = tune(config, progress=False)
+    assert certificate["part"] == "certify" and certificate["n"] == load_roles(config).sizes()["certify"]
+    assert "fixed before certification" in certificate["method"] and certificate["tie_seed"] == 0
+    saved = json.loads((Path(config.artifact_dir) / "certificate.json").read_text())
+    assert saved == certificate
+
+
+def test_a_cost_budget_states_the_per_call_bound_from_max_model_len(raw: dict) -> None:
+    raw["budget"] = {"kind": "cost", "target": 500.0}
+    certificate = tune(CascadeConfig.from_dict(raw), progress=False)
+    assert "one expert call costs at most 1.024" in certificate["statement"]
+    assert certificate["bound"]["cost_per_1k"] <= 500.0
