@@ -7,6 +7,7 @@
     cascade tune CONFIG --budget ...    fit policy + threshold, write the serving artifact
     cascade serve CONFIG                start the Ray Serve app, print its URL
     cascade detect TEXT... [--url]      send samples to a running app
+    cascade budget [--target X]         read or change a running app's budget (token: CASCADE_API_TOKEN)
     cascade demo                        all of the above on SpamAssassin
 
 Errors print one line and a hint; ``cascade --debug ...`` prints the traceback instead.
@@ -206,6 +207,26 @@ def detect_command(
     from cascade.client import detect_cli
 
     detect_cli(url, texts or (), file=file, rationale=rationale)
+
+
+@app.command("budget")
+def budget_command(
+    url: str = typer.Option("http://127.0.0.1:8000", help="a running cascade app"),
+    target: float = typer.Option(None, help="set this deferral-rate target (needs the control token)"),
+    token: str = typer.Option(None, envvar="CASCADE_API_TOKEN", help="the app's control token"),
+) -> None:
+    """Print the running app's budget; with --target, change it first."""
+    import httpx
+
+    from cascade.client import CascadeClient, CascadeError
+
+    try:
+        with CascadeClient(url, token=token) as client:
+            budget = client.set_budget(target) if target is not None else client.budget()
+    except (CascadeError, httpx.HTTPError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print_json(budget.model_dump_json())
 
 
 @app.command("demo")
