@@ -7,6 +7,7 @@
     cascade tune CONFIG --budget ...    fit policy + threshold, write the serving artifact
     cascade serve CONFIG                start the Ray Serve app, print its URL
     cascade detect TEXT... [--url]      send samples to a running app
+    cascade budget [--target X]         read or change a running app's budget (token: CASCADE_API_TOKEN)
     cascade demo                        all of the above on SpamAssassin
 
 Errors print one line and a hint; ``cascade --debug ...`` prints the traceback instead.
@@ -208,15 +209,40 @@ def detect_command(
     detect_cli(url, texts or (), file=file, rationale=rationale)
 
 
+@app.command("budget")
+def budget_command(
+    url: str = typer.Option("http://127.0.0.1:8000", help="a running cascade app"),
+    target: float = typer.Option(None, help="set this deferral-rate target (needs the control token)"),
+    token: str = typer.Option(None, envvar="CASCADE_API_TOKEN", help="the app's control token"),
+) -> None:
+    """Print the running app's budget; with --target, change it first."""
+    import httpx
+
+    from cascade.client import CascadeClient, CascadeError
+
+    try:
+        with CascadeClient(url, token=token) as client:
+            budget = client.set_budget(target) if target is not None else client.budget()
+    except (CascadeError, httpx.HTTPError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print_json(budget.model_dump_json())
+
+
 @app.command("demo")
 def demo_command(
     config: str = typer.Option("experiments/configs/spamassassin.yaml", help="the experiment to demo"),
     requests: int = typer.Option(300, help="test mails to send through the running app"),
 ) -> None:
     """Fetch, run the SpamAssassin experiment, tune a 20% budget, serve it, send real traffic."""
+    from cascade.logs import library_output_to
+    from cascade.paths import home
     from experiments.demo import demo
 
-    demo(_config(config), requests=requests, console=console)
+    log = home() / "logs" / "demo.log"
+    console.print(f"library logs (vLLM, Ray, transformers) go to {log}")
+    with library_output_to(log) as terminal:
+        demo(_config(config), requests=requests, console=Console(file=terminal, width=console.width))
 
 
 def main() -> None:

@@ -5,11 +5,14 @@
 ['small']
 >>> client.set_budget(0.1).target                                  # doctest: +SKIP
 0.1
+
+Changing the budget needs the app's control token: pass ``token=`` or set ``CASCADE_API_TOKEN``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cascade.types import Sample, Verdict
 
 SampleLike = Sample | str | Sequence[float] | dict[str, Any]
+TOKEN_ENV = "CASCADE_API_TOKEN"
 
 
 class CascadeError(RuntimeError):
@@ -56,11 +60,17 @@ class Detection(BaseModel):
 
 
 class CascadeClient:
-    """Synchronous client; use it as a context manager or call :meth:`close`."""
+    """Synchronous client; use it as a context manager or call :meth:`close`.
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", timeout_s: float = 120.0) -> None:
+    ``token`` (default: the ``CASCADE_API_TOKEN`` environment variable) is sent as a bearer token with
+    changes (``set_budget``).
+    """
+
+    def __init__(self, url: str = "http://127.0.0.1:8000", timeout_s: float = 120.0, token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=timeout_s)
+        token = token if token is not None else os.environ.get(TOKEN_ENV)
+        self._control_headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def __enter__(self) -> "CascadeClient":
         return self
@@ -95,15 +105,19 @@ class CascadeClient:
     def budget(self) -> Budget:
         return Budget(**_checked(self._http.get("/v1/budget")))
 
-    def set_budget(self, target: float, hard_cap: float | None = None) -> Budget:
-        """Change the deferral-rate target (and hard cap) of the running cascade."""
-        body: dict[str, Any] = {"target": target}
-        if hard_cap is not None:
-            body["hard_cap"] = hard_cap
-        return Budget(**_checked(self._http.put("/v1/budget", json=body)))
+    def set_budget(self, target: float) -> Budget:
+        """Change the deferral-rate target of the running cascade (the hard cap stays as configured)."""
+        return Budget(**_checked(self._http.put("/v1/budget", json={"target": target},
+                                                headers=self._control_headers)))
 
     def health(self) -> dict[str, Any]:
+        """Liveness: the router answers (``GET /healthz``)."""
         return _checked(self._http.get("/healthz"))
+
+    def readiness(self) -> dict[str, Any]:
+        """Each tier's state and the expert's circuit breaker (``GET /readyz``; a 503 body is returned too)."""
+        response = self._http.get("/readyz")
+        return response.json() if response.status_code == 503 else _checked(response)
 
 
 def detect_cli(url: str, texts: Sequence[str] = (), file: str | Path | None = None, rationale: bool = False,

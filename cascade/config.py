@@ -77,21 +77,52 @@ class CalibratorConfig(_Section):
 
 
 class ExpertConfig(_Section):
+    """The large tier: which model, how it is prompted and scored, and how it is reached.
+
+    ``kind``: ``vllm`` (in-process vLLM), ``openai`` (a vLLM OpenAI-compatible server),
+    ``transformers`` (plain Hugging Face, the comparison baseline), ``knn-vote`` (the no-LLM control:
+    a vote of the ``shots`` retrieved labelled neighbours) or ``cnn`` (images).
+    """
+
     kind: Literal["vllm", "openai", "transformers", "knn-vote", "cnn"] = "vllm"
-    model: str = "smollm2-135m-instruct"
+    model: str = Field("smollm2-135m-instruct", min_length=1,
+                       description="a registered model (see `cascade models list`) or a local Hugging Face folder")
     base_url: str | None = Field(None, description="OpenAI-compatible server, for kind 'openai'")
+    served_model_name: str | None = Field(
+        None, min_length=1, description="kind 'openai': the server's model id (None: the first model it lists)")
+    api_key_env: str | None = Field(
+        None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="kind 'openai': NAME of the environment variable holding the API key, sent as a bearer token")
     dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
     max_model_len: int = Field(2048, gt=0)
     kv_cache_gib: float = Field(1.0, gt=0)
     max_num_seqs: int = Field(16, gt=0)
-    labels: list[str] = Field(default_factory=lambda: ["ham", "spam"])
+    enforce_eager: bool = Field(True, description="vLLM: run without graph capture / compilation")
+    prefix_caching: bool = Field(True, description="vLLM: reuse the KV cache of shared prompt prefixes")
+    batch_size: int | None = Field(
+        None, gt=0, description="prompts per engine call (transformers forward pass, HTTP request); None: max_num_seqs")
+    labels: list[str] = Field(default_factory=lambda: ["ham", "spam"], min_length=2)
     template: str | None = Field(None, description="prompt template; {text} and {examples} are filled in")
     shots: int = Field(0, ge=0, description="k retrieved in-context examples")
     pool_groups: list[str] | None = Field(None, description="learn from / retrieve only training samples of these "
                                           "groups (e.g. Fashion-MNIST classes): a specialist expert")
-    max_input_tokens: int = Field(384, gt=0, description="longer inputs are truncated, and counted")
+    shot_max_tokens: int = Field(128, gt=0, description="each retrieved example is cut to this many tokens")
+    max_input_tokens: int = Field(384, gt=0, description="the judged sample is cut to this many tokens, and counted")
+    explain_max_tokens: int = Field(96, gt=0, description="bound on a generated rationale's length")
+    vote_smoothing: float = Field(0.5, gt=0, description="knn-vote: pseudo-count per label")
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(2, ge=0)
+    retry_backoff_s: float = Field(0.5, ge=0, description="first back-off between HTTP retries (doubles each retry)")
+
+    @property
+    def display_name(self) -> str:
+        """What the expert really is, e.g. ``vllm:smollm2-135m-instruct (4-shot)`` or ``knn-vote (k=4, no LLM)``."""
+        if self.kind == "knn-vote":
+            return f"knn-vote (k={self.shots}, no LLM)"
+        if self.kind == "cnn":
+            return "cnn (trained on the labelled pool)"
+        name = self.served_model_name if self.kind == "openai" and self.served_model_name else self.model
+        return f"{self.kind}:{Path(name).name or name}" + (f" ({self.shots}-shot)" if self.shots else "")
 
 
 class PolicyConfig(_Section):
@@ -121,6 +152,31 @@ class BudgetConfig(_Section):
                              "serving alike); null accepts every tied sample")
 
 
+class BreakerConfig(_Section):
+    """The circuit breaker in front of the expert: fail fast while the expert is down."""
+
+    failures: int = Field(3, gt=0, description="consecutive expert failures or timeouts that open the circuit")
+    cooldown_s: float = Field(5.0, gt=0, description="an open circuit lets one probe through after this long")
+
+
+class ControlConfig(_Section):
+    """Who may change the running app (``PUT /v1/budget``): holders of a bearer token."""
+
+    token_env: str = Field("CASCADE_API_TOKEN", min_length=1, description="environment variable holding the token")
+    token_file: str | None = Field(None, description="file holding the token (read when the app is built)")
+    allow_unauthenticated: bool = Field(
+        False, description="local use only: accept mutations without a token when none is configured")
+
+
+class SharedBudgetConfig(_Section):
+    """One budget for the app: router replicas lease deferral allowance from one holder."""
+
+    lease_deferrals: int = Field(16, gt=0, description="deferrals a router replica may make per lease")
+    lease_ttl_s: float = Field(5.0, gt=0, description="an unreported lease expires, its allowance returned, after this")
+    num_cpus: float = Field(0.05, gt=0, description="CPUs of the holder's one replica")
+    max_queued_requests: int = Field(256, gt=0, description="exchanges queued at a router before failing (retried)")
+
+
 class ServeConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, gt=0, lt=65536)
@@ -132,11 +188,24 @@ class ServeConfig(_Section):
     router_num_cpus: float = Field(0.25, gt=0)
     max_batch_size: int = Field(32, gt=0)
     batch_wait_timeout_s: float = Field(0.01, ge=0)
+    small_tier: Literal["auto", "router", "deployment"] = Field(
+        "auto", description="where the small tier runs: in each router replica (cheap CPU detectors), in the "
+                            "SmallDetector deployment (heavy ones), or auto by detector kind")
+    router_batch_wait_timeout_s: float = Field(0.002, ge=0, description="router: how long a batch waits to fill")
     max_samples_per_request: int = Field(64, gt=0)
     max_text_chars: int = Field(20000, gt=0)
     max_features: int = Field(4096, gt=0)
     expert_timeout_s: float = Field(30.0, gt=0)
     autoscaling: dict[str, Any] | None = None
+    router_max_queued_requests: int = Field(512, gt=0, description="requests queued at each proxy before a 503")
+    detector_max_queued_requests: int = Field(256, gt=0, description="calls queued at each router before a 503")
+    expert_max_queued_requests: int = Field(64, gt=0, description="calls queued at a router before a degraded answer")
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After (seconds) on an overload or unavailable 503")
+    readiness_timeout_s: float = Field(2.0, gt=0, description="/readyz: how long each tier may take to answer")
+    expert_health_check_period_s: float = Field(10.0, gt=0, description="Serve's check_health period on the expert")
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    shared_budget: SharedBudgetConfig = Field(default_factory=SharedBudgetConfig)
 
 
 class ExperimentConfig(_Section):

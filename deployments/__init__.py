@@ -1,4 +1,5 @@
-"""Ray Serve deployments: ``SmallDetector``, ``LLMExpert`` and the ``CascadeRouter`` ingress, one app.
+"""Ray Serve deployments, one app: the ``CascadeRouter`` ingress, ``ExpertServer``, the ``BudgetHolder``
+every router shares, and ``SmallDetector`` for heavy small tiers.
 
 Start it with :func:`deployments.app.run`, ``cascade serve CONFIG`` or
 ``serve run deployments/configs/spamassassin.yaml``. Importing this package imports nothing heavy;

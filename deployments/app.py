@@ -1,4 +1,6 @@
-"""Build and start the cascade as one Ray Serve app: ``SmallDetector``, ``LLMExpert``, ``CascadeRouter``.
+"""Build and start the cascade as one Ray Serve app: ``SmallDetector``, ``ExpertServer``, ``CascadeRouter``
+and the ``BudgetHolder`` every router replica shares (no ``SmallDetector`` when a cheap small tier runs
+inside the routers: ``serve.small_tier``).
 
 Three ways in, one builder underneath:
 
@@ -8,8 +10,10 @@ Three ways in, one builder underneath:
 * ``serve run deployments/configs/spamassassin.yaml`` imports :func:`app_builder`.
 
 Replica counts, fractional ``num_cpus``, batching and autoscaling come from ``config.serve``.
-``serve.autoscaling`` maps a role (``detector``, ``expert``, ``router``) to a Ray Serve
-``autoscaling_config``; a role listed there is autoscaled instead of using its replica count.
+Every deployment has a bounded queue (``serve.*_max_queued_requests``): an overloaded router
+answers 503 with ``Retry-After`` from Serve's proxy, an overloaded detector 503 from the router, an
+overloaded expert a degraded answer. ``serve.autoscaling`` maps a role (``detector``, ``expert``,
+``router``) to a Ray Serve ``autoscaling_config``; a role listed there is autoscaled instead of using its replica count.
 The fitted artifact is loaded here, in the driver, before anything is deployed, so a wrong or
 corrupt artifact fails at start and never at the first request. The router's metrics
 (``ray_cascade_*``) are exported by Ray's metrics agent; to choose the Prometheus port, start Ray
@@ -30,12 +34,14 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
-from ray.serve.config import AutoscalingConfig
+from ray.serve.config import AutoscalingConfig, BackpressureConfig
 
 from cascade.config import CascadeConfig, ConfigError
 from deployments.artifact import load_served
-from deployments.detector import SmallDetector
-from deployments.expert import LLMExpert, expert_env
+from deployments.control import ControlAccess
+from deployments.detector import SmallDetector, small_in_router
+from deployments.expert import ExpertServer, expert_env
+from deployments.holder import BudgetHolder
 from deployments.router import CascadeRouter
 
 APP_NAME = "cascade"
@@ -57,10 +63,12 @@ def build_app(config: CascadeConfig) -> Application:
     config = _absolute_paths(config)
     served = load_served(config)
     options = deployment_options(config)
-    detector = SmallDetector.options(**options["detector"]).bind(
+    detector = None if small_in_router(config) else SmallDetector.options(**options["detector"]).bind(
         str(served.small_dir), config.serve.max_batch_size, config.serve.batch_wait_timeout_s)
-    expert = LLMExpert.options(**options["expert"]).bind(config)
-    return CascadeRouter.options(**options["router"]).bind(config, served, detector, expert)
+    expert = ExpertServer.options(**options["expert"]).bind(config)
+    holder = BudgetHolder.options(**options["holder"]).bind(config, served)
+    access = ControlAccess.from_config(config.serve.control)  # read here: only its digest reaches the replicas
+    return CascadeRouter.options(**options["router"]).bind(config, served, access, detector, expert, holder)
 
 
 def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
@@ -75,19 +83,28 @@ def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
     autoscaling = _autoscaling(settings.autoscaling)
     env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
     roles = {
-        "detector": (settings.detector_replicas, settings.detector_num_cpus, {}, 2 * settings.max_batch_size),
+        "detector": (settings.detector_replicas, settings.detector_num_cpus, {}, 2 * settings.max_batch_size,
+                     settings.detector_max_queued_requests),
         "expert": (settings.expert_replicas, settings.expert_num_cpus, expert_env(config),
-                   2 * config.expert.max_num_seqs),
-        "router": (settings.router_replicas, settings.router_num_cpus, {}, ROUTER_MAX_ONGOING_REQUESTS),
+                   2 * config.expert.max_num_seqs, settings.expert_max_queued_requests),
+        "router": (settings.router_replicas, settings.router_num_cpus, {}, ROUTER_MAX_ONGOING_REQUESTS,
+                   settings.router_max_queued_requests),
     }
     options: dict[str, dict[str, Any]] = {}
-    for role, (replicas, num_cpus, role_env, max_ongoing) in roles.items():
+    for role, (replicas, num_cpus, role_env, max_ongoing, max_queued) in roles.items():
         scale: dict[str, Any] = (
             {"autoscaling_config": autoscaling[role]} if role in autoscaling else {"num_replicas": replicas})
-        options[role] = {**scale, "max_ongoing_requests": max_ongoing,
+        options[role] = {**scale, "max_ongoing_requests": max_ongoing, "max_queued_requests": max_queued,
                          # internal hops: the router's access log and metrics already cover each request
                          "logging_config": {"enable_access_log": role == "router"},
                          "ray_actor_options": {"num_cpus": num_cpus, "runtime_env": {"env_vars": {**env, **role_env}}}}
+    shared = settings.shared_budget
+    options["holder"] = {"num_replicas": 1, "max_ongoing_requests": ROUTER_MAX_ONGOING_REQUESTS,
+                         "max_queued_requests": shared.max_queued_requests,
+                         "logging_config": {"enable_access_log": False},
+                         "ray_actor_options": {"num_cpus": shared.num_cpus, "runtime_env": {"env_vars": env}}}
+    options["router"]["backpressure_config"] = BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s)
+    options["expert"]["health_check_period_s"] = settings.expert_health_check_period_s
     return options
 
 

@@ -1,4 +1,6 @@
-"""``SmallDetector``: the fitted small tier (detector + calibrator), batched across requests.
+"""``SmallDetector``: the fitted small tier (detector + calibrator), batched across requests, for
+heavy detectors (MiniLM, the fine-tuned transformer, the CNN: anything worth its own replicas or a
+GPU). Cheap ones (:data:`LIGHT_DETECTORS`) run inside the router replicas instead (``serve.small_tier``).
 
 Each call carries a list of samples (texts or feature rows); ``@serve.batch`` gathers calls until
 ``max_batch_size`` *samples* are waiting (or ``batch_wait_timeout_s`` passes) and scores them in
@@ -14,7 +16,8 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from deployments.service import Payload, SmallScores
+from cascade.config import CascadeConfig
+from deployments.answers import Payload, SmallScores
 
 
 def score_small(small: Any, X: Payload) -> SmallScores:
@@ -23,8 +26,24 @@ def score_small(small: Any, X: Payload) -> SmallScores:
     return SmallScores(probabilities=features[:, : small.n_classes], features=features)
 
 
-def _samples_in(payloads: list[Payload]) -> int:
+LIGHT_DETECTORS = ("tfidf-lr", "isolation-forest", "tabular-lr", "tabular-hgb", "pixel-lr")
+"""Detector kinds cheap enough on CPU to run inside each router replica (``serve.small_tier: auto``)."""
+
+
+def small_in_router(config: CascadeConfig) -> bool:
+    """Whether the small tier runs inside the router replicas (else in the ``SmallDetector`` deployment)."""
+    placement = config.serve.small_tier
+    return config.detector.kind in LIGHT_DETECTORS if placement == "auto" else placement == "router"
+
+
+def samples_in(payloads: list[Payload]) -> int:
+    """Samples in a batch of requests (the unit ``@serve.batch`` fills up to ``max_batch_size``)."""
     return sum(len(p) for p in payloads)
+
+
+def joined(payloads: list[Payload]) -> Payload:
+    """The samples of several requests as one payload."""
+    return [t for p in payloads for t in p] if isinstance(payloads[0], list) else np.concatenate(payloads)
 
 
 @serve.deployment
@@ -38,12 +57,14 @@ class SmallDetector:
         self.predict.set_max_batch_size(max_batch_size)
         self.predict.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
-    @serve.batch(batch_size_fn=_samples_in)
+    async def ready(self) -> bool:
+        """Reachable means loaded: the constructor loaded the small tier."""
+        return True
+
+    @serve.batch(batch_size_fn=samples_in)
     async def predict(self, payloads: list[Payload]) -> list[SmallScores]:
         """Score every waiting request's samples together; return one result per request."""
-        texts = isinstance(payloads[0], list)
-        X: Payload = [t for p in payloads for t in p] if texts else np.concatenate(payloads)
-        scores = await asyncio.to_thread(score_small, self._small, X)
+        scores = await asyncio.to_thread(score_small, self._small, joined(payloads))
         bounds = np.cumsum([len(p) for p in payloads])[:-1]
         return [SmallScores(probabilities=probabilities, features=features)
                 for probabilities, features in zip(np.split(scores.probabilities, bounds),

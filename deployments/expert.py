@@ -1,4 +1,5 @@
-"""``LLMExpert``: one expert per replica, as ``config.expert`` says.
+"""``ExpertServer``: the expert tier's deployment, one expert per replica, as ``config.expert`` says
+(an LLM, the CNN or the knn-vote control expert).
 
 ``kind: vllm`` runs an in-process vLLM ``AsyncLLM`` engine in the replica (its CPU settings arrive
 through the replica's ``runtime_env``); ``kind: openai`` is a client for an external
@@ -6,23 +7,33 @@ OpenAI-compatible server (e.g. ``python -m vllm.entrypoints.openai.api_server``)
 engine is started in the constructor, so a replica only takes traffic once its engine is up; an
 external server is not contacted until the first deferral, so the app starts (and answers
 degraded) while that server is down.
+
+Health: Serve calls ``check_health`` every ``serve.expert_health_check_period_s``; it judges one
+probe sample. An in-process engine that fails it makes the replica unhealthy, so Serve replaces it;
+an external server that fails it is only reported (``status``), since a new replica would not help.
+The deployment was called ``LLMExpert`` before; that name still imports, with a warning.
 """
 
 from __future__ import annotations
 
 import asyncio
+import warnings
 from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from cascade.config import CascadeConfig
 from cascade.data import Dataset
 from cascade.data.roles import load_roles
-from deployments.service import Payload
+from deployments.answers import Payload
+from deployments.artifact import served_modality
+from deployments.service import ExpertOverloaded
 
 IN_PROCESS_KINDS = ("vllm", "transformers")
+PROBE_TIMEOUT_S = 20.0  # under Serve's 30 s health-check timeout, so a slow probe is a failed probe, not a hang
 
 
 def expert_env(config: CascadeConfig) -> dict[str, str]:
@@ -40,16 +51,40 @@ def training_pool(config: CascadeConfig) -> Dataset | None:
     return load_roles(config).train
 
 
+def probe_input(config: CascadeConfig, pool: Dataset | None) -> Payload | None:
+    """One sample to test the expert with: a training sample when there is a pool, else a short text
+    (text cascades); ``None`` for a feature cascade without a pool (then only start-up is checked)."""
+    if pool is not None:
+        return pool.X[:1]
+    return ["Is this message ordinary?"] if served_modality(config) == "text" else None
+
+
 @serve.deployment
-class LLMExpert:
+class ExpertServer:
     """Judges deferred samples (label probabilities from the label tokens) and explains verdicts."""
 
     async def __init__(self, config: CascadeConfig) -> None:
         from cascade.experts import make_expert
 
-        self._expert = make_expert(config.expert, cost=config.cost, pool=training_pool(config))
-        if config.expert.kind in IN_PROCESS_KINDS:
+        pool = training_pool(config)
+        self._expert = make_expert(config.expert, cost=config.cost, pool=pool)
+        self._in_process = config.expert.kind in IN_PROCESS_KINDS
+        self._probe = probe_input(config, pool)
+        if self._in_process:
             await self._expert.astart()
+        self._up: bool | None = True if self._in_process else None  # an external server: unknown until probed
+
+    async def check_health(self) -> None:
+        """Judge the probe sample; an in-process engine that cannot is unhealthy (Serve replaces it)."""
+        problem = await self._probe_once()
+        if problem and self._in_process:
+            raise RuntimeError(f"the expert engine failed its health probe: {problem}")
+
+    async def status(self) -> bool:
+        """Whether the expert answered its last probe (probing now if it never was)."""
+        if self._up is None:
+            await self._probe_once()
+        return bool(self._up)
 
     async def ajudge(self, X: Payload) -> Any:
         """An ``ExpertResult`` for ``X``: probabilities, tokens, cost and latency per sample."""
@@ -60,16 +95,37 @@ class LLMExpert:
         """An ``Explanation``: a short rationale for ``sample`` (labelled ``label``), or a follow-up answer."""
         return await self._expert.aexplain(sample, question=question, history=history, label=label)
 
+    async def _probe_once(self) -> str:
+        """Judge the probe sample; record and return what went wrong ('' when it answered)."""
+        if self._probe is None:
+            return ""
+        try:
+            await asyncio.wait_for(self._expert.ajudge(self._probe), PROBE_TIMEOUT_S)
+        except Exception as exc:
+            self._up = False
+            return f"{type(exc).__name__}: {exc}"[:300]
+        self._up = True
+        return ""
+
     def __del__(self) -> None:
         expert = getattr(self, "_expert", None)  # absent when the constructor failed
         if expert is not None:
             expert.close()
 
 
-class ExpertHandle:
-    """The router's view of the ``LLMExpert`` deployment, with the expert's own method names.
+def __getattr__(name: str) -> Any:
+    if name == "LLMExpert":
+        warnings.warn("deployments.expert.LLMExpert is now ExpertServer (it hosts every expert kind); "
+                      "the old name will go", DeprecationWarning, stacklevel=2)
+        return ExpertServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    A caller that gives up (a timeout) cancels the request at the replica too.
+
+class ExpertHandle:
+    """The router's view of the ``ExpertServer`` deployment, with the expert's own method names.
+
+    A caller that gives up (a timeout) cancels the request at the replica too; a full queue at the
+    expert is :class:`~deployments.service.ExpertOverloaded`.
     """
 
     def __init__(self, handle: DeploymentHandle) -> None:
@@ -82,6 +138,10 @@ class ExpertHandle:
                        history: list[dict[str, str]] | None = None, label: str | None = None) -> Any:
         return await _cancel_on_exit(self._handle.aexplain.remote(sample, question, history, label))
 
+    async def status(self) -> bool:
+        """The replica's last probe result; raises while no replica can take the call."""
+        return bool(await _cancel_on_exit(self._handle.status.remote()))
+
 
 async def _cancel_on_exit(response: Any) -> Any:
     try:
@@ -89,3 +149,5 @@ async def _cancel_on_exit(response: Any) -> Any:
     except asyncio.CancelledError:
         response.cancel()
         raise
+    except BackPressureError as exc:
+        raise ExpertOverloaded(str(exc)) from exc

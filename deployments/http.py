@@ -1,20 +1,24 @@
 """The cascade's HTTP API as a FastAPI app around a :class:`~deployments.service.CascadeService`.
 
 Bad input never reaches the service: malformed JSON and an empty body are 400, a body that is not
-JSON is 415, anything over a size limit is 413, every other validation failure is 422; each body
-names the fields at fault (:class:`~deployments.schemas.ErrorResponse`). An expert failure is never
-an error (the small tier's verdict comes back, flagged ``degraded``); only a failed small tier is
-a 503. ``X-Cascade-Tier`` says which tier answered (``small``, ``expert`` or ``mixed``),
+JSON is 415, anything over a size limit is 413 (chunked bodies too), every other validation failure
+is 422; each body names the fields at fault (:class:`~deployments.schemas.ErrorResponse`). A change
+to the running app (``PUT /v1/budget``) without the control token is 401, or 403 when no token is
+configured (:mod:`deployments.guard`). An expert failure is never an error (the small tier's verdict
+comes back, flagged ``degraded``); only a failed small tier is a 503, with ``Retry-After``.
+``/healthz`` is liveness (the router answers); ``/readyz`` reports each tier and the expert's
+circuit breaker, 503 while not ready. ``X-Cascade-Tier`` says which tier answered (``small``, ``expert`` or ``mixed``),
 ``X-Cascade-Degraded`` how many samples fell back to the small tier.
 
 The app is plain FastAPI, so it runs in Ray Serve (the router) and under a test client alike::
 
-    app = build_http_app(service, config.serve)   # doctest: +SKIP
+    app = build_http_app(service, config.serve, ControlAccess.from_config(config.serve.control))   # doctest: +SKIP
 """
 
 # No `from __future__ import annotations`: FastAPI must see the per-app request models, which
 # are local to build_http_app, as real annotation objects.
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -24,6 +28,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cascade import __version__
 from cascade.config import ServeConfig
+from deployments.budgets import BudgetUnavailable
+from deployments.control import ControlAccess
+from deployments.guard import RequestGuard
 from deployments.schemas import (
     BudgetState,
     BudgetUpdate,
@@ -32,12 +39,13 @@ from deployments.schemas import (
     ExplainResponse,
     FieldProblem,
     Health,
+    Readiness,
     max_body_bytes,
     request_models,
 )
 from deployments.service import CascadeService, InvalidBudget, SmallTierUnavailable
 
-ROUTES: tuple[str, ...] = ("/v1/detect", "/v1/explain", "/v1/budget", "/healthz")
+ROUTES: tuple[str, ...] = ("/v1/detect", "/v1/explain", "/v1/budget", "/healthz", "/readyz")
 TIER_HEADER = "X-Cascade-Tier"
 DEGRADED_HEADER = "X-Cascade-Degraded"
 _SIZE_ERRORS = {"too_long", "string_too_long"}
@@ -46,31 +54,23 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for code, text in ((400, "malformed JSON or empty body"), (413, "over a size limit"),
                        (415, "body is not JSON"), (422, "invalid fields"))
 }
+_CONTROL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_ERROR_RESPONSES, 401: {"model": ErrorResponse, "description": "missing or wrong bearer token"},
+    403: {"model": ErrorResponse, "description": "no control token configured: changes are disabled"}}
 
 
-def build_http_app(service: CascadeService, limits: ServeConfig) -> FastAPI:
-    """The FastAPI app: ``/v1/detect``, ``/v1/explain``, ``/v1/budget``, ``/healthz``, ``/docs``."""
+def build_http_app(service: CascadeService, limits: ServeConfig, access: ControlAccess) -> FastAPI:
+    """The FastAPI app: ``/v1/detect``, ``/v1/explain``, ``/v1/budget``, ``/healthz``, ``/readyz``, ``/docs``;
+    ``access`` says who may ``PUT /v1/budget``."""
     models = request_models(limits, service.modality)
-    body_limit = max_body_bytes(limits)
+    retry_after = {"Retry-After": str(math.ceil(limits.retry_after_s))}
     app = FastAPI(
         title="cascade",
         version=__version__,
         description="A cheap detector answers; a calibrated deferral policy sends likely-wrong samples to an LLM.",
     )
-
-    @app.middleware("http")
-    async def _guard(request: Request, call_next: Any) -> Response:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > body_limit:
-            response: Response = _error(413, "payload_too_large",
-                                        f"request body of {declared} bytes is over the limit of {body_limit}")
-        else:
-            response = await call_next(request)
-        path = request.url.path if request.url.path in ROUTES else "other"
-        service.metrics.requests.inc(tags={"path": path, "status": str(response.status_code)})
-        if 400 <= response.status_code < 500:
-            service.metrics.rejected.inc(tags={"status": str(response.status_code)})
-        return response
+    app.add_middleware(RequestGuard, body_limit=max_body_bytes(limits), access=access, metrics=service.metrics,
+                       routes=ROUTES)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -82,7 +82,11 @@ def build_http_app(service: CascadeService, limits: ServeConfig) -> FastAPI:
 
     @app.exception_handler(SmallTierUnavailable)
     async def _small_down(request: Request, exc: SmallTierUnavailable) -> JSONResponse:
-        return _error(503, "small_tier_unavailable", str(exc), headers={"Retry-After": "1"})
+        return _error(503, "small_tier_unavailable", str(exc), headers=retry_after)
+
+    @app.exception_handler(BudgetUnavailable)
+    async def _budget_away(request: Request, exc: BudgetUnavailable) -> JSONResponse:
+        return _error(503, "budget_unavailable", str(exc), headers=retry_after)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -91,13 +95,13 @@ def build_http_app(service: CascadeService, limits: ServeConfig) -> FastAPI:
                       headers=exc.headers)
 
     @app.post("/v1/detect", response_model=DetectResponse, responses=_ERROR_RESPONSES)
-    async def detect(body: models.detect, response: Response) -> DetectResponse:  # type: ignore[valid-type]
+    async def detect(body: models.detect) -> Response:  # type: ignore[valid-type]
         """Verdicts for one or many samples; the expert is awaited only for deferred ones."""
         result = await service.detect(body.samples, rationale=body.rationale)
         tiers = [tier for tier, count in result.answered_by.items() if count]
-        response.headers[TIER_HEADER] = tiers[0] if len(tiers) == 1 else "mixed"
-        response.headers[DEGRADED_HEADER] = str(result.degraded)
-        return result
+        headers = {TIER_HEADER: tiers[0] if len(tiers) == 1 else "mixed", DEGRADED_HEADER: str(result.degraded)}
+        # serialised as built: the service made every value, FastAPI need not validate them again
+        return Response(result.model_dump_json(), media_type="application/json", headers=headers)
 
     @app.post("/v1/explain", response_model=ExplainResponse, responses=_ERROR_RESPONSES)
     async def explain(body: models.explain, response: Response) -> ExplainResponse:  # type: ignore[valid-type]
@@ -110,17 +114,26 @@ def build_http_app(service: CascadeService, limits: ServeConfig) -> FastAPI:
     @app.get("/v1/budget", response_model=BudgetState)
     async def budget() -> BudgetState:
         """Target, realised deferral rate over the window, and whether the hard cap binds."""
-        return service.budget()
+        return await service.budget()
 
-    @app.put("/v1/budget", response_model=BudgetState, responses=_ERROR_RESPONSES)
+    @app.put("/v1/budget", response_model=BudgetState, responses=_CONTROL_RESPONSES)
     async def set_budget(body: BudgetUpdate) -> BudgetState:
-        """Change the deferral-rate target at run time (on every router replica)."""
+        """Change the deferral-rate target at run time (for the whole app); needs ``Authorization: Bearer``."""
         return await service.set_budget(body)
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
-        """200 while the router answers; names the served labels and the expert."""
+        """Liveness: 200 while the router answers; names the served labels and the expert."""
         return service.health()
+
+    @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "not ready"}})
+    async def readyz(response: Response) -> Readiness:
+        """Readiness: each tier (small up/down; expert loading/up/down) and the breaker; 503 while not ready."""
+        readiness = await service.readiness()
+        if readiness.status == "not_ready":
+            response.status_code = 503
+            response.headers.update(retry_after)
+        return readiness
 
     return app
 

@@ -99,7 +99,7 @@ class GuaranteeNow(BaseModel):
 
 
 class BudgetState(BaseModel):
-    """What the online controller holds now (this router replica's window)."""
+    """What the app's online controller holds now (one budget for every router replica)."""
 
     kind: str = Field(description="the budget the threshold was tuned for (rate, cost, accepted-error, joint)")
     target: float = Field(description="deferral rate the controller holds")
@@ -112,6 +112,7 @@ class BudgetState(BaseModel):
     capped: bool = Field(description="the hard cap binds: no deferral is allowed now")
     certificate: dict[str, Any] | None = None
     guarantee: GuaranteeNow = Field(description="which guarantee covers the current threshold")
+    replicas: int | None = Field(None, description="router replicas sharing this budget now (None: in-process)")
 
 
 class Health(BaseModel):
@@ -121,6 +122,16 @@ class Health(BaseModel):
     labels: list[str]
     expert: str
     max_samples_per_request: int
+
+
+class Readiness(BaseModel):
+    """``GET /readyz``: 503 while ``not_ready``; ``degraded`` still serves (expert answers fall back)."""
+
+    status: Literal["ready", "degraded", "not_ready"]
+    small: Literal["up", "down"] = Field(description="the small tier answers")
+    expert: Literal["loading", "up", "down"] = Field(description="loading: never up yet; down: was up, is not now")
+    breaker: Literal["closed", "open", "half-open"] = Field(description="the circuit breaker in front of the expert")
+    expert_consecutive_failures: int = Field(ge=0)
 
 
 class FieldProblem(BaseModel):

@@ -3,8 +3,10 @@
 :class:`CascadeService` takes the two tiers as plain async callables, so the same code runs in the
 Ray Serve router (callables that await deployment handles) and in-process (callables around a
 :class:`~cascade.small.SmallTier` and an expert). The expert is awaited only for the samples the
-controller defers; if it fails or times out those samples keep the small tier's verdict, flagged
-``degraded``.
+controller defers (the router hands in a ``triage`` that runs small tier, policy and controller
+once per batch of requests); if the expert fails or times out those samples keep the small tier's
+verdict, flagged ``degraded``. A :class:`~deployments.breaker.CircuitBreaker` stops asking an expert that keeps
+failing, so while it is down deferred samples are answered at the small tier's speed.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import numpy as np
 
 from cascade.config import CascadeConfig
 from cascade.types import CostModel, Sample, Verdict
+from deployments.answers import Answers, Payload, SmallScores, Triage, payload_of, take
 from deployments.artifact import ServedPolicy
+from deployments.breaker import CircuitBreaker
 from deployments.metrics import CascadeMetrics
 from deployments.schemas import (
     BudgetState,
@@ -30,17 +34,11 @@ from deployments.schemas import (
     GuaranteeNow,
     Health,
     Modality,
+    Readiness,
 )
 
-Payload = list[str] | np.ndarray
-
-
-@dataclass(frozen=True)
-class SmallScores:
-    """What the detector returns for a batch: calibrated probabilities and the policy's features."""
-
-    probabilities: np.ndarray
-    features: np.ndarray
+TierProbe = Callable[[], Awaitable[bool]]
+"""Answers whether a tier can serve now (False or an exception: it cannot)."""
 
 
 class ExpertTier(Protocol):
@@ -56,8 +54,8 @@ class DeferralPolicy(Protocol):
     def score(self, features: np.ndarray) -> np.ndarray: ...
 
 
-class Controller(Protocol):
-    """The online controller (:class:`policies.online.OnlineController`)."""
+class Budget(Protocol):
+    """The deferral budget (:mod:`deployments.budgets`): decides per batch, reads and changes the target."""
 
     hard_cap: float | None
     threshold: float
@@ -66,7 +64,9 @@ class Controller(Protocol):
 
     def state(self) -> dict[str, Any]: ...
 
-    def set_target(self, target: float) -> None: ...
+    async def current(self) -> dict[str, Any]: ...
+
+    async def set_target(self, target: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -81,14 +81,19 @@ class ServiceSettings:
     max_samples_per_request: int
     budget_kind: str = "rate"
     certificate: dict[str, Any] | None = None
+    breaker_failures: int = 3
+    breaker_cooldown_s: float = 5.0
+    readiness_timeout_s: float = 2.0
 
     @classmethod
     def from_config(cls, config: CascadeConfig, served: ServedPolicy) -> "ServiceSettings":
+        serve = config.serve
         return cls(name=config.name, label_names=served.label_names, modality=served.modality,
-                   expert_name=f"{config.expert.kind}:{config.expert.model}",
-                   expert_timeout_s=config.serve.expert_timeout_s,
-                   max_samples_per_request=config.serve.max_samples_per_request,
-                   budget_kind=config.budget.kind, certificate=served.certificate)
+                   expert_name=config.expert.display_name,
+                   expert_timeout_s=serve.expert_timeout_s, max_samples_per_request=serve.max_samples_per_request,
+                   budget_kind=config.budget.kind, certificate=served.certificate,
+                   breaker_failures=serve.breaker.failures, breaker_cooldown_s=serve.breaker.cooldown_s,
+                   readiness_timeout_s=serve.readiness_timeout_s)
 
 
 class InvalidBudget(ValueError):
@@ -97,6 +102,10 @@ class InvalidBudget(ValueError):
 
 class SmallTierUnavailable(RuntimeError):
     """The detector failed: the request has no verdict to fall back on (503)."""
+
+
+class ExpertOverloaded(RuntimeError):
+    """The expert's queue is full: the deferred samples keep the small verdict (not a breaker failure)."""
 
 
 class CascadeService:
@@ -108,10 +117,13 @@ class CascadeService:
         small: Callable[[Payload], Awaitable[SmallScores]],
         expert: ExpertTier,
         policy: DeferralPolicy,
-        controller: Controller,
+        controller: Budget,
         cost: CostModel,
         metrics: CascadeMetrics | None = None,
-        publish_budget: Callable[[BudgetUpdate], Awaitable[None]] | None = None,
+        small_probe: TierProbe | None = None,
+        expert_probe: TierProbe | None = None,
+        breaker: CircuitBreaker | None = None,
+        triage: Callable[[Payload], Awaitable[Triage]] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or CascadeMetrics()
@@ -121,7 +133,11 @@ class CascadeService:
         self._controller = controller
         self._cost = cost
         self._labels = np.asarray(settings.label_names)
-        self._publish_budget = publish_budget
+        self._small_probe = small_probe
+        self._expert_probe = expert_probe
+        self._expert_seen_up = expert_probe is None
+        self._triaged = triage or self._triage_alone
+        self.breaker = breaker or CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
 
     @property
     def modality(self) -> Modality:
@@ -130,22 +146,19 @@ class CascadeService:
     async def detect(self, samples: Sequence[Sample], rationale: bool = False) -> DetectResponse:
         """Verdicts for ``samples``, in order."""
         started = time.perf_counter()
-        payload = _payload(samples, self.modality)
+        payload = payload_of(samples, self.modality)
         try:
-            small = await self._small(payload)
+            triage = await self._triaged(payload)
         except Exception as exc:  # without the small tier there is no answer to give: 503, not 500
             raise SmallTierUnavailable(f"the small tier could not answer: {_describe(exc)}") from exc
-        small_ms = _ms_since(started)
-        scores = np.asarray(self._policy.score(small.features), dtype=float)
-        threshold = self._controller.threshold
-        defer = np.asarray(self._controller.decide(scores, payload), dtype=bool)
+        small_ms, scores, defer = triage.small_ms, triage.scores, triage.defer
         n = len(samples)
-        answers = _Answers.from_small(small.probabilities, self._cost.small_per_call)
+        answers = Answers.from_small(triage.small.probabilities, self._cost.small_per_call)
         deferred = np.flatnonzero(defer)
         expert_ms = 0.0
         if deferred.size:
             expert_started = time.perf_counter()
-            reason = await self._ask_expert(_take(payload, deferred), deferred, answers, rationale)
+            reason = await self._ask_expert(take(payload, deferred), deferred, answers, rationale)
             expert_ms = _ms_since(expert_started)
             if reason:
                 answers.degraded[deferred] = True
@@ -155,10 +168,10 @@ class CascadeService:
         label_index = answers.probabilities.argmax(axis=1)
         probability = np.clip(answers.probabilities[np.arange(n), label_index], 0.0, 1.0)
         total_ms = _ms_since(started)
-        verdicts = [
-            Verdict(
+        verdicts = [  # built from values computed here: no re-validation on the hot path
+            Verdict.model_construct(
                 id=samples[i].id, label=str(self._labels[label_index[i]]), probability=float(probability[i]),
-                source=answers.source[i], deferral_score=float(scores[i]), threshold=threshold,
+                source=answers.source[i], deferral_score=float(scores[i]), threshold=float(triage.thresholds[i]),
                 cost=float(answers.cost[i]),
                 latency_ms={"small": small_ms, **({"expert": expert_ms} if defer[i] else {}), "total": total_ms},
                 degraded=bool(answers.degraded[i]),
@@ -168,9 +181,26 @@ class CascadeService:
             )
             for i in range(n)
         ]
-        self._record(answers, defer, small_ms, total_ms)
+        self._record(answers, defer, total_ms)
         answered_by = {tier: int(np.count_nonzero(answers.source == tier)) for tier in ("small", "expert")}
-        return DetectResponse(verdicts=verdicts, answered_by=answered_by, degraded=int(answers.degraded.sum()))
+        return DetectResponse.model_construct(verdicts=verdicts, answered_by=answered_by,
+                                              degraded=int(answers.degraded.sum()))
+
+    def triage(self, small: SmallScores, small_ms: float, payload: Payload) -> Triage:
+        """Policy scores and the budget's decisions for a batch of small-tier answers to ``payload``
+        (one controller call; the samples break ties at the threshold)."""
+        scores = np.asarray(self._policy.score(small.features), dtype=float)
+        thresholds = np.full(len(scores), self._controller.threshold)
+        defer = np.asarray(self._controller.decide(scores, payload), dtype=bool)
+        triage = Triage(small, scores, thresholds, defer, small_ms)
+        self._record_batch(triage)
+        return triage
+
+    async def _triage_alone(self, payload: Payload) -> Triage:
+        """This request on its own: ask the small tier, then :meth:`triage`."""
+        started = time.perf_counter()
+        small = await self._small(payload)
+        return self.triage(small, _ms_since(started), payload)
 
     async def explain(self, request: ExplainRequest) -> ExplainResponse:
         """The expert's answer about one sample; degraded (no answer, the reason) if it fails."""
@@ -180,9 +210,8 @@ class CascadeService:
         history = [turn.model_dump() for turn in request.history] or None
         label = request.verdict.label if request.verdict is not None else None
         try:
-            explanation = await asyncio.wait_for(
-                self._expert.aexplain(payload, question=request.question, history=history, label=label),
-                self.settings.expert_timeout_s)
+            explanation = await self._guarded(
+                self._expert.aexplain(payload, question=request.question, history=history, label=label))
         except Exception as exc:  # any expert failure is an answer, never a 5xx
             reason = _reason(exc)
             self.metrics.fallbacks.inc(tags={"reason": reason})
@@ -194,11 +223,11 @@ class CascadeService:
                                prompt_tokens=explanation.prompt_tokens, completion_tokens=explanation.completion_tokens,
                                latency_ms=_ms_since(started))
 
-    def budget(self) -> BudgetState:
-        """The controller's state now, and which guarantee covers its threshold."""
+    async def budget(self) -> BudgetState:
+        """The app's budget now, and which guarantee covers its threshold."""
         from policies.online import guarantee_now
 
-        state = self._controller.state()
+        state = await self._controller.current()
         hard_cap = state["hard_cap"]
         guarantee = guarantee_now(self.settings.budget_kind, self.settings.certificate, state)
         return BudgetState(
@@ -207,33 +236,71 @@ class CascadeService:
             hard_cap=hard_cap, cap_remaining=state["cap_remaining"] if hard_cap is not None else None,
             capped=hard_cap is not None and state["cap_remaining"] == 0, certificate=self.settings.certificate,
             guarantee=GuaranteeNow(**guarantee, certified_threshold=state["certified_threshold"]),
+            replicas=state.get("replicas"),
         )
 
     async def set_budget(self, update: BudgetUpdate) -> BudgetState:
-        """Check ``update``, then apply it here and on every other router replica there is."""
+        """Check ``update``, then set the app's target (every router replica decides with it)."""
         hard_cap = self._controller.hard_cap
         if hard_cap is not None and update.target > hard_cap:
             raise InvalidBudget(f"target {update.target} is above the configured hard cap {hard_cap}")
-        if self._publish_budget is None:
-            self.apply_budget(update)
-        else:
-            await self._publish_budget(update)
-        return self.budget()
+        try:
+            await self._controller.set_target(update.target)
+        except ValueError as exc:
+            raise InvalidBudget(str(exc)) from exc
+        return await self.budget()
 
-    def apply_budget(self, update: BudgetUpdate) -> None:
-        """Set this controller's target (no checks beyond the controller's own)."""
-        self._controller.set_target(update.target)
-        self.metrics.threshold.set(self._controller.threshold)
+    async def readiness(self) -> Readiness:
+        """Each tier's state and the breaker's: ``not_ready`` until the small tier answers and the
+        expert has been up once; ``degraded`` while the expert is down or the circuit is not closed."""
+        small_up, expert_up = await asyncio.gather(self._up(self._small_probe), self._up(self._expert_probe))
+        self._expert_seen_up = self._expert_seen_up or expert_up
+        expert = "up" if expert_up else ("down" if self._expert_seen_up else "loading")
+        if not (small_up and self._expert_seen_up):
+            status = "not_ready"
+        elif expert == "up" and self.breaker.state == "closed":
+            status = "ready"
+        else:
+            status = "degraded"
+        return Readiness(status=status, small="up" if small_up else "down", expert=expert,
+                         breaker=self.breaker.state, expert_consecutive_failures=self.breaker.consecutive_failures)
+
+    async def _up(self, probe: TierProbe | None) -> bool:
+        if probe is None:
+            return True
+        try:
+            return bool(await asyncio.wait_for(probe(), self.settings.readiness_timeout_s))
+        except Exception:  # a tier that cannot say it is up is down
+            return False
+
+    async def _guarded(self, call: Awaitable[Any]) -> Any:
+        """Await an expert call through the circuit breaker (and the timeout); record how it went."""
+        if not self.breaker.allow():
+            close = getattr(call, "close", None)
+            if close is not None:
+                close()  # never awaited: drop the coroutine quietly
+            raise CircuitOpen(f"the expert failed {self.breaker.failures} times in a row; "
+                              f"retrying after {self.breaker.cooldown_s:g} s")
+        try:
+            result = await asyncio.wait_for(call, self.settings.expert_timeout_s)
+        except ExpertOverloaded:
+            raise
+        except Exception:
+            self.breaker.record_failure()
+            raise
+        self.breaker.record_success()
+        self._expert_seen_up = True
+        return result
 
     def health(self) -> Health:
         return Health(name=self.settings.name, modality=self.modality, labels=list(self.settings.label_names),
                       expert=self.settings.expert_name,
                       max_samples_per_request=self.settings.max_samples_per_request)
 
-    async def _ask_expert(self, payload: Payload, index: np.ndarray, answers: "_Answers", rationale: bool) -> str:
+    async def _ask_expert(self, payload: Payload, index: np.ndarray, answers: "Answers", rationale: bool) -> str:
         """Put the expert's answers for ``payload`` into ``answers[index]``; return '' or why it failed."""
         try:
-            result = await asyncio.wait_for(self._expert.ajudge(payload), self.settings.expert_timeout_s)
+            result = await self._guarded(self._expert.ajudge(payload))
             if tuple(result.label_names) != self.settings.label_names:
                 raise ValueError(f"expert labels {result.label_names} differ from {self.settings.label_names}")
         except Exception as exc:  # any expert failure degrades the answer, never a 5xx
@@ -243,13 +310,12 @@ class CascadeService:
             await self._rationales(payload, index, answers)
         return ""
 
-    async def _rationales(self, payload: Payload, index: np.ndarray, answers: "_Answers") -> None:
+    async def _rationales(self, payload: Payload, index: np.ndarray, answers: "Answers") -> None:
         """Ask for each answered sample's rationale concurrently; a failed one is left empty."""
         labels = self._labels[answers.probabilities[index].argmax(axis=1)]
 
         async def one(position: int) -> Any:
-            return await asyncio.wait_for(
-                self._expert.aexplain(payload[position], label=str(labels[position])), self.settings.expert_timeout_s)
+            return await self._guarded(self._expert.aexplain(payload[position], label=str(labels[position])))
 
         outcomes = await asyncio.gather(*(one(p) for p in range(len(index))), return_exceptions=True)
         for position, outcome in enumerate(outcomes):
@@ -258,71 +324,43 @@ class CascadeService:
                 continue
             answers.take_rationale(int(index[position]), outcome)
 
-    def _record(self, answers: "_Answers", defer: np.ndarray, small_ms: float, total_ms: float) -> None:
+    def _record_batch(self, triage: Triage) -> None:
+        """Metrics known once per batch: deferrals, small-tier cost and latency, the budget's state."""
+        metrics = self.metrics
+        deferrals = int(np.count_nonzero(triage.defer))
+        if deferrals:
+            metrics.deferrals.inc(deferrals)
+        if self._cost.small_per_call > 0:
+            metrics.cost.inc(self._cost.small_per_call * len(triage.defer), tags={"tier": "small"})
+        state = self._controller.state()
+        if state:  # a replica's shared budget has no state before its first lease
+            metrics.deferral_rate.set(state["realised_rate"])
+            metrics.threshold.set(state["threshold"])
+        metrics.latency.observe(triage.small_ms, tags={"tier": "small"})
+
+    def _record(self, answers: "Answers", defer: np.ndarray, total_ms: float) -> None:
+        """Metrics known once the request is answered: samples per answering tier, expert cost, latency."""
         metrics = self.metrics
         for tier in ("small", "expert"):
-            answered = answers.source == tier
-            if answered.any():
-                metrics.samples.inc(int(answered.sum()), tags={"tier": tier})
+            answered = int(np.count_nonzero(answers.source == tier))
+            if answered:
+                metrics.samples.inc(answered, tags={"tier": tier})
         expert_cost = float(answers.cost.sum()) - self._cost.small_per_call * len(defer)
         if expert_cost > 0:
             metrics.cost.inc(expert_cost, tags={"tier": "expert"})
-        if self._cost.small_per_call > 0:
-            metrics.cost.inc(self._cost.small_per_call * len(defer), tags={"tier": "small"})
-        if defer.any():
-            metrics.deferrals.inc(int(defer.sum()))
-        state = self._controller.state()
-        metrics.deferral_rate.set(state["realised_rate"])
-        metrics.threshold.set(state["threshold"])
-        metrics.latency.observe(small_ms, tags={"tier": "small"})
         metrics.latency.observe(total_ms, tags={"tier": "total"})
 
 
-@dataclass
-class _Answers:
-    """Per-sample answer columns for one request, starting from the small tier's."""
-
-    probabilities: np.ndarray
-    source: np.ndarray
-    cost: np.ndarray
-    degraded: np.ndarray
-    prompt_tokens: np.ndarray
-    completion_tokens: np.ndarray
-    rationales: list[str | None]
-
-    @classmethod
-    def from_small(cls, probabilities: np.ndarray, small_cost: float) -> "_Answers":
-        n = len(probabilities)
-        return cls(probabilities=np.array(probabilities, dtype=float), source=np.full(n, "small", dtype=object),
-                   cost=np.full(n, small_cost), degraded=np.zeros(n, dtype=bool),
-                   prompt_tokens=np.zeros(n, dtype=np.int64), completion_tokens=np.zeros(n, dtype=np.int64),
-                   rationales=[None] * n)
-
-    def take_expert(self, index: np.ndarray, result: Any) -> None:
-        self.probabilities[index] = result.probs
-        self.source[index] = "expert"
-        self.cost[index] += result.cost
-        self.prompt_tokens[index] = result.prompt_tokens
-        self.completion_tokens[index] = result.completion_tokens
-
-    def take_rationale(self, i: int, explanation: Any) -> None:
-        self.rationales[i] = explanation.text
-        self.cost[i] += explanation.cost
-        self.prompt_tokens[i] += explanation.prompt_tokens
-        self.completion_tokens[i] += explanation.completion_tokens
-
-
-def _payload(samples: Sequence[Sample], modality: Modality) -> Payload:
-    if modality == "text":
-        return [str(s.text) for s in samples]
-    return np.asarray([s.features for s in samples], dtype=np.float64)
-
-
-def _take(payload: Payload, index: np.ndarray) -> Payload:
-    return [payload[i] for i in index] if isinstance(payload, list) else payload[index]
+class CircuitOpen(RuntimeError):
+    """The breaker refused the call: the expert has been failing."""
 
 
 def _reason(exc: BaseException) -> str:
+    """The fallback reason a metric and an error message carry."""
+    if isinstance(exc, CircuitOpen):
+        return "circuit_open"
+    if isinstance(exc, ExpertOverloaded):
+        return "overloaded"
     return "timeout" if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) else "error"
 
 

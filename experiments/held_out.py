@@ -17,7 +17,8 @@ from cascade.config import CascadeConfig, ExpertConfig
 from cascade.data import Dataset
 from cascade.data.dataset import stratified_subsample
 from cascade.data.roles import DataRoles
-from experiments.scoring import TierScores, cached, content_hash, dataset_hash, model_identity, score_expert, score_small
+from cascade.experts.fingerprint import expert_fingerprint
+from experiments.scoring import TierScores, cached, content_hash, dataset_hash, score_expert, score_small
 from policies.ties import tie_keys
 
 
@@ -64,37 +65,44 @@ def score_held_out(config: CascadeConfig, roles: DataRoles, small_tier: Any, ref
     """Small tier, expert and control expert on the fit, certify and test evaluation subsets."""
     seed, cap = config.experiment.seed, config.experiment.test_samples
     held_index = evaluation_index(roles.calibration, cap, seed)
-    held = _score(config, roles.calibration.subset(held_index), roles.train, small_tier, refresh, progress)
-    test = _score(config, roles.test.subset(evaluation_index(roles.test, cap, seed)), roles.train, small_tier,
-                  refresh, progress)
+    engines: dict[str, Any] = {}  # one expert (one engine) per tier for the whole run, made on a cache miss
+    try:
+        held = _score(config, roles.calibration.subset(held_index), roles.train, small_tier, refresh, progress,
+                      engines)
+        test = _score(config, roles.test.subset(evaluation_index(roles.test, cap, seed)), roles.train, small_tier,
+                      refresh, progress, engines)
+    finally:
+        for expert in engines.values():
+            expert.close()
     certify = np.isin(held_index, roles.certify_index)
     return HeldOut(fit=held.subset(~certify), certify=held.subset(certify), test=test)
 
 
 def _score(config: CascadeConfig, dataset: Dataset, pool: Dataset, small_tier: Any, refresh: bool,
-           progress: bool) -> Scored:
+           progress: bool, engines: dict[str, Any]) -> Scored:
     experts = {"expert": config.expert}
     if config.control_expert is not None:
         experts["control"] = config.control_expert
     by_expert, from_cache = {}, {}
     for tier, expert_config in experts.items():
-        key = content_hash("expert", expert_config.model_dump(), model_identity(expert_config.model),
-                           config.cost.model_dump(), dataset_hash(dataset), dataset_hash(pool))
+        fingerprint = expert_fingerprint(expert_config, dataset.modality)
+        key = content_hash("expert", fingerprint, config.cost.model_dump(), dataset_hash(dataset), dataset_hash(pool))
         by_expert[tier], from_cache[tier] = cached(
-            key, lambda ec=expert_config, t=tier: _score_with_new_expert(config, ec, pool, dataset, t, progress),
-            refresh=refresh,
+            key, lambda ec=expert_config, t=tier: _score_with_expert(config, ec, pool, dataset, t, progress, engines),
+            refresh=refresh, fingerprint=fingerprint, ids=dataset.ids,
         )
     seed = config.budget.tie_seed
     return Scored(small=score_small(small_tier, dataset, config.cost.small_per_call), experts=by_expert,
                   tie_keys=None if seed is None else tie_keys(dataset.X, seed), from_cache=from_cache)
 
 
-def _score_with_new_expert(config: CascadeConfig, expert_config: ExpertConfig, pool: Dataset, dataset: Dataset,
-                           tier: str, progress: bool) -> TierScores:
+def _score_with_expert(config: CascadeConfig, expert_config: ExpertConfig, pool: Dataset, dataset: Dataset,
+                       tier: str, progress: bool, engines: dict[str, Any]) -> TierScores:
+    """Score ``dataset`` with the tier's expert, made on first need and kept in ``engines`` for the next split."""
     from cascade.experts import make_expert
 
     if progress:
-        print(f"scoring {tier} ({expert_config.kind}, {expert_config.model if expert_config.kind != 'knn-vote' else 'no LLM'})"
+        print(f"scoring {tier} ({expert_config.display_name})"
               f" on {len(dataset)} samples; cached for later runs", flush=True)
     if config.experiment.scoring == "ray-data":
         from experiments.scoring import score_with_ray_data
@@ -103,11 +111,9 @@ def _score_with_new_expert(config: CascadeConfig, expert_config: ExpertConfig, p
         return score_with_ray_data(lambda: make_expert(expert_config, cost=cost, pool=pool), dataset, tier,
                                    concurrency=config.experiment.ray_data_concurrency,
                                    num_cpus=config.experiment.ray_data_num_cpus)
-    expert = make_expert(expert_config, cost=config.cost, pool=pool)
-    try:
-        return score_expert(expert, dataset, tier, progress=progress)
-    finally:
-        expert.close()
+    if tier not in engines:
+        engines[tier] = make_expert(expert_config, cost=config.cost, pool=pool)
+    return score_expert(engines[tier], dataset, tier, progress=progress)
 
 
 def policy_scores(kind: str, fit: Scored, scored: Scored, expert: str, seed: int = 0) -> np.ndarray:

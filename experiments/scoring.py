@@ -1,14 +1,20 @@
 """Score once: run a tier over a split a single time and cache its per-sample outputs.
 
-The cache key is a content hash of the data (ids and payload), the tier's config, the model's
-identity and the cascade cache format, so a re-run with anything changed rescores and a re-run
-with nothing changed reads ``$CASCADE_HOME/cache/scores/<key>.safetensors``.
+The cache key is a content hash of the data (ids and payload) and the expert's fingerprint
+(:func:`cascade.experts.fingerprint.expert_fingerprint`: the config fields that change answers,
+the prompt as built, the model files' identity, the vLLM / torch / transformers versions), so a
+re-run with anything changed rescores and a re-run with nothing changed reads
+``$CASCADE_HOME/cache/scores/<key>.safetensors``. Each entry also stores its cache format, the
+fingerprint and the sample ids; on load all three are checked, and an entry that disagrees (an
+older format, a changed fingerprint, other samples) or is damaged is recomputed with a warning,
+never reused.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -21,7 +27,8 @@ from cascade.data import Dataset
 from cascade.paths import cache_dir
 
 CACHE_KIND = "cascade-tier-scores"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,8 +75,17 @@ class TierScores:
                    {"tier": self.tier, "ids": [str(i) for i in self.ids], "meta": self.meta, "cache_format": CACHE_FORMAT})
 
     @classmethod
-    def load(cls, stem: Path) -> "TierScores":
+    def load(cls, stem: Path, fingerprint: dict[str, Any] | None = None,
+             ids: np.ndarray | None = None) -> "TierScores":
+        """Read a cache entry; ``ArtifactError`` when it is damaged, of another cache format, or
+        was computed for another fingerprint or other sample ids than the ones given."""
         meta = read_json(stem.with_suffix(".json"), CACHE_KIND)
+        if meta.get("cache_format") != CACHE_FORMAT:
+            raise ArtifactError(f"{stem}: cache format {meta.get('cache_format')}, this cascade writes {CACHE_FORMAT}")
+        if fingerprint is not None and meta["meta"].get("fingerprint") != _jsonable(fingerprint):
+            raise ArtifactError(f"{stem}: computed for another expert fingerprint")
+        if ids is not None and meta["ids"] != [str(i) for i in ids]:
+            raise ArtifactError(f"{stem}: computed for other samples")
         arrays = load_arrays(stem.with_suffix(".safetensors"))
         if len(meta["ids"]) != len(arrays["y"]):
             raise ArtifactError(f"{stem}: ids and arrays disagree in length")
@@ -98,43 +114,43 @@ def dataset_hash(dataset: Dataset) -> str:
     return content_hash(dataset.name, [str(i) for i in dataset.ids], payload, dataset.y)
 
 
-def model_identity(model: str) -> str:
-    """A short hash of a model folder's config and weight sizes (or the name if not local)."""
-    from cascade.models import ModelMissing, path
+def cached(key: str, compute: Callable[[], TierScores], refresh: bool = False,
+           fingerprint: dict[str, Any] | None = None, ids: np.ndarray | None = None) -> tuple[TierScores, bool]:
+    """Return (scores, hit): the cached scores for ``key`` or freshly computed (and stored) ones.
 
-    try:
-        folder = path(model)
-    except (ModelMissing, ValueError):
-        return model
-    files = sorted(p for p in folder.iterdir() if p.is_file())
-    return content_hash([p.name for p in files], [p.stat().st_size for p in files],
-                        (folder / "config.json").read_text())[:16]
-
-
-def cached(key: str, compute: Callable[[], TierScores], refresh: bool = False) -> tuple[TierScores, bool]:
-    """Return (scores, hit): the cached scores for ``key`` or freshly computed (and stored) ones."""
+    ``fingerprint`` and ``ids`` are stored with fresh scores and checked against a cached entry;
+    a stale or damaged entry is recomputed (and says so in the log).
+    """
     stem = cache_dir("scores") / key
     if not refresh and stem.with_suffix(".json").is_file():
         try:
-            return TierScores.load(stem), True
-        except ArtifactError:
-            pass  # a damaged cache entry is recomputed
+            return TierScores.load(stem, fingerprint, ids), True
+        except ArtifactError as exc:
+            log.warning("score cache entry not reused, recomputing: %s", exc)
     scores = compute()
+    if fingerprint is not None:
+        scores = replace(scores, meta={**scores.meta, "fingerprint": _jsonable(fingerprint)})
     scores.save(stem)
     return scores, False
 
 
-def score_expert(expert: Any, dataset: Dataset, tier: str, batch_size: int = 16,
+def _jsonable(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), for comparisons with stored meta."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def score_expert(expert: Any, dataset: Dataset, tier: str, batch_size: int | None = None,
                  progress: bool = True) -> TierScores:
-    """Judge ``dataset`` with an expert in batches, with a progress bar."""
+    """Judge ``dataset`` with an expert, the whole split per call (so an engine batches it as it
+    likes) or ``batch_size`` samples per call, with a progress bar."""
     from rich.progress import Progress
 
     chunks = []
-    starts = range(0, len(dataset), batch_size)
+    step = batch_size or max(len(dataset), 1)
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"scoring {tier}", total=len(dataset))
-        for start in starts:
-            index = np.arange(start, min(start + batch_size, len(dataset)))
+        for start in range(0, len(dataset), step):
+            index = np.arange(start, min(start + step, len(dataset)))
             chunks.append(expert.judge(_payload(dataset.subset(index))))
             bar.advance(task, len(index))
     return TierScores(

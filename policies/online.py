@@ -142,6 +142,39 @@ class OnlineController:
             "tie_break": self.tie_break,
         }
 
+    def record(self, deferred: ArrayLike, wanted: int) -> None:
+        """Account for decisions taken elsewhere at this threshold (a router replica holding a lease):
+        ``deferred`` in arrival order, ``wanted`` of them at or above the threshold by the tie rule;
+        the window and the (clamped) threshold move as :meth:`decide` would have moved them."""
+        deferred = np.asarray(deferred, dtype=bool).reshape(-1)
+        for start in range(0, len(deferred), self.window):
+            self._record(deferred[start:start + self.window])
+        moved = self._threshold + self.learning_rate * (wanted - self._target * len(deferred))
+        self._threshold = min(max(moved, self.min_threshold), self.max_threshold)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Settings and state (threshold, target, the window's decisions), JSON-ready; see :meth:`restore`."""
+        order = (self._cursor + np.arange(self.window)) % self.window  # oldest first
+        return {"target": self._target, "threshold": self._threshold, "learning_rate": self.learning_rate,
+                "hard_cap": self.hard_cap, "window": self.window, "decisions": self._decisions,
+                "history": np.flatnonzero(self._history[order]).tolist(), "tie_break": self.tie_break,
+                "tie_seed": self.tie_seed, "certified_threshold": self.certified_threshold,
+                "min_threshold": None if math.isinf(self.min_threshold) else self.min_threshold,
+                "max_threshold": None if math.isinf(self.max_threshold) else self.max_threshold}
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any]) -> "OnlineController":
+        """The controller a :meth:`snapshot` was taken of."""
+        controller = cls(target=snapshot["target"], threshold=snapshot["threshold"],
+                         learning_rate=snapshot["learning_rate"], hard_cap=snapshot["hard_cap"],
+                         window=snapshot["window"], tie_break=snapshot["tie_break"], tie_seed=snapshot["tie_seed"],
+                         min_threshold=snapshot["min_threshold"], max_threshold=snapshot["max_threshold"])
+        controller.certified_threshold = float(snapshot["certified_threshold"])
+        controller._history[np.asarray(snapshot["history"], dtype=np.int64)] = True
+        controller._in_window = int(controller._history.sum())
+        controller._decisions = int(snapshot["decisions"])
+        return controller
+
     def _keys(self, chunk: np.ndarray, samples: Sequence[str] | np.ndarray | None, offset: int) -> np.ndarray | None:
         if samples is None or self.tie_seed is None or self.tie_break >= NO_TIE_BREAK:
             return None

@@ -3,6 +3,7 @@ and GET /v1/budget's ``guarantee`` says which guarantee covers the threshold now
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from cascade.config import CascadeConfig
 from cascade.types import CostModel
 from deployments.artifact import ServedPolicy
+from deployments.budgets import LocalBudget
 from deployments.service import CascadeService, ServiceSettings
 from policies import ConfidencePolicy
 
@@ -44,9 +46,9 @@ def test_get_budget_reports_the_guarantee_in_force(tmp_path):
     config, policy = served("rate", tmp_path)
     controller = policy.controller(config)
     service = CascadeService(ServiceSettings.from_config(config, policy), small=None, expert=None,  # type: ignore[arg-type]
-                             policy=policy.policy, controller=controller, cost=CostModel())
-    before = service.budget().guarantee
+                             policy=policy.policy, controller=LocalBudget(controller), cost=CostModel())
+    before = asyncio.run(service.budget()).guarantee
     assert before.status == "certified" and before.statement == "the rate certificate"
     controller.decide(np.full(200, 0.9))
-    after = service.budget().guarantee
+    after = asyncio.run(service.budget()).guarantee
     assert after.status == "tracking" and after.certified_threshold == 0.3

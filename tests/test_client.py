@@ -1,5 +1,5 @@
 """``cascade.client`` over real HTTP against the router's FastAPI app served by uvicorn on 127.0.0.1
-(the app, artifact and expert come from ``test_serve``)."""
+(the app, artifact and expert come from ``conftest.py`` and ``serving.py``)."""
 
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ import uvicorn
 from cascade.client import CascadeClient, CascadeError, detect_cli
 from cascade.config import CascadeConfig
 from cascade.types import Sample
-from test_serve import KeptDeferred, Tiers, in_process_app
-from test_serve import config, kept_and_deferred, knn_expert, pool, texts, tiers  # noqa: F401  (shared fixtures)
+from serving import CONTROL_TOKEN, KeptDeferred, Tiers, in_process_app
 
 
 @pytest.fixture
-def url(config: CascadeConfig, knn_expert: Any, tiers: Tiers) -> Iterator[str]:  # noqa: F811
+def url(config: CascadeConfig, knn_expert: Any, tiers: Tiers) -> Iterator[str]:
     """A fresh app (fresh controller) listening on a free loopback port."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -40,7 +39,7 @@ def url(config: CascadeConfig, knn_expert: Any, tiers: Tiers) -> Iterator[str]: 
 
 @pytest.fixture
 def client(url: str) -> Iterator[CascadeClient]:
-    with CascadeClient(url) as client:
+    with CascadeClient(url, token=CONTROL_TOKEN) as client:
         yield client
 
 
@@ -55,7 +54,7 @@ def test_detect_takes_texts_dicts_and_samples_in_order(client: CascadeClient) ->
 
 
 def test_detect_full_reports_the_answering_tier(client: CascadeClient,
-                                                kept_and_deferred: KeptDeferred) -> None:  # noqa: F811
+                                                kept_and_deferred: KeptDeferred) -> None:
     detection = client.detect_full(kept_and_deferred[1][:1])
     assert detection.tier == "expert" and detection.answered_by == {"small": 0, "expert": 1}
 
@@ -66,13 +65,32 @@ def test_a_refused_request_raises_with_status_and_message(client: CascadeClient)
     assert caught.value.status == 422
 
 
-def test_set_budget_changes_the_target_and_budget_reads_it(client: CascadeClient) -> None:
-    assert client.set_budget(0.4).target == 0.4
+def test_set_budget_changes_the_target_and_keeps_the_configured_hard_cap(client: CascadeClient) -> None:
+    changed = client.set_budget(0.4)
+    assert changed.target == 0.4 and changed.hard_cap == 0.5
     assert client.budget().target == 0.4
 
 
+def test_set_budget_without_the_token_is_refused_and_changes_nothing(url: str, client: CascadeClient) -> None:
+    with CascadeClient(url, token="not-the-token") as stranger:
+        with pytest.raises(CascadeError, match="HTTP 401") as caught:
+            stranger.set_budget(0.4)
+    assert caught.value.status == 401 and client.budget().target == 0.2
+
+
+def test_the_token_comes_from_the_environment(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CASCADE_API_TOKEN", CONTROL_TOKEN)
+    with CascadeClient(url) as client:
+        assert client.set_budget(0.3).target == 0.3
+
+
+def test_readiness_reports_each_tier(client: CascadeClient) -> None:
+    assert client.readiness() == {"status": "ready", "small": "up", "expert": "up", "breaker": "closed",
+                                  "expert_consecutive_failures": 0}
+
+
 def test_explain_returns_the_experts_answer(client: CascadeClient,
-                                            kept_and_deferred: KeptDeferred) -> None:  # noqa: F811
+                                            kept_and_deferred: KeptDeferred) -> None:
     verdict = client.detect(kept_and_deferred[1][0])[0]
     answer = client.explain(kept_and_deferred[1][0], verdict=verdict)
     assert answer["degraded"] is False and answer["answer"]

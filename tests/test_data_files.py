@@ -127,7 +127,7 @@ def test_dataset_modules_never_import_the_registry() -> None:
 
     package = Path(data.__file__).parent
     for module in package.glob("*.py"):
-        if module.name in ("__init__.py", "registry.py"):
+        if module.name in ("__init__.py", "registry.py", "roles.py"):   # roles.py cuts what the registry loads
             continue
         imported = {node.module for node in ast.walk(ast.parse(module.read_text()))
                     if isinstance(node, ast.ImportFrom)}

@@ -27,7 +27,8 @@ from cascade.experts import (
     serialize_rows,
 )
 from cascade.experts.builder import PromptBuilder
-from cascade.experts.engines.hf_local import TransformersEngine
+from cascade.experts.engines.hf_transformers import TransformersEngine
+from cascade.experts.labels import LabelScorer
 from cascade.experts.prompts import EMAIL, MESSAGE, TABULAR, PromptTemplate, join_labels
 from cascade.experts.tokens import PromptEncoder, load_tokenizer
 from cascade.models import ModelMissing
@@ -119,19 +120,7 @@ def test_feature_rows_serialise_with_names_or_numbered_columns() -> None:
     assert serialize_rows(np.array([[3.0, -2.0]])) == ["f1: 3, f2: -2"]
 
 
-# --- label tokens and truncation ----------------------------------------------------------------
-
-def test_label_token_is_the_first_token_of_the_word_after_the_assistant_header(encoder: PromptEncoder) -> None:
-    header = encoder.render([{"role": "user", "content": "?"}])
-    for label, token in zip(["ham", "spam"], encoder.label_token_ids):
-        assert encoder.token_ids(header + label)[len(encoder.token_ids(header))] == token
-    assert len(set(encoder.label_token_ids)) == 2
-
-
-def test_labels_that_start_with_the_same_token_fail_clearly(tokenizer: object) -> None:
-    with pytest.raises(ValueError, match="distinct tokens"):
-        PromptEncoder(tokenizer, ["spam", "spammy"])
-
+# --- truncation ----------------------------------------------------------------
 
 def test_truncation_keeps_the_original_prefix_and_flags_cut_texts(encoder: PromptEncoder) -> None:
     long_text = "spam " * 200
@@ -142,22 +131,22 @@ def test_truncation_keeps_the_original_prefix_and_flags_cut_texts(encoder: Promp
 
 
 def test_prompts_fit_the_context_and_long_inputs_are_counted(encoder: PromptEncoder) -> None:
-    builder = PromptBuilder(encoder, EMAIL, max_input_tokens=64, max_model_len=256)
+    builder = PromptBuilder(encoder, EMAIL, max_input_tokens=64, max_model_len=300)
     prompts, truncated = builder.build(["Cheap meds", "word " * 1000])
     assert truncated.tolist() == [False, True]
-    assert max(len(p) for p in prompts) <= 256 - 1
+    assert max(len(p) for p in prompts) <= 300 - 1
 
 
 def test_a_prompt_that_overflows_once_assembled_is_cut_further(encoder: PromptEncoder) -> None:
-    builder = PromptBuilder(encoder, EMAIL, max_input_tokens=64, max_model_len=256)
-    builder.max_model_len = 100  # as if token boundaries had added tokens the budget check did not foresee
+    builder = PromptBuilder(encoder, EMAIL, max_input_tokens=64, max_model_len=300)
+    builder.max_model_len = 230  # as if token boundaries had added tokens the budget check did not foresee
     prompts, truncated = builder.build(["word " * 1000])
-    assert len(prompts[0]) <= 99 and truncated[0]
+    assert len(prompts[0]) <= 229 and truncated[0]
 
 
 def test_a_budget_that_cannot_fit_the_context_is_rejected_at_construction(encoder: PromptEncoder) -> None:
     with pytest.raises(ValueError, match="max_model_len"):
-        PromptBuilder(encoder, EMAIL, max_input_tokens=400, max_model_len=256)
+        PromptBuilder(encoder, EMAIL, max_input_tokens=400, max_model_len=300)
 
 
 def _two_shot_builder(encoder: PromptEncoder, template: PromptTemplate = EMAIL) -> PromptBuilder:
@@ -168,14 +157,16 @@ def _two_shot_builder(encoder: PromptEncoder, template: PromptTemplate = EMAIL) 
 def test_shots_are_earlier_chat_turns_answered_by_their_label_closest_last(encoder: PromptEncoder) -> None:
     prompt = encoder.tokenizer.decode(_two_shot_builder(encoder).build(["query"], np.array([[0, 1]]))[0][0])
     assert prompt.index("second mail") < prompt.index("first mail") < prompt.index("query")
-    assert "second mail\n\nAnswer with one word: ham or spam.<|im_end|>\n<|im_start|>assistant\nham<|im_end|>" in prompt
+    assert "<email>\nsecond mail\n</email><|im_end|>\n<|im_start|>assistant\nham<|im_end|>" in prompt
 
 
 def test_a_template_with_an_examples_placeholder_gets_the_shots_inline(encoder: PromptEncoder) -> None:
     inline = replace(EMAIL, question="{examples}Spam? {text}")
-    (message,) = _two_shot_builder(encoder, inline).messages("query", [("second mail", "ham"), ("first mail", "spam")])
-    assert message["content"] == ("Labelled examples:\n\nE-mail:\nsecond mail\nAnswer: ham\n\n"
-                                  "E-mail:\nfirst mail\nAnswer: spam\n\nSpam? query")
+    system, message = _two_shot_builder(encoder, inline).messages("query", [("second mail", "ham"),
+                                                                         ("first mail", "spam")])
+    assert system["role"] == "system"
+    assert message["content"] == ("Labelled examples:\n\n<email>\nsecond mail\n</email>\nAnswer: ham\n\n"
+                                  "<email>\nfirst mail\n</email>\nAnswer: spam\n\nSpam? query")
 
 
 # --- retrieval and the control expert ------------------------------------------------------------
@@ -252,27 +243,19 @@ def test_probabilities_sum_to_one_with_token_counts_and_cost(tiny_expert: LLMExp
     result = tiny_expert.judge(mails.texts)
     assert result.probs.shape == (len(mails), 2)
     np.testing.assert_allclose(result.probs.sum(axis=1), 1.0)
-    assert np.all(result.prompt_tokens > 0) and np.all(result.completion_tokens == 1)
-    np.testing.assert_allclose(result.cost, 0.5 + 2.0 * result.prompt_tokens / 1000 + 4.0 / 1000)
+    assert np.all(result.prompt_tokens > 0) and np.all(result.completion_tokens == len(tiny_expert.scorer.branches))
+    np.testing.assert_allclose(result.cost, 0.5 + 2.0 * result.prompt_tokens / 1000
+                               + 4.0 * result.completion_tokens / 1000)
     assert result.latency_s.sum() > 0
-
-
-def test_probabilities_are_the_label_restricted_softmax_of_the_next_token(tiny_expert: LLMExpert) -> None:
-    import torch
-
-    (prompt,), _ = tiny_expert._prompts(["Cheap meds"])
-    labels = tiny_expert.encoder.label_token_ids
-    with torch.inference_mode():
-        logits = tiny_expert.engine._loaded()(torch.tensor([prompt])).logits[0, -1, labels]
-    np.testing.assert_allclose(tiny_expert.judge(["Cheap meds"]).probs[0], torch.softmax(logits, -1).numpy(), atol=1e-5)
 
 
 def test_batched_scoring_equals_scoring_one_at_a_time(tiny_llama: Path, tokenizer: object, mails: data.Dataset) -> None:
     encoder = PromptEncoder(tokenizer, ["ham", "spam"])
     prompts, _ = PromptBuilder(encoder, EMAIL, max_input_tokens=128, max_model_len=1024).build(mails.texts[:6])
     engine = TransformersEngine(tiny_llama, tokenizer, dtype="float32", batch_size=6)
-    alone = np.concatenate([engine.score([p], encoder.label_token_ids) for p in prompts])
-    np.testing.assert_allclose(engine.score(prompts, encoder.label_token_ids), alone, atol=1e-4)
+    choices = LabelScorer(encoder, ["ham", "spam"]).branches[0].choices
+    alone = np.concatenate([engine.score([p], choices) for p in prompts])
+    np.testing.assert_allclose(engine.score(prompts, choices), alone, atol=1e-4)
 
 
 def test_async_judge_equals_judge(tiny_expert: LLMExpert) -> None:

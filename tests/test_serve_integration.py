@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from cascade.config import CascadeConfig
-from test_serve import (BAD_INPUTS, KeptDeferred, cascade_config, detect, free_port, load_tiers,
-                        share_after_target, split_by_score, tune_artifact)
+from serving import (AUTHORIZED, BAD_INPUTS, CONTROL_TOKEN, KeptDeferred, cascade_config, detect, free_port,
+                     load_tiers, share_after_target, split_by_score, tune_artifact)
 
 pytestmark = pytest.mark.integration
 
@@ -28,12 +28,14 @@ pytestmark = pytest.mark.integration
 def config(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> CascadeConfig:
     artifact = tmp_path_factory.mktemp("artifact") / "spam"
     tune_artifact(artifact)
+    token_file = tmp_path_factory.mktemp("secrets") / "control-token"
+    token_file.write_text(CONTROL_TOKEN)
     return cascade_config(
         artifact,
         expert={"kind": "vllm", "model": str(tiny_llama), "shots": 0, "max_model_len": 512, "kv_cache_gib": 1.0,
                 "max_input_tokens": 256},
         budget={"learning_rate": 0.01},
-        serve={"port": free_port(), "expert_timeout_s": 15.0},
+        serve={"port": free_port(), "expert_timeout_s": 15.0, "control": {"token_file": str(token_file)}},
     )
 
 
@@ -59,7 +61,7 @@ def url(config: CascadeConfig, metrics_port: int) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def http(url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=url, timeout=120.0) as client:
+    with httpx.Client(base_url=url, timeout=120.0, headers=AUTHORIZED) as client:
         yield client
 
 
@@ -69,8 +71,10 @@ def kept_and_deferred(config: CascadeConfig, spamassassin: Any) -> KeptDeferred:
     return split_by_score(load_tiers(config), texts)
 
 
-def test_health_and_openapi_docs_are_served(http: httpx.Client) -> None:
+def test_health_readiness_and_openapi_docs_are_served(http: httpx.Client) -> None:
     assert http.get("/healthz").json()["labels"] == ["ham", "spam"]
+    assert http.get("/readyz").json() == {"status": "ready", "small": "up", "expert": "up", "breaker": "closed",
+                                          "expert_consecutive_failures": 0}
     assert http.get("/docs").status_code == 200
 
 
@@ -166,7 +170,7 @@ def test_killing_the_expert_loses_no_request(http: httpx.Client,
     kept, deferred = kept_and_deferred
     requests = [[kept[i % len(kept)], deferred[i % len(deferred)]] for i in range(40)]
     replica = next(name for name in ray.util.list_named_actors(all_namespaces=True)
-                   if "LLMExpert" in name["name"] and name["name"].startswith("SERVE_REPLICA"))
+                   if "ExpertServer" in name["name"] and name["name"].startswith("SERVE_REPLICA"))
 
     def send(texts: list[str]) -> Any:
         try:

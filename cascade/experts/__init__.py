@@ -11,7 +11,7 @@ Importing this package is cheap; vLLM, torch, transformers and httpx load inside
 ((2, 2), array([61, 63]), array([1., 1.]))
 """
 
-from cascade.experts.control import KnnVoteExpert
+from cascade.experts.knn_vote import KnnVoteExpert
 from cascade.experts.engines.vllm_local import vllm_env
 from cascade.experts.errors import ExpertError, ExpertUnavailable
 from cascade.experts.factory import make_expert
@@ -20,10 +20,9 @@ from cascade.experts.prompts import PromptTemplate, default_template, serialize_
 from cascade.experts.protocol import Expert, ExpertInput
 from cascade.experts.result import ExpertResult, Explanation
 from cascade.experts.retrieval import NeighbourRetriever
-from cascade.experts.settings import ExpertSettings
 
 __all__ = [
-    "Expert", "ExpertError", "ExpertInput", "ExpertResult", "ExpertSettings", "ExpertUnavailable", "Explanation",
+    "Expert", "ExpertError", "ExpertInput", "ExpertResult", "ExpertUnavailable", "Explanation",
     "KnnVoteExpert", "LLMExpert", "NeighbourRetriever", "PromptTemplate", "default_template", "make_expert",
     "serialize_rows", "vllm_env",
 ]

@@ -9,16 +9,18 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from cascade.config import ExpertConfig
 from cascade.data import Dataset
-from cascade.experts.control import KnnVoteExpert
+from cascade.experts.knn_vote import KnnVoteExpert
 from cascade.experts.engines.base import Engine
+from cascade.experts.labels import SPELLINGS
 from cascade.experts.llm import LLMExpert
 from cascade.experts.protocol import Expert
 from cascade.experts.retrieval import NeighbourRetriever
-from cascade.experts.settings import ExpertSettings
 from cascade.types import CostModel
 
 
@@ -32,7 +34,6 @@ def make_expert(config: ExpertConfig, cost: CostModel | None = None, pool: Datas
     ``config.pool_groups`` keeps only the pool samples of those groups (a specialist expert).
     Engines start on first use (or with ``expert.start()`` / ``await expert.astart()``).
     """
-    settings = ExpertSettings.from_config(config)
     if config.pool_groups is not None and pool is not None:
         pool = pool.subset(np.flatnonzero(np.isin(pool.groups, config.pool_groups)))
         if len(pool) == 0:
@@ -49,37 +50,49 @@ def make_expert(config: ExpertConfig, cost: CostModel | None = None, pool: Datas
     if config.kind == "knn-vote":
         if retriever is None:
             raise ValueError("expert kind 'knn-vote' needs a labelled pool and expert.shots >= 1")
-        return KnnVoteExpert(retriever, config.labels, smoothing=settings.vote_smoothing, cost=cost)
+        return KnnVoteExpert(retriever, config.labels, smoothing=config.vote_smoothing, cost=cost)
     from cascade.experts.tokens import load_tokenizer
     from cascade.models import path
 
     model_dir = path(config.model)
     tokenizer = load_tokenizer(model_dir)
     return LLMExpert(
-        _engine(config, settings, model_dir, tokenizer), tokenizer, config.labels, template=config.template,
+        _engine(config, model_dir, tokenizer), tokenizer, config.labels, template=config.template,
         shots=config.shots, retriever=retriever, max_input_tokens=config.max_input_tokens,
-        shot_max_tokens=settings.shot_max_tokens, max_model_len=config.max_model_len,
-        explain_max_tokens=settings.explain_max_tokens,
+        shot_max_tokens=config.shot_max_tokens, max_model_len=config.max_model_len,
+        explain_max_tokens=config.explain_max_tokens,
         feature_names=pool.feature_names if pool is not None else None, cost=cost,
     )
 
 
-def _engine(config: ExpertConfig, settings: ExpertSettings, model_dir: object, tokenizer: object) -> Engine:
-    batch_size = settings.batch_size or config.max_num_seqs
+def _engine(config: ExpertConfig, model_dir: object, tokenizer: object) -> Engine:
+    batch_size = config.batch_size or config.max_num_seqs
     if config.kind == "vllm":
         from cascade.experts.engines.vllm_local import VllmEngine
 
         return VllmEngine(model_dir, dtype=config.dtype, max_model_len=config.max_model_len,  # type: ignore[arg-type]
                           kv_cache_gib=config.kv_cache_gib, max_num_seqs=config.max_num_seqs,
-                          num_labels=len(config.labels), enforce_eager=settings.enforce_eager)
+                          max_choices=len(SPELLINGS) * len(config.labels), enforce_eager=config.enforce_eager,
+                          prefix_caching=config.prefix_caching)
     if config.kind == "openai":
         from cascade.experts.engines.openai_http import OpenAIEngine
 
         if not config.base_url:
             raise ValueError("expert kind 'openai' needs expert.base_url (e.g. http://127.0.0.1:8000)")
-        return OpenAIEngine(config.base_url, max_model_len=config.max_model_len, model=settings.served_model_name,
+        return OpenAIEngine(config.base_url, max_model_len=config.max_model_len, model=config.served_model_name,
                             timeout_s=config.timeout_s, max_retries=config.max_retries, batch_size=batch_size,
-                            backoff_s=settings.retry_backoff_s, api_key=settings.api_key)
-    from cascade.experts.engines.hf_local import TransformersEngine
+                            backoff_s=config.retry_backoff_s, api_key=_api_key(config))
+    from cascade.experts.engines.hf_transformers import TransformersEngine
 
     return TransformersEngine(model_dir, tokenizer, dtype=config.dtype, batch_size=batch_size)  # type: ignore[arg-type]
+
+
+def _api_key(config: ExpertConfig) -> str | None:
+    """The bearer token from the environment variable ``expert.api_key_env`` names (None when unset in config)."""
+    if config.api_key_env is None:
+        return None
+    key = os.environ.get(config.api_key_env)
+    if not key:
+        raise ValueError(f"expert.api_key_env names the environment variable {config.api_key_env}, which is not set "
+                         "or empty: export it with the server's API key, or remove expert.api_key_env")
+    return key

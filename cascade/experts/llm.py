@@ -1,9 +1,9 @@
 """The LLM expert: prompt, score the label tokens, turn log-probabilities into probabilities.
 
 One class serves every engine (in-process vLLM, an OpenAI-compatible server, transformers): it
-builds the token-id prompts (template, retrieved shots, truncation), asks the engine for the
-label tokens' log-probabilities, normalises them with a softmax over the labels and prices the
-tokens with the :class:`~cascade.types.CostModel`.
+builds the token-id prompts (template, retrieved shots, truncation), scores each label word as a
+whole word (:class:`~cascade.experts.labels.LabelScorer`: every spelling, constrained decoding),
+normalises over the labels and prices the tokens with the :class:`~cascade.types.CostModel`.
 
 >>> from cascade.config import ExpertConfig
 >>> from cascade.experts import make_expert
@@ -25,7 +25,16 @@ import numpy as np
 from cascade.experts.builder import PromptBuilder
 from cascade.experts.engines.base import Engine, Generation
 from cascade.experts.errors import ExpertError
-from cascade.experts.prompts import Modality, PromptTemplate, default_template, fill, join_labels, serialize_rows
+from cascade.experts.labels import LabelScorer, LabelScores
+from cascade.experts.prompts import (
+    Modality,
+    PromptTemplate,
+    as_data,
+    default_template,
+    fill,
+    join_labels,
+    serialize_rows,
+)
 from cascade.experts.protocol import ExpertInput
 from cascade.experts.result import ExpertResult, Explanation
 from cascade.experts.retrieval import NeighbourRetriever
@@ -53,6 +62,7 @@ class LLMExpert:
             raise ValueError("explain_max_tokens must be smaller than max_model_len")
         self.engine = engine
         self.encoder = PromptEncoder(tokenizer, labels)
+        self.scorer = LabelScorer(self.encoder, labels)
         self.label_names = tuple(labels)
         self.template = template
         self.shots = shots
@@ -81,8 +91,8 @@ class LLMExpert:
         if len(X) == 0:
             return ExpertResult.empty(self.label_names)
         prompts, truncated = self._prompts(X)
-        logprobs = self.engine.score(prompts, self.encoder.label_token_ids)
-        return self._result(logprobs, prompts, truncated, time.perf_counter() - start)
+        scores = self.scorer.score(self.engine, prompts)
+        return self._result(scores, truncated, time.perf_counter() - start)
 
     async def ajudge(self, X: ExpertInput) -> ExpertResult:
         """:meth:`judge` for asyncio servers: prompts are built in a worker thread, the engine is awaited."""
@@ -90,8 +100,8 @@ class LLMExpert:
         if len(X) == 0:
             return ExpertResult.empty(self.label_names)
         prompts, truncated = await asyncio.to_thread(self._prompts, X)
-        logprobs = await self.engine.ascore(prompts, self.encoder.label_token_ids)
-        return self._result(logprobs, prompts, truncated, time.perf_counter() - start)
+        scores = await self.scorer.ascore(self.engine, prompts)
+        return self._result(scores, truncated, time.perf_counter() - start)
 
     def explain(self, sample: str | np.ndarray, question: str | None = None,
                 history: list[dict[str, str]] | None = None, label: str | None = None) -> Explanation:
@@ -130,12 +140,13 @@ class LLMExpert:
             shots = self.retriever.query(X)[0] if self.retriever is not None else None
             return self._builder(modality).build(texts, shots)
 
-    def _result(self, logprobs: np.ndarray, prompts: list[list[int]], truncated: np.ndarray,
-                wall_s: float) -> ExpertResult:
+    def _result(self, scores: LabelScores, truncated: np.ndarray, wall_s: float) -> ExpertResult:
+        """Probabilities from the label scores; every scoring call is billed (prompt + one token)."""
+        logprobs = scores.logprobs
         shifted = np.exp(logprobs - logprobs.max(axis=1, keepdims=True))
-        n = len(prompts)
-        prompt_tokens = np.array([len(p) for p in prompts])
-        completion_tokens = np.ones(n, dtype=np.int64)
+        n = len(logprobs)
+        prompt_tokens = scores.prompt_tokens
+        completion_tokens = np.full(n, scores.calls, dtype=np.int64)
         return ExpertResult.from_arrays(
             shifted / shifted.sum(axis=1, keepdims=True), prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens, latency_s=np.full(n, wall_s / n),
@@ -152,7 +163,8 @@ class LLMExpert:
         else:
             (text,), modality = self._texts([sample] if isinstance(sample, str) else np.reshape(sample, (1, -1)))
             template = self._template(modality)
-            (text,), cut = self.encoder.truncate([text], self.max_input_tokens)
+            (text,), cut = self.encoder.truncate([as_data(text, template, self.encoder.special_tokens)],
+                                                 self.max_input_tokens)
             request = question or (fill(template.explain_label, label=label) if label
                                    else fill(template.explain_open, labels=join_labels(self.label_names)))
             messages = [{"role": "user", "content": fill(template.explain, text=text, request=request)}]
@@ -196,6 +208,7 @@ class LLMExpert:
                 max_model_len=self.max_model_len, shots=self.shots, shot_max_tokens=self.shot_max_tokens,
                 pool_texts=self._pool_texts(retriever) if retriever is not None else None,
                 pool_labels=retriever.labels if retriever is not None else None,
+                answer_tokens=self.scorer.answer_tokens,
             )
         return self._builders[modality]
 

@@ -1,16 +1,12 @@
-"""Tokenizer-side work shared by every backend: chat rendering, label tokens, truncation.
+"""Tokenizer-side work shared by every backend: chat rendering, token counts, truncation.
 
 All backends receive the same token ids, built here with the model's own Hugging Face tokenizer
-and chat template, so vLLM, a vLLM server and transformers score identical prompts.
+and chat template, so vLLM, a vLLM server and transformers score identical prompts. Label words
+are scored as whole words by :mod:`cascade.experts.labels`.
 
-Label tokens: a label word is scored by its *first* token as the tokenizer yields it right after
-the assistant header of the chat template (e.g. ``"<|im_start|>assistant\\n" + "spam"``; no
-leading space, since templates end the header with a newline). Multi-token words are represented
-by their first token; labels must map to distinct first tokens.
-
->>> enc = PromptEncoder(tokenizer, ["ham", "spam"])  # doctest: +SKIP
->>> enc.label_token_ids                               # doctest: +SKIP
-[4256, 2401]
+>>> enc = PromptEncoder(tokenizer, ["ham", "spam"])               # doctest: +SKIP
+>>> enc.encode([{"role": "user", "content": "Spam?"}])[:3]        # doctest: +SKIP
+[1, 4093, 198]
 """
 
 from __future__ import annotations
@@ -37,16 +33,27 @@ def load_tokenizer(model_dir: str | Path) -> Any:
 
 
 class PromptEncoder:
-    """Renders chat messages to token ids and maps label words to token ids."""
+    """Renders chat messages to token ids; holds the label words the prompts ask for."""
 
     def __init__(self, tokenizer: Any, labels: Sequence[str]) -> None:
         self.tokenizer = tokenizer
         self.labels = tuple(labels)
-        self.label_token_ids = label_token_ids(self, self.labels)
+        self.special_tokens = tuple(sorted({str(t) for t in tokenizer.all_special_tokens} | {
+            str(t.content) for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if t.special}))
 
     def render(self, messages: Messages) -> str:
-        """The chat template applied, ending with the assistant header."""
-        return str(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        """The chat template applied, ending with the assistant header. A template that refuses a
+        system message gets it as the start of the first user turn."""
+        from jinja2 import TemplateError
+
+        try:
+            return str(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        except TemplateError:
+            if not messages or messages[0]["role"] != "system" or len(messages) < 2:
+                raise
+            system, first, *rest = messages
+            merged = {"role": first["role"], "content": f"{system['content']}\n\n{first['content']}"}
+            return self.render([merged, *rest])
 
     def encode(self, messages: Messages) -> list[int]:
         """Token ids of :meth:`render` (the template already holds any special tokens)."""
@@ -78,21 +85,3 @@ class PromptEncoder:
             kept.append(text)
         return kept, cut
 
-
-def label_token_ids(encoder: PromptEncoder, labels: Sequence[str]) -> list[int]:
-    """First token of each label word after the assistant header; distinct or a clear error."""
-    prefix = encoder.render([{"role": "user", "content": "?"}])
-    prefix_ids = encoder.token_ids(prefix)
-    ids = []
-    for label in labels:
-        if not label:
-            raise ValueError("label words must be non-empty")
-        full = encoder.token_ids(prefix + label)
-        if full[: len(prefix_ids)] == prefix_ids and len(full) > len(prefix_ids):
-            ids.append(full[len(prefix_ids)])
-        else:  # the word merged with the header's last token: fall back to the word alone
-            ids.append(encoder.token_ids(label)[0])
-    if len(set(ids)) != len(ids):
-        words = {label: encoder.tokenizer.convert_ids_to_tokens(i) for label, i in zip(labels, ids)}
-        raise ValueError(f"label words must start with distinct tokens; got {words}. Choose other label words.")
-    return ids

@@ -32,7 +32,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def bench_config(artifact_dir: Path, model: str, port: int) -> CascadeConfig:
-    """The SpamAssassin cascade at a 20% deferral budget, zero-shot vLLM expert, loopback port."""
+    """The SpamAssassin cascade at a 20% deferral budget, zero-shot vLLM expert, loopback port; the
+    detector in its own deployment, as when these numbers were first taken (``detector_alone`` asks it)."""
     return CascadeConfig.model_validate({
         "name": "serve-bench",
         "artifact_dir": str(artifact_dir),
@@ -45,7 +46,7 @@ def bench_config(artifact_dir: Path, model: str, port: int) -> CascadeConfig:
                    "max_input_tokens": 384, "labels": ["ham", "spam"]},
         "cost": {"small_per_call": 0.0, "expert_per_1k_prompt_tokens": 0.5, "expert_per_1k_completion_tokens": 1.5,
                  "expert_per_call": 0.0},
-        "serve": {"host": "127.0.0.1", "port": port, "expert_timeout_s": 30.0},
+        "serve": {"host": "127.0.0.1", "port": port, "expert_timeout_s": 30.0, "small_tier": "deployment"},
     })
 
 

@@ -4,6 +4,8 @@ Bounded by design: loopback URLs only, at most ``MAX_CLIENTS`` clients, ``MAX_SE
 ``max_requests`` requests. Every request counts exactly once as answered (2xx), an error (any
 other status) or lost (no response at all: connection error or client timeout). Latencies are
 grouped per path, i.e. the tier that answered (``X-Cascade-Tier``), with degraded answers apart.
+With ``retry_503`` a client that gets a 503 with ``Retry-After`` waits that long and sends the
+same request again, up to ``MAX_RETRIES`` times (counted in ``retried_503``; its latency includes the wait).
 
     python experiments/benchmarks/load_test.py --url http://127.0.0.1:8000 --clients 8 --seconds 20
 """
@@ -25,6 +27,7 @@ import numpy as np
 
 MAX_CLIENTS = 64
 MAX_SECONDS = 300.0
+MAX_RETRIES = 10
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -37,6 +40,8 @@ class LoadReport:
     sent: int = 0
     errors: int = 0
     lost: int = 0
+    retried_503: int = 0
+    statuses: dict[int, int] = field(default_factory=dict)
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)
     error_samples: list[str] = field(default_factory=list)
 
@@ -46,13 +51,17 @@ class LoadReport:
     def summary(self) -> dict[str, Any]:
         """JSON-ready numbers: totals, throughput and p50/p95/p99 per path."""
         answered = sum(len(v) for v in self.latencies_ms.values())
+        every = [latency for values in self.latencies_ms.values() for latency in values]
         paths = {
             path: {"requests": len(values), "throughput_rps": len(values) / self.seconds,
                    **{f"p{q}_ms": float(np.percentile(values, q)) for q in (50, 95, 99)}}
             for path, values in sorted(self.latencies_ms.items())
         }
         return {"clients": self.clients, "seconds": self.seconds, "sent": self.sent, "answered": answered,
-                "errors": self.errors, "lost": self.lost, "throughput_rps": answered / self.seconds,
+                "errors": self.errors, "lost": self.lost, "retried_503": self.retried_503,
+                "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+                "throughput_rps": answered / self.seconds,
+                **{f"p{q}_ms": float(np.percentile(every, q)) if every else None for q in (50, 95, 99)},
                 "paths": paths, "error_samples": self.error_samples[:5]}
 
 
@@ -64,7 +73,7 @@ def check_loopback(url: str) -> None:
 
 
 async def run_load(url: str, texts: Sequence[str], clients: int = 8, seconds: float = 20.0,
-                   max_requests: int = 100_000, timeout_s: float = 60.0) -> LoadReport:
+                   max_requests: int = 100_000, timeout_s: float = 60.0, retry_503: bool = False) -> LoadReport:
     """``clients`` concurrent loops, each posting one text at a time to ``/v1/detect`` for ``seconds``.
 
     Texts are taken in turn from ``texts``; pass a mix (e.g. confident and uncertain samples) to
@@ -89,10 +98,17 @@ async def run_load(url: str, texts: Sequence[str], clients: int = 8, seconds: fl
             started = time.perf_counter()
             try:
                 response = await http.post("/v1/detect", json=body)
+                for _ in range(MAX_RETRIES if retry_503 else 0):
+                    if response.status_code != 503 or "retry-after" not in response.headers:
+                        break
+                    report.retried_503 += 1
+                    await asyncio.sleep(float(response.headers["retry-after"]))
+                    response = await http.post("/v1/detect", json=body)
             except httpx.HTTPError as exc:
                 report.lost += 1
                 report.error_samples.append(f"lost: {type(exc).__name__}: {exc}")
                 continue
+            report.statuses[response.status_code] = report.statuses.get(response.status_code, 0) + 1
             latency_ms = (time.perf_counter() - started) * 1000.0
             if response.status_code != 200:
                 report.errors += 1

@@ -47,12 +47,14 @@ class VllmEngine:
     """Scores and generates with a vLLM engine in this process (started on first use)."""
 
     def __init__(self, model_dir: str | Path, *, dtype: str, max_model_len: int, kv_cache_gib: float,
-                 max_num_seqs: int, num_labels: int = 2, enforce_eager: bool = True, seed: int = 0) -> None:
+                 max_num_seqs: int, max_choices: int = 10, enforce_eager: bool = True, prefix_caching: bool = True,
+                 seed: int = 0) -> None:
         self.kv_cache_gib = kv_cache_gib
         self.engine_args: dict[str, Any] = dict(
             model=str(model_dir), dtype=dtype, max_model_len=max_model_len, max_num_seqs=max_num_seqs,
-            enforce_eager=enforce_eager, seed=seed, logprobs_mode="processed_logprobs",
-            kv_cache_memory_bytes=int(kv_cache_gib * _GIB), max_logprobs=max(20, num_labels),
+            enforce_eager=enforce_eager, enable_prefix_caching=prefix_caching, seed=seed,
+            logprobs_mode="processed_logprobs",
+            kv_cache_memory_bytes=int(kv_cache_gib * _GIB), max_logprobs=max(20, max_choices),
         )
         self._llm: Any = None
         self._async_llm: Any = None

@@ -1,0 +1,96 @@
+"""What one request's answers are made of: the small tier's scores, then per-sample answer columns
+that the expert's answers overwrite where it was asked."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cascade.types import Sample
+from deployments.schemas import Modality
+
+Payload = list[str] | np.ndarray
+
+
+@dataclass(frozen=True)
+class SmallScores:
+    """What the detector returns for a batch: calibrated probabilities and the policy's features."""
+
+    probabilities: np.ndarray
+    features: np.ndarray
+
+
+@dataclass(frozen=True)
+class Triage:
+    """A batch through the small tier, the policy and the budget: what to answer and what to defer."""
+
+    small: SmallScores
+    scores: np.ndarray
+    thresholds: np.ndarray
+    defer: np.ndarray
+    small_ms: float
+
+    def split(self, sizes: Sequence[int]) -> list[Triage]:
+        """One triage per request, for requests of ``sizes`` samples in order."""
+        bounds = np.cumsum(sizes)[:-1]
+        columns = (self.small.probabilities, self.small.features, self.scores, self.thresholds, self.defer)
+        return [Triage(SmallScores(probabilities, features), scores, thresholds, defer, self.small_ms)
+                for probabilities, features, scores, thresholds, defer
+                in zip(*(np.split(column, bounds) for column in columns))]
+
+    @classmethod
+    def join(cls, parts: Sequence[Triage]) -> Triage:
+        """One triage from consecutive parts (one request cut in chunks)."""
+        if len(parts) == 1:
+            return parts[0]
+        small = SmallScores(np.concatenate([p.small.probabilities for p in parts]),
+                            np.concatenate([p.small.features for p in parts]))
+        return cls(small, *(np.concatenate([getattr(p, name) for p in parts])
+                            for name in ("scores", "thresholds", "defer")), max(p.small_ms for p in parts))
+
+
+@dataclass
+class Answers:
+    """Per-sample answer columns for one request, starting from the small tier's."""
+
+    probabilities: np.ndarray
+    source: np.ndarray
+    cost: np.ndarray
+    degraded: np.ndarray
+    prompt_tokens: np.ndarray
+    completion_tokens: np.ndarray
+    rationales: list[str | None]
+
+    @classmethod
+    def from_small(cls, probabilities: np.ndarray, small_cost: float) -> "Answers":
+        n = len(probabilities)
+        return cls(probabilities=np.array(probabilities, dtype=float), source=np.full(n, "small", dtype=object),
+                   cost=np.full(n, small_cost), degraded=np.zeros(n, dtype=bool),
+                   prompt_tokens=np.zeros(n, dtype=np.int64), completion_tokens=np.zeros(n, dtype=np.int64),
+                   rationales=[None] * n)
+
+    def take_expert(self, index: np.ndarray, result: Any) -> None:
+        self.probabilities[index] = result.probs
+        self.source[index] = "expert"
+        self.cost[index] += result.cost
+        self.prompt_tokens[index] = result.prompt_tokens
+        self.completion_tokens[index] = result.completion_tokens
+
+    def take_rationale(self, i: int, explanation: Any) -> None:
+        self.rationales[i] = explanation.text
+        self.cost[i] += explanation.cost
+        self.prompt_tokens[i] += explanation.prompt_tokens
+        self.completion_tokens[i] += explanation.completion_tokens
+
+
+def payload_of(samples: Sequence[Sample], modality: Modality) -> Payload:
+    if modality == "text":
+        return [str(s.text) for s in samples]
+    return np.asarray([s.features for s in samples], dtype=np.float64)
+
+
+def take(payload: Payload, index: np.ndarray) -> Payload:
+    return [payload[i] for i in index] if isinstance(payload, list) else payload[index]

@@ -1,0 +1,76 @@
+"""Who may change the running app: a bearer token, checked in constant time.
+
+The token comes from the environment variable ``serve.control.token_env`` or, if set, the file
+``serve.control.token_file``; it is read once where the app is built and only its SHA-256 digest
+travels to the router replicas. With no token configured, mutations are refused (403) unless
+``serve.control.allow_unauthenticated`` is set for local use.
+
+>>> access = ControlAccess.from_token("s3cret")
+>>> access.refusal("Bearer s3cret") is None
+True
+>>> access.refusal("Bearer guess").status
+401
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cascade.config import ConfigError, ControlConfig
+
+_SCHEME = "bearer "
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a mutation is refused: the status (401 or 403), a code and a message."""
+
+    status: int
+    error: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ControlAccess:
+    """The digest of the control token (``None``: no token) and whether mutations need one."""
+
+    token_digest: bytes | None
+    allow_unauthenticated: bool = False
+
+    @classmethod
+    def from_token(cls, token: str | None, allow_unauthenticated: bool = False) -> ControlAccess:
+        digest = hashlib.sha256(token.encode()).digest() if token else None
+        return cls(token_digest=digest, allow_unauthenticated=allow_unauthenticated)
+
+    @classmethod
+    def from_config(cls, control: ControlConfig) -> ControlAccess:
+        """Read the token from ``control.token_file`` (when set) or the ``control.token_env`` variable."""
+        if control.token_file is not None:
+            path = Path(control.token_file)
+            if not path.is_file():
+                raise ConfigError(f"serve.control.token_file: no such file {path}")
+            token = path.read_text(encoding="utf-8").strip()
+            if not token:
+                raise ConfigError(f"serve.control.token_file: {path} is empty")
+        else:
+            token = os.environ.get(control.token_env, "").strip()
+        return cls.from_token(token or None, control.allow_unauthenticated)
+
+    def refusal(self, authorization: str | None) -> Refusal | None:
+        """``None`` when a request with this ``Authorization`` header may mutate, else why not."""
+        if self.token_digest is None:
+            if self.allow_unauthenticated:
+                return None
+            return Refusal(403, "forbidden", "changes are disabled: no control token is configured (set the "
+                                             "token's environment variable or serve.control.token_file; "
+                                             "serve.control.allow_unauthenticated: true for local use only)")
+        if not authorization or not authorization.lower().startswith(_SCHEME):
+            return Refusal(401, "unauthorized", "this change needs 'Authorization: Bearer <token>'")
+        presented = hashlib.sha256(authorization[len(_SCHEME):].strip().encode()).digest()
+        if not hmac.compare_digest(presented, self.token_digest):
+            return Refusal(401, "unauthorized", "the bearer token is not the control token")
+        return None
