@@ -32,7 +32,8 @@ from sklearn.model_selection import StratifiedKFold
 from cascade.config import CascadeConfig, ExpertConfig
 from cascade.data import Dataset
 from cascade.data.roles import DataRoles
-from experiments.scoring import TierScores, cached, content_hash, dataset_hash, model_identity, score_expert, score_small
+from cascade.experts.fingerprint import expert_fingerprint
+from experiments.scoring import TierScores, cached, content_hash, dataset_hash, score_expert, score_small
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,11 @@ def crossfit(config: CascadeConfig, roles: DataRoles, final_small: Any, folds: i
         tier.view = final_small.view
         small_parts.append(score_small(tier, fold, config.cost.small_per_call))
         for name, expert_config in experts.items():
-            key = content_hash("crossfit-expert", expert_config.model_dump(), model_identity(expert_config.model),
-                               config.cost.model_dump(), dataset_hash(fold), dataset_hash(others))
-            scores, _ = cached(key, lambda ec=expert_config, o=others, f=fold: _score(config, ec, o, f, name, progress))
+            fingerprint = expert_fingerprint(expert_config, fold.modality)
+            key = content_hash("crossfit-expert", fingerprint, config.cost.model_dump(), dataset_hash(fold),
+                               dataset_hash(others))
+            scores, _ = cached(key, lambda ec=expert_config, o=others, f=fold: _score(config, ec, o, f, name, progress),
+                               fingerprint=fingerprint, ids=fold.ids)
             expert_parts[name].append(scores)
         order.append(held)
     index = np.argsort(np.concatenate(order), kind="stable")
