@@ -92,7 +92,9 @@ def test_deferred_samples_are_judged_by_vllm(http: httpx.Client,
     verdicts = response.json()["verdicts"]
     assert response.headers["x-cascade-tier"] == "expert"
     assert all(v["source"] == "expert" and not v["degraded"] for v in verdicts)
-    assert all(v["prompt_tokens"] > 0 and v["completion_tokens"] == 1 for v in verdicts)
+    # one generated token per label-scoring call (whole-word scoring may need more than one call)
+    assert all(v["prompt_tokens"] > 0 and v["completion_tokens"] >= 1 for v in verdicts)
+    assert len({v["completion_tokens"] for v in verdicts}) == 1  # the same calls for every sample of a batch
 
 
 def test_vllm_gives_a_rationale_when_asked(http: httpx.Client, kept_and_deferred: KeptDeferred) -> None:
