@@ -30,7 +30,7 @@ from cascade.data import Dataset
 from cascade.data.roles import load_roles
 from deployments.answers import Payload
 from deployments.artifact import served_modality
-from deployments.service import ExpertOverloaded
+from deployments.contracts import ExpertOverloaded
 
 IN_PROCESS_KINDS = ("vllm", "transformers")
 PROBE_TIMEOUT_S = 20.0  # under Serve's 30 s health-check timeout, so a slow probe is a failed probe, not a hang
@@ -125,7 +125,7 @@ class ExpertHandle:
     """The router's view of the ``ExpertServer`` deployment, with the expert's own method names.
 
     A caller that gives up (a timeout) cancels the request at the replica too; a full queue at the
-    expert is :class:`~deployments.service.ExpertOverloaded`.
+    expert is :class:`~deployments.contracts.ExpertOverloaded`.
     """
 
     def __init__(self, handle: DeploymentHandle) -> None:

@@ -43,7 +43,8 @@ from deployments.schemas import (
     max_body_bytes,
     request_models,
 )
-from deployments.service import CascadeService, InvalidBudget, SmallTierUnavailable
+from deployments.contracts import InvalidBudget, SmallTierUnavailable
+from deployments.service import CascadeService
 
 ROUTES: tuple[str, ...] = ("/v1/detect", "/v1/explain", "/v1/budget", "/healthz", "/readyz")
 TIER_HEADER = "X-Cascade-Tier"

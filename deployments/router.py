@@ -31,7 +31,8 @@ from deployments.control import ControlAccess
 from deployments.detector import joined, samples_in, score_small
 from deployments.expert import ExpertHandle
 from deployments.http import build_http_app
-from deployments.service import CascadeService, ServiceSettings
+from deployments.contracts import ServiceSettings
+from deployments.service import CascadeService
 from policies.leases import Lease, LeasedBudget, Report
 
 

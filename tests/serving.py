@@ -18,7 +18,8 @@ from deployments.artifact import ServedPolicy, load_served
 from deployments.budgets import LocalBudget
 from deployments.control import ControlAccess
 from deployments.http import build_http_app
-from deployments.service import CascadeService, ServiceSettings
+from deployments.contracts import ServiceSettings
+from deployments.service import CascadeService
 
 LIMITS = {"max_samples_per_request": 8, "max_text_chars": 2000, "max_features": 16}
 Tiers = tuple[ServedPolicy, Any]  # the router's share of the artifact, and the small tier

@@ -13,7 +13,8 @@ from cascade.config import CascadeConfig
 from cascade.types import CostModel
 from deployments.artifact import ServedPolicy
 from deployments.budgets import LocalBudget
-from deployments.service import CascadeService, ServiceSettings
+from deployments.contracts import ServiceSettings
+from deployments.service import CascadeService
 from policies import ConfidencePolicy
 
 BUDGETS = {

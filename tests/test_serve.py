@@ -19,7 +19,8 @@ from cascade.config import CascadeConfig, ConfigError, ExpertConfig
 from deployments.budgets import LocalBudget
 from deployments.control import ControlAccess
 from deployments.http import build_http_app
-from deployments.service import CascadeService, ServiceSettings
+from deployments.contracts import ServiceSettings
+from deployments.service import CascadeService
 from serving import (BAD_INPUTS, OK, KeptDeferred, Tiers, cascade_config, client, detect, free_port,
                      in_process_app, share_after_target)
 

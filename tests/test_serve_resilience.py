@@ -14,7 +14,7 @@ from cascade.config import CascadeConfig, ConfigError, ControlConfig
 from deployments.breaker import CircuitBreaker
 from deployments.control import ControlAccess
 from deployments.http import build_http_app
-from deployments.service import ExpertOverloaded
+from deployments.contracts import ExpertOverloaded
 from serving import AUTHORIZED, CONTROL_TOKEN, KeptDeferred, Tiers, client, detect, in_process_app, in_process_service
 
 
