@@ -208,11 +208,14 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def serving_args(description: str | None, clients: int, seconds: float,
+                 argv: Sequence[str] | None) -> tuple[argparse.Namespace, str]:
+    """The serving benchmarks' command line (model, clients, seconds, out) and the expert model to
+    serve: the one given, or a tiny random Llama built now."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="expert model folder or name (default: a tiny random Llama built now)")
-    parser.add_argument("--clients", type=int, default=8, choices=range(1, MAX_CLIENTS + 1), metavar="N")
-    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--clients", type=int, default=clients, choices=range(1, MAX_CLIENTS + 1), metavar="N")
+    parser.add_argument("--seconds", type=float, default=seconds)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if not 0 < args.seconds <= MAX_SECONDS:
@@ -222,6 +225,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         from cascade.models import build_tiny_llama
 
         model = str(build_tiny_llama(Path(tempfile.mkdtemp(prefix="cascade-tiny-")) / "tiny-llama"))
+    return args, model
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args, model = serving_args(__doc__, clients=8, seconds=20.0, argv=argv)
     results = benchmark(model, args.clients, args.seconds)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve.json").write_text(json.dumps(results, indent=2))

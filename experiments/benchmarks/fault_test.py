@@ -19,7 +19,6 @@ A side task polls ``/readyz`` every 0.5 s for the timeline of tier and breaker s
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -34,8 +33,8 @@ from typing import Any
 import httpx
 
 from cascade.config import CascadeConfig
-from experiments.benchmarks.bench_serve import bench_config, held_out_texts
-from experiments.benchmarks.load_test import MAX_CLIENTS, MAX_SECONDS, run_load
+from experiments.benchmarks.bench_serve import bench_config, held_out_texts, serving_args
+from experiments.benchmarks.load_test import run_load
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOKEN = "fault-test-token"
@@ -194,19 +193,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="expert model folder or name (default: a tiny random Llama built now)")
-    parser.add_argument("--clients", type=int, default=32, choices=range(1, MAX_CLIENTS + 1), metavar="N")
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    if not 0 < args.seconds <= MAX_SECONDS:
-        parser.error(f"--seconds must be in (0, {MAX_SECONDS:g}]")
-    model = args.model
-    if model is None:
-        from cascade.models import build_tiny_llama
-
-        model = str(build_tiny_llama(Path(tempfile.mkdtemp(prefix="cascade-tiny-")) / "tiny-llama"))
+    args, model = serving_args(__doc__, clients=32, seconds=60.0, argv=argv)
     results = fault_test(model, args.clients, args.seconds, args.out)
     (args.out / "fault.md").write_text(markdown(results))
     print(markdown(results))
