@@ -15,7 +15,6 @@ and refuses follow-up questions with an :class:`~cascade.experts.errors.ExpertEr
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import shutil
@@ -23,14 +22,14 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
 from cascade.data import Dataset
 from cascade.detectors.image import PixelCNN
 from cascade.experts.errors import ExpertError
-from cascade.experts.protocol import ExpertInput
+from cascade.experts.protocol import ExpertInput, InProcessExpert
 from cascade.experts.result import ExpertResult, Explanation
 from cascade.paths import cache_dir
 from cascade.types import CostModel
@@ -38,7 +37,7 @@ from cascade.types import CostModel
 CACHE = "experts"
 
 
-class CnnExpert:
+class CnnExpert(InProcessExpert):
     """Judges images with a fitted CNN; same :class:`ExpertResult` as an LLM expert, zero tokens."""
 
     def __init__(self, detector: PixelCNN, label_names: Sequence[str], cost: CostModel | None = None) -> None:
@@ -56,10 +55,6 @@ class CnnExpert:
         probs = self.detector.predict_proba(np.asarray(X))
         return ExpertResult.tokenless(probs, time.perf_counter() - start, self.cost.expert_per_call, self.label_names)
 
-    async def ajudge(self, X: ExpertInput) -> ExpertResult:
-        """:meth:`judge` in a worker thread."""
-        return await asyncio.to_thread(self.judge, X)
-
     def explain(self, sample: str | np.ndarray, question: str | None = None,
                 history: list[dict[str, str]] | None = None, label: str | None = None) -> Explanation:
         """The class probabilities the CNN gives one image (no text generation, so no follow-ups)."""
@@ -76,20 +71,6 @@ class CnnExpert:
                    {"role": "assistant", "content": text}]
         return Explanation(text=text, history=history, prompt_tokens=0, completion_tokens=0,
                            latency_s=time.perf_counter() - start, cost=self.cost.expert_per_call, truncated=False)
-
-    async def aexplain(self, sample: str | np.ndarray, question: str | None = None,
-                       history: list[dict[str, str]] | None = None, label: str | None = None) -> Explanation:
-        """:meth:`explain` in a worker thread."""
-        return await asyncio.to_thread(self.explain, sample, question, history, label)
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def fitted_cnn(pool: Dataset, **params: Any) -> PixelCNN:

@@ -12,7 +12,6 @@ array([[0.16, 0.84]])
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -21,13 +20,13 @@ import numpy as np
 
 from cascade.experts.errors import ExpertError
 from cascade.experts.prompts import serialize_rows
-from cascade.experts.protocol import ExpertInput
+from cascade.experts.protocol import ExpertInput, InProcessExpert
 from cascade.experts.result import ExpertResult, Explanation
 from cascade.experts.retrieval import NeighbourRetriever
 from cascade.types import CostModel
 
 
-class KnnVoteExpert:
+class KnnVoteExpert(InProcessExpert):
     """Votes the labels of the k nearest pool samples; same :class:`ExpertResult`, zero tokens."""
 
     def __init__(self, retriever: NeighbourRetriever, label_names: Sequence[str], smoothing: float = 0.5,
@@ -52,10 +51,6 @@ class KnnVoteExpert:
         probs = (votes + self.smoothing) / (votes.sum(axis=1, keepdims=True) + k * self.smoothing)
         return ExpertResult.tokenless(probs, time.perf_counter() - start, self.cost.small_per_call, self.label_names)
 
-    async def ajudge(self, X: ExpertInput) -> ExpertResult:
-        """:meth:`judge` in a worker thread."""
-        return await asyncio.to_thread(self.judge, X)
-
     def explain(self, sample: str | np.ndarray, question: str | None = None,
                 history: list[dict[str, str]] | None = None, label: str | None = None) -> Explanation:
         """Which labelled neighbours decided the vote (no text generation, so no follow-ups)."""
@@ -73,17 +68,3 @@ class KnnVoteExpert:
         return Explanation(text=text, history=history,
                            prompt_tokens=0, completion_tokens=0, latency_s=time.perf_counter() - start,
                            cost=self.cost.small_per_call, truncated=False)
-
-    async def aexplain(self, sample: str | np.ndarray, question: str | None = None,
-                       history: list[dict[str, str]] | None = None, label: str | None = None) -> Explanation:
-        """:meth:`explain` in a worker thread."""
-        return await asyncio.to_thread(self.explain, sample, question, history, label)
-
-    def close(self) -> None:
-        """Nothing to release."""
-
-    def __enter__(self) -> KnnVoteExpert:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -7,8 +7,9 @@ give the same answer; experts are context managers that ``close()`` their engine
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import numpy as np
 
@@ -46,3 +47,33 @@ class Expert(Protocol):
     def __enter__(self) -> Any: ...
 
     def __exit__(self, *exc: object) -> None: ...
+
+
+class InProcessExpert:
+    """Shared plumbing of experts that compute in this process with nothing to release (the kNN vote,
+    the CNN): the async forms run the sync ones in a worker thread; ``close`` does nothing."""
+
+    def judge(self, X: ExpertInput) -> ExpertResult:
+        raise NotImplementedError
+
+    def explain(self, sample: str | np.ndarray, question: str | None = None,
+                history: list[dict[str, str]] | None = None, label: str | None = None) -> Explanation:
+        raise NotImplementedError
+
+    async def ajudge(self, X: ExpertInput) -> ExpertResult:
+        """:meth:`judge` in a worker thread."""
+        return await asyncio.to_thread(self.judge, X)
+
+    async def aexplain(self, sample: str | np.ndarray, question: str | None = None,
+                       history: list[dict[str, str]] | None = None, label: str | None = None) -> Explanation:
+        """:meth:`explain` in a worker thread."""
+        return await asyncio.to_thread(self.explain, sample, question, history, label)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
