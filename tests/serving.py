@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +183,25 @@ BAD_INPUTS: list[tuple[str, str, str, dict[str, Any], int, str]] = [
     ("wrong method", "GET", "/v1/detect", {}, 405, "GET /v1/detect"),
     ("unknown path", "POST", "/v1/classify", _json({"samples": [OK]}), 404, "/v1/classify"),
 ]
+
+
+@contextmanager
+def served_app(config: CascadeConfig, **ray_options: Any) -> Iterator[str]:
+    """The real Serve app for ``config`` on a fresh local Ray; yields its URL, shuts both down after."""
+    import ray
+    from ray import serve
+
+    from deployments.app import init_ray, run
+
+    init_ray(num_cpus=2, **ray_options)
+    try:
+        yield run(config)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def spam_kept_and_deferred(config: CascadeConfig, spamassassin: Any) -> KeptDeferred:
+    """200 SpamAssassin texts (a fixed stride through the data) split by the small tier's decision."""
+    texts = [spamassassin.texts[i][:2000] for i in range(7, len(spamassassin), 23)][:200]
+    return split_by_score(load_tiers(config), texts)

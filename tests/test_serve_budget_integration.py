@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from cascade.config import CascadeConfig
-from serving import (AUTHORIZED, CONTROL_TOKEN, KeptDeferred, cascade_config, free_port, load_tiers,
-                     split_by_score, tune_artifact)
+from serving import (AUTHORIZED, CONTROL_TOKEN, KeptDeferred, cascade_config, free_port, served_app,
+                     spam_kept_and_deferred, tune_artifact)
 
 pytestmark = pytest.mark.integration
 
@@ -43,17 +43,8 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> CascadeConfig:
 
 @pytest.fixture(scope="module")
 def url(config: CascadeConfig) -> Iterator[str]:
-    import ray
-    from ray import serve
-
-    from deployments.app import init_ray, run
-
-    init_ray(num_cpus=2)
-    try:
-        yield run(config)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with served_app(config) as app_url:
+        yield app_url
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +55,7 @@ def http(url: str) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def kept_and_deferred(config: CascadeConfig, spamassassin: Any) -> KeptDeferred:
-    texts = [spamassassin.texts[i][:2000] for i in range(7, len(spamassassin), 23)][:200]
-    return split_by_score(load_tiers(config), texts)
+    return spam_kept_and_deferred(config, spamassassin)
 
 
 def _kill(deployment: str) -> None:

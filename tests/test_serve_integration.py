@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from cascade.config import CascadeConfig
-from serving import (AUTHORIZED, BAD_INPUTS, CONTROL_TOKEN, KeptDeferred, cascade_config, detect, free_port,
-                     load_tiers, share_after_target, split_by_score, tune_artifact)
+from serving import (AUTHORIZED, BAD_INPUTS, CONTROL_TOKEN, KeptDeferred, cascade_config, detect,
+                     free_port, served_app, share_after_target, spam_kept_and_deferred,
+                     tune_artifact)
 
 pytestmark = pytest.mark.integration
 
@@ -46,17 +47,8 @@ def metrics_port() -> int:
 
 @pytest.fixture(scope="module")
 def url(config: CascadeConfig, metrics_port: int) -> Iterator[str]:
-    import ray
-    from ray import serve
-
-    from deployments.app import init_ray, run
-
-    init_ray(num_cpus=2, _metrics_export_port=metrics_port)
-    try:
-        yield run(config)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with served_app(config, _metrics_export_port=metrics_port) as app_url:
+        yield app_url
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +59,7 @@ def http(url: str) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def kept_and_deferred(config: CascadeConfig, spamassassin: Any) -> KeptDeferred:
-    texts = [spamassassin.texts[i][:2000] for i in range(7, len(spamassassin), 23)][:200]
-    return split_by_score(load_tiers(config), texts)
+    return spam_kept_and_deferred(config, spamassassin)
 
 
 def test_health_readiness_and_openapi_docs_are_served(http: httpx.Client) -> None:
