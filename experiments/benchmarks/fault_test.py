@@ -85,7 +85,7 @@ async def phase(url: str, texts: Sequence[str], clients: int, seconds: float, vi
         replica = await asyncio.to_thread(kill_replica, victim)
         return {"t_s": round(time.perf_counter() - started, 1), "replica": replica}
 
-    report, killed, _ = await asyncio.gather(run_load(url, texts, clients=clients, seconds=seconds, retry_503=True),
+    report, killed, _ = await asyncio.gather(run_load(url, texts, clients=clients, seconds=seconds, retry=True),
                                              kill(), watch())
     return {"killed": killed, "load": report.summary(), "readiness": timeline}
 
