@@ -61,32 +61,40 @@ def fault_config(workdir: Path, model: str, port: int) -> CascadeConfig:
     return config.model_copy(update={"name": "fault-test", "serve": serve})
 
 
+def replica_names(deployment: str) -> dict[str, str]:
+    """The actor names of ``deployment``'s live replicas (starting or running), to their namespaces."""
+    import ray
+
+    return {actor["name"]: actor["namespace"] for actor in ray.util.list_named_actors(all_namespaces=True)
+            if f"#{deployment}#" in actor["name"] and actor["name"].startswith("SERVE_REPLICA")}
+
+
 def kill_replica(deployment: str) -> str:
     """``ray.kill`` one replica of ``deployment`` (Serve starts a replacement); its actor name."""
     import ray
 
-    replica = next(actor for actor in ray.util.list_named_actors(all_namespaces=True)
-                   if f"#{deployment}#" in actor["name"] and actor["name"].startswith("SERVE_REPLICA"))
-    ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
-    return replica["name"]
+    name, namespace = sorted(replica_names(deployment).items())[0]
+    ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+    return name
 
 
-def running_replicas(deployment: str) -> int:
-    """How many replicas of ``deployment`` Serve reports RUNNING."""
+def replaced(deployment: str, before: set[str], wanted: int) -> bool:
+    """Serve runs ``wanted`` replicas of ``deployment`` again, one of them new (not in ``before``):
+    the count alone would still include the dead one until Serve notices it died."""
     from ray import serve
 
     from deployments.app import APP_NAME
 
-    status = serve.status().applications[APP_NAME].deployments[deployment]
-    return int(status.replica_states.get("RUNNING", 0))
+    running = serve.status().applications[APP_NAME].deployments[deployment].replica_states.get("RUNNING", 0)
+    return bool(set(replica_names(deployment)) - before) and int(running) >= wanted
 
 
-def wait_running(deployment: str, wanted: int, limit_s: float = 120.0) -> float | None:
-    """Wait until Serve has ``wanted`` replicas of ``deployment`` running (so the next phase starts
-    whole); the seconds it took, ``None`` if not within ``limit_s``."""
+def wait_replaced(deployment: str, before: set[str], wanted: int, limit_s: float = 120.0) -> float | None:
+    """Wait until ``deployment`` is :func:`replaced` (so the next phase starts whole); the seconds it
+    took, ``None`` if not within ``limit_s``."""
     started = time.perf_counter()
     while time.perf_counter() - started < limit_s:
-        if running_replicas(deployment) >= wanted:
+        if replaced(deployment, before, wanted):
             return round(time.perf_counter() - started, 1)
         time.sleep(1.0)
     return None
@@ -115,15 +123,16 @@ async def phase(url: str, texts: Sequence[str], clients: int, seconds: float, vi
         if victim is None:
             return None
         await asyncio.sleep(seconds / 3)
-        wanted = await asyncio.to_thread(running_replicas, victim)
+        before = set(await asyncio.to_thread(replica_names, victim))
         replica = await asyncio.to_thread(kill_replica, victim)
         killed_at = time.perf_counter() - started
         back = None
         while back is None and time.perf_counter() - started < seconds:
             await asyncio.sleep(1.0)
-            if await asyncio.to_thread(running_replicas, victim) >= wanted:
+            if await asyncio.to_thread(replaced, victim, before, len(before)):
                 back = round(time.perf_counter() - started - killed_at, 1)
-        return {"t_s": round(killed_at, 1), "replica": replica, "running_again_after_s": back}
+        return {"t_s": round(killed_at, 1), "replica": replica, "replicas_before": sorted(before),
+                "running_again_after_s": back}
 
     report, killed, _ = await asyncio.gather(run_load(url, texts, clients=clients, seconds=seconds, retry=True),
                                              kill(), watch())
@@ -190,8 +199,10 @@ def fault_test(model: str, clients: int, seconds: float, out: Path, phases: Sequ
                                                             headers=auth, timeout=10).json())
             record(**{name: asyncio.run(phase(url, mix, clients, seconds, VICTIMS[name]))})
             if name == "router":
+                killed = results["router"]["killed"]
                 record(budget_after_router_phase=httpx.get(f"{url}/v1/budget", timeout=10).json(),
-                       router_running_again_after_phase_s=wait_running("CascadeRouter", config.serve.router_replicas))
+                       router_running_again_after_phase_s=wait_replaced(
+                           "CascadeRouter", set(killed["replicas_before"]), len(killed["replicas_before"])))
     finally:
         serve.shutdown()
         ray.shutdown()
