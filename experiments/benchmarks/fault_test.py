@@ -138,21 +138,27 @@ async def phase(url: str, texts: Sequence[str], clients: int, seconds: float, vi
                                              kill(), watch())
     result = {"killed": killed, "load": report.summary(), "readiness": timeline,
               "load_average": {"before": list(load_before), "after": list(os.getloadavg())}}
-    if killed is not None:
-        result["split"] = split(report.answered_at, killed["t_s"])
+    result["split"] = split(report.answered_at, killed["t_s"] if killed is not None else seconds / 3)
     return result
 
 
 def split(answered_at: Sequence[tuple[float, float, str]], kill_s: float) -> dict[str, dict[str, Any]]:
-    """Requests by when they were sent: before the kill, the first ``SETTLING_S`` after it, the rest."""
+    """Requests by when they were sent: before the kill, the first ``SETTLING_S`` after it, the rest;
+    each window's percentiles, and its p99 per path (small, expert, degraded)."""
     sent = np.array([at for at, _, _ in answered_at])
     latency = np.array([ms for _, ms, _ in answered_at])
-    degraded = np.array([path == "degraded" for _, _, path in answered_at])
+    path = np.array([name for _, _, name in answered_at])
     windows = {"before the kill": sent < kill_s,
                f"first {SETTLING_S:g} s after it": (sent >= kill_s) & (sent < kill_s + SETTLING_S),
                "the rest": sent >= kill_s + SETTLING_S}
-    return {name: {"requests": int(mask.sum()), "degraded": int(degraded[mask].sum()),
-                   **{f"p{q}_ms": float(np.percentile(latency[mask], q)) if mask.any() else None for q in (50, 95, 99)}}
+
+    def percentiles(mask: np.ndarray, qs: Sequence[int]) -> dict[str, float | None]:
+        return {f"p{q}_ms": float(np.percentile(latency[mask], q)) if mask.any() else None for q in qs}
+
+    return {name: {"requests": int(mask.sum()), "degraded": int((mask & (path == "degraded")).sum()),
+                   **percentiles(mask, (50, 95, 99)),
+                   "paths": {tier: {"requests": int((mask & (path == tier)).sum()), **percentiles(mask & (path == tier), (99,))}
+                             for tier in ("small", "expert", "degraded")}}
             for name, mask in windows.items()}
 
 
@@ -244,17 +250,22 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{_load(measured['load_average']['after'])} |")
     for name in phases:
         measured = results[name]
-        if measured.get("killed") is None:
-            continue
         killed = measured["killed"]
-        back = killed["running_again_after_s"]
-        lines += ["", f"**{TITLES[name]}** at {killed['t_s']:.1f} s; Serve reported the replacement running "
-                  + (f"{back:.0f} s later." if back is not None else "only after the phase ended."), "",
-                  "| requests sent | answered | degraded | p50 ms | p95 ms | p99 ms |", "|---|---:|---:|---:|---:|---:|"]
+        if killed is None:
+            heading = f"**{TITLES[name]}**: the same windows, from a third of the way in (run-to-run variation)."
+        else:
+            back = killed["running_again_after_s"]
+            heading = (f"**{TITLES[name]}** at {killed['t_s']:.1f} s; Serve reported the replacement running "
+                       + (f"{back:.0f} s later." if back is not None else "only after the phase ended."))
+        lines += ["", heading, "",
+                  "| requests sent | answered | degraded | p50 ms | p95 ms | p99 ms | p99 ms: small / expert / degraded |",
+                  "|---|---:|---:|---:|---:|---:|---|"]
         for window, numbers in measured["split"].items():
-            cells = " | ".join(f"{numbers[f'p{q}_ms']:.0f}" if numbers[f"p{q}_ms"] is not None else "-"
-                               for q in (50, 95, 99))
-            lines.append(f"| {window} | {numbers['requests']} | {numbers['degraded']} | {cells} |")
+            cells = " | ".join(_ms(numbers[f"p{q}_ms"]) for q in (50, 95, 99))
+            per_path = " / ".join(_ms(numbers["paths"][tier]["p99_ms"]) for tier in ("small", "expert", "degraded"))
+            lines.append(f"| {window} | {numbers['requests']} | {numbers['degraded']} | {cells} | {per_path} |")
+        if killed is None:
+            continue
         lines += ["", "Readiness (`/readyz`, polled every 0.5 s; each router replica has its own breaker):", ""]
         lines += [f"- {event['t_s']:.1f} s: " + ", ".join(f"{k} {v}" for k, v in event.items() if k != "t_s")
                   for event in measured["readiness"]]
@@ -268,6 +279,10 @@ def markdown(results: dict[str, Any]) -> str:
                                                                 else "only after the wait (120 s) ran out.")]
     lines += ["", "Reproduce: `python experiments/benchmarks/fault_test.py` (numbers: `fault.json`).", ""]
     return "\n".join(lines)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def _load(average: Sequence[float]) -> str:
