@@ -73,13 +73,16 @@ def fit_small_tier(config: CascadeConfig, roles: DataRoles) -> tuple[Any, float]
     from cascade.paths import cache_dir
     from cascade.small import SmallTier
 
+    small = SmallTier.from_config(config)
+    expert_cost = None if small.expert_cost is None else small.expert_cost.options()
     key = content_hash("small-tier", config.detector.model_dump(), config.calibrator.model_dump(),
-                       config.expert.max_input_tokens, dataset_hash(roles.train), dataset_hash(roles.fit), config.experiment.seed)
+                       config.expert.max_input_tokens, expert_cost, dataset_hash(roles.train), dataset_hash(roles.fit),
+                       config.experiment.seed)
     folder = cache_dir("small") / key[:24]
     if (folder / "manifest.json").is_file():
         return SmallTier.load(folder), 0.0
     start = time.perf_counter()
-    small = SmallTier.from_config(config).fit(roles.train, roles.fit)
+    small.fit(roles.train, roles.fit)
     elapsed = time.perf_counter() - start
     small.save(folder)
     return small, elapsed
