@@ -34,8 +34,8 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     from policies import Hop, make_policy, make_tuner, tie_keys
     from policies.tuners import budget_grid
 
-    from experiments.held_out import score_held_out, varying_cost
-    from experiments.run import cross_fitted, fit_small_tier, with_training
+    from experiments.held_out import score_held_out
+    from experiments.run import cross_fitted, fit_small_tier, learning_set
     from experiments.scoring import score_small
 
     roles = load_roles(config)
@@ -46,9 +46,10 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     held_out = score_held_out(config, roles, small_tier, progress=progress) if learns_from_expert or certifies_cost else None
     training = cross_fitted(config, roles, small_tier, progress) if learns_from_expert else None
     if held_out is not None and learns_from_expert:
-        fit, learn_on = held_out.fit.small, with_training(held_out.fit, training)
-        expert = learn_on.experts["expert"]
-        policy.fit(learn_on.small.features, learn_on.small.correct, expert.correct, cost=varying_cost(expert.cost))
+        fit, learn_on = held_out.fit.small, learning_set(held_out.fit, training, "expert")
+        if config.policy.kind != "learned":
+            del learn_on["exchangeable"]  # only the learned policy takes cross-fitted rows
+        policy.fit(**learn_on)
         fit_keys = held_out.fit.tie_keys
     else:
         fit = score_small(small_tier, roles.fit, config.cost.small_per_call)

@@ -19,7 +19,9 @@ A learned candidate is chosen only if its mean per-fold advantage over the rule 
 ``margin`` standard errors *and* its mean out-of-fold accuracy gain is not below the rule's at any
 of the ``guard_rates`` (up to ``max_rate``): a larger area bought by losing at a small budget does
 not count. With fewer than ``min_samples`` samples or fewer than ``min_positive`` samples the
-expert fixes, the rule is served without trying. ``choice_`` and
+expert fixes, the rule is served without trying. When the fitting data mix held-out rows with
+cross-fitted training rows, ``fit(..., exchangeable=mask)`` marks the held-out ones: the models learn
+from every row, but the candidates are compared on the held-out rows only (drawn like serving traffic). ``choice_`` and
 ``choice_reason_`` say what was chosen and why; both are saved with the policy.
 
 >>> from policies.simulate import simulate
@@ -97,11 +99,21 @@ class LearnedPolicy(PolicyBase):
         small_correct: ArrayLike,
         expert_correct: ArrayLike,
         cost: ArrayLike | None = None,
+        exchangeable: ArrayLike | None = None,
     ) -> Self:
-        """Fit both outcome models and choose rule / learned / blend; ``cost`` is checked, not used."""
+        """Fit both outcome models and choose rule / learned / blend; ``cost`` is checked, not used.
+
+        ``exchangeable``: a boolean mask of the rows drawn like serving traffic (the held-out fit part,
+        as opposed to cross-fitted training rows). The candidates are then cross-validated on those
+        rows only, while the models learn from every row; None means every row.
+        """
         self._check_params()
         features = as_features(features)
         check_outcomes(len(features), small_correct, expert_correct, cost)
+        exchangeable = (np.ones(len(features), dtype=bool) if exchangeable is None
+                        else np.asarray(exchangeable, dtype=bool).reshape(-1))
+        if len(exchangeable) != len(features):
+            raise ValueError(f"exchangeable has {len(exchangeable)} entries, features have {len(features)} rows")
         small = np.asarray(small_correct, dtype=float).reshape(-1)
         expert = np.asarray(expert_correct, dtype=float).reshape(-1)
         self.n_features_in_ = features.shape[1]
@@ -114,9 +126,12 @@ class LearnedPolicy(PolicyBase):
         if self.choice == "auto" and positives < self.min_positive:
             return self._serve_rule(f"{positives} samples where the expert fixes the small tier "
                                     f"< min_positive={self.min_positive}")
+        if self.choice == "auto" and exchangeable.sum() < self.min_samples:
+            return self._serve_rule(f"{int(exchangeable.sum())} samples drawn like serving traffic to choose on "
+                                    f"< min_samples={self.min_samples}")
         design = self._design(features)
         if self.choice == "auto":
-            self.cv_ = self._cross_validate(design, small, expert)
+            self.cv_ = self._cross_validate(design, small, expert, np.flatnonzero(exchangeable))
             choice, reason = self._choose(self.cv_)
         else:
             choice, reason = self.choice, "forced by the 'choice' parameter"
@@ -203,14 +218,18 @@ class LearnedPolicy(PolicyBase):
         model = LogisticRegression(C=self.regularization, max_iter=2000).fit(design, outcome.astype(int))
         return np.concatenate([model.intercept_, model.coef_[0]])
 
-    def _cross_validate(self, design: np.ndarray, small: np.ndarray, expert: np.ndarray) -> dict[str, Any]:
-        """Per-fold area (and gain at each guard rate) of each candidate on out-of-fold scores."""
+    def _cross_validate(self, design: np.ndarray, small: np.ndarray, expert: np.ndarray,
+                        rows: np.ndarray) -> dict[str, Any]:
+        """Per-fold area (and gain at each guard rate) of each candidate on out-of-fold scores of ``rows``;
+        the other rows always stay on the fitting side."""
         gain = expert - small
         rates = [rate for rate in self._guard_rates() if rate <= self.max_rate]
         areas: dict[str, list[float]] = {name: [] for name in CANDIDATES}
         at_rates: dict[str, list[np.ndarray]] = {name: [] for name in CANDIDATES}
+        always_fitted = np.setdiff1d(np.arange(len(design)), rows)
         splitter = KFold(n_splits=self.folds, shuffle=True, random_state=self.random_state)
-        for fit_part, held_part in splitter.split(design):
+        for fit_rows, held_rows in splitter.split(rows):
+            fit_part, held_part = np.concatenate([rows[fit_rows], always_fitted]), rows[held_rows]
             held = design[held_part]
             learned = expected_gain(held, self._outcome_models(design[fit_part], small[fit_part], expert[fit_part]))
             chow = held[:, 0]
@@ -221,8 +240,8 @@ class LearnedPolicy(PolicyBase):
                 steps = len(curve) - 1
                 areas[name].append(float(curve[: int(np.floor(self.max_rate * steps)) + 1].mean()))
                 at_rates[name].append(curve[[int(round(rate * steps)) for rate in rates]])
-        summary: dict[str, Any] = {"folds": self.folds, "max_rate": self.max_rate, "area": {}, "advantage": {},
-                                   "advantage_at": {}}
+        summary: dict[str, Any] = {"folds": self.folds, "max_rate": self.max_rate, "validated_on": len(rows),
+                                   "area": {}, "advantage": {}, "advantage_at": {}}
         for name in CANDIDATES:
             summary["area"][name] = float(np.mean(areas[name]))
             if name != "rule":
@@ -246,7 +265,7 @@ class LearnedPolicy(PolicyBase):
         advantage = cv["advantage"][best]
         detail = (f"{best}'s cross-validated area up to {self.max_rate:.0%} deferral is "
                   f"{advantage['mean']:+.4f} over the rule (s.e. {advantage['standard_error']:.4f}, "
-                  f"{self.folds} folds, {self.n_fit_} samples)")
+                  f"{self.folds} folds over {cv['validated_on']} of {self.n_fit_} samples)")
         if eligible:
             return best, detail
         if below_at(best):

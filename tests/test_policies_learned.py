@@ -126,3 +126,17 @@ def test_a_learned_candidate_is_served_only_if_it_wins_by_two_standard_errors_an
             assert wins
         elif wins:
             assert policy.choice_ != "rule"
+
+
+def test_cross_fitted_rows_teach_the_models_but_the_choice_is_made_on_rows_drawn_like_serving_traffic(fit_split):
+    serving_like = np.arange(len(fit_split)) < 1000
+    policy = LearnedPolicy(n_classes=2).fit(fit_split.features, fit_split.small_correct, fit_split.expert_correct,
+                                            exchangeable=serving_like)
+    assert policy.n_fit_ == len(fit_split) and policy.cv_["validated_on"] == 1000
+    assert f"over 1000 of {len(fit_split)} samples" in policy.choice_reason_
+    few = LearnedPolicy(n_classes=2).fit(fit_split.features, fit_split.small_correct, fit_split.expert_correct,
+                                         exchangeable=np.arange(len(fit_split)) < 150)
+    assert few.choice_ == "rule" and "150 samples drawn like serving traffic" in few.choice_reason_
+    with pytest.raises(ValueError, match="exchangeable has 10 entries, features have 3000 rows"):
+        LearnedPolicy(n_classes=2).fit(fit_split.features, fit_split.small_correct, fit_split.expert_correct,
+                                       exchangeable=np.ones(10, dtype=bool))

