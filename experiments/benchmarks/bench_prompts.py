@@ -5,10 +5,15 @@ mails; shots retrieved by MiniLM from its train split) with one vLLM engine for 
 each grid point one batched call over all mails. ``--baseline COMMIT`` also scores the same mails
 with the expert of an older commit (its own prompt and label scoring, run from ``git archive``
 in a subprocess), the reference a compact prompt must match. Writes
-``experiments/benchmarks/results/prompts.{json,md}``.
+``experiments/benchmarks/results/prompts.{json,md}`` with every row's per-mail spam probability, and
+a paired bootstrap interval of AUROC(``--default``) - AUROC(baseline) over the same mails.
+``--merge`` keeps the rows of an earlier report on the same mails, so the grid and the baseline can
+run as two shorter jobs:
 
     flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_prompts \\
-        --grid 2x32x96 4x32x64 --baseline bfbc707
+        --grid 0x1x256 2x32x96 4x20x64 4x32x64
+    flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_prompts \\
+        --grid --baseline bfbc707 --merge
 """
 
 from __future__ import annotations
@@ -64,7 +69,23 @@ def grid_point(spec: str) -> tuple[int, int, int]:
 def row(name: str, probs: np.ndarray, prompt_tokens: np.ndarray, y: np.ndarray, wall_s: float) -> dict[str, Any]:
     return {"prompt": name, "auroc": float(roc_auc_score(y, probs[:, 1])),
             "accuracy": float(np.mean(probs.argmax(1) == y)), "mean_prompt_tokens": float(prompt_tokens.mean()),
-            "max_prompt_tokens": int(prompt_tokens.max()), "samples_per_s": float(len(y) / wall_s), "wall_s": wall_s}
+            "max_prompt_tokens": int(prompt_tokens.max()), "samples_per_s": float(len(y) / wall_s), "wall_s": wall_s,
+            "spam_prob": [round(float(p), 6) for p in probs[:, 1]]}
+
+
+def paired_auroc_difference(y: np.ndarray, new: np.ndarray, old: np.ndarray, resamples: int = 2000,
+                            seed: int = 0) -> dict[str, float]:
+    """AUROC(new) - AUROC(old) on the same samples, with a 95 % paired bootstrap percentile interval."""
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(resamples):
+        index = rng.integers(0, len(y), len(y))
+        if np.ptp(y[index]) == 0:
+            continue
+        differences.append(roc_auc_score(y[index], new[index]) - roc_auc_score(y[index], old[index]))
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return {"difference": float(roc_auc_score(y, new) - roc_auc_score(y, old)), "ci_low": float(low),
+            "ci_high": float(high), "resamples": len(differences)}
 
 
 def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "vllm") -> dict[str, Any]:
@@ -78,28 +99,58 @@ def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "v
     expert_config = config.expert.model_copy(update={"shots": 0, "kind": kind})
     report: dict[str, Any] = {"config": str(CONFIG.relative_to(ROOT)), "model": config.expert.model, "engine": kind,
                               "mails": len(texts), "spam_rate": float(np.mean(y)), "cpus": os.cpu_count(),
-                              "rows": []}
+                              "mail_ids": [str(i) for i in test.ids], "labels": [int(v) for v in y], "rows": []}
+    if points:
+        report.update(run_grid(points, texts, y, expert_config, retrievers, config.expert.max_model_len))
+    if baseline:
+        report["baseline"] = {"commit": baseline, **run_baseline(baseline, texts, y, kind)}
+        print({k: v for k, v in report["baseline"].items() if k != "spam_prob"}, flush=True)
+    return report
+
+
+def run_grid(points: list[tuple[int, int, int]], texts: list[str], y: np.ndarray, expert_config: Any,
+             retrievers: dict[int, NeighbourRetriever], max_model_len: int) -> dict[str, Any]:
+    """Every grid point on ``texts`` with one engine; its load time and one row per point."""
+    out: dict[str, Any] = {"rows": []}
     with make_expert(expert_config) as zero:
         assert isinstance(zero, LLMExpert)
         start = time.perf_counter()
         zero.start()
-        report["engine_load_s"] = time.perf_counter() - start
+        out["engine_load_s"] = time.perf_counter() - start
         zero.judge(texts[:4])  # warm-up
-        print(time.strftime("%H:%M:%S"), f"engine up in {report['engine_load_s']:.0f} s", flush=True)
+        print(time.strftime("%H:%M:%S"), f"engine up in {out['engine_load_s']:.0f} s", flush=True)
         for shots, shot_cap, query_cap in points:
             expert = LLMExpert(zero.engine, zero.encoder.tokenizer, zero.label_names, shots=shots,
                                retriever=retrievers.get(shots), max_input_tokens=query_cap,
-                               shot_max_tokens=max(shot_cap, 1), max_model_len=config.expert.max_model_len)
+                               shot_max_tokens=max(shot_cap, 1), max_model_len=max_model_len)
             start = time.perf_counter()
             result = expert.judge(texts)
             name = f"{shots} shots x {shot_cap} tok, query {query_cap} tok"
-            report["rows"].append({**row(name, result.probs, result.prompt_tokens, y, time.perf_counter() - start),
-                                   "shots": shots, "shot_max_tokens": shot_cap, "max_input_tokens": query_cap})
-            print(time.strftime("%H:%M:%S"), report["rows"][-1], flush=True)
-    if baseline:
-        report["baseline"] = {"commit": baseline, **run_baseline(baseline, texts, y, kind)}
-        print(report["baseline"], flush=True)
-    return report
+            out["rows"].append({**row(name, result.probs, result.prompt_tokens, y, time.perf_counter() - start),
+                                "shots": shots, "shot_max_tokens": shot_cap, "max_input_tokens": query_cap})
+            print(time.strftime("%H:%M:%S"), {k: v for k, v in out["rows"][-1].items() if k != "spam_prob"},
+                  flush=True)
+    return out
+
+
+def merge(report: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
+    """``report`` plus the rows (and baseline) of ``earlier`` it lacks; both must cover the same mails."""
+    if earlier.get("mail_ids") != report["mail_ids"] or earlier.get("engine") != report["engine"]:
+        raise SystemExit("--merge: the earlier report scored other mails or another engine; run the grid again")
+    merged = {**earlier, **{k: v for k, v in report.items() if k != "rows"}}
+    names = {r["prompt"] for r in report["rows"]}
+    merged["rows"] = [r for r in earlier.get("rows", []) if r["prompt"] not in names] + report["rows"]
+    return merged
+
+
+def compare(report: dict[str, Any], default: tuple[int, int, int]) -> dict[str, Any] | None:
+    """The paired AUROC difference default grid point - baseline, when both were scored."""
+    rows = [r for r in report.get("rows", []) if (r["shots"], r["shot_max_tokens"], r["max_input_tokens"]) == default]
+    if not rows or "baseline" not in report:
+        return None
+    y = np.asarray(report["labels"])
+    return {"default": rows[0]["prompt"], "baseline": report["baseline"]["prompt"],
+            **paired_auroc_difference(y, np.asarray(rows[0]["spam_prob"]), np.asarray(report["baseline"]["spam_prob"]))}
 
 
 def run_baseline(commit: str, texts: list[str], y: np.ndarray, kind: str) -> dict[str, Any]:
@@ -131,26 +182,38 @@ def markdown(report: dict[str, Any]) -> str:
         "# Prompt size vs AUROC (`experiments/benchmarks/bench_prompts.py`)", "",
         f"{report['model']} ({report['engine']} engine, bf16, CPU), {report['mails']} test mails of `{report['config']}` "
         f"(spam rate {report['spam_rate']:.1%}), shots retrieved by MiniLM from its train split; one engine "
-        f"(loaded in {report['engine_load_s']:.0f} s), each row one batched call over all mails on "
-        f"{report['cpus']} shared CPU cores.", "",
+        f"(loaded in {report.get('engine_load_s', float('nan')):.0f} s), each row one batched call over all mails on "
+        f"{report['cpus']} shared CPU cores (load average {report.get('load_average', 'n/a')} at the end).", "",
         "| prompt | AUROC | accuracy | mean prompt tokens | max | samples/s |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     lines += [f"| {r['prompt']} | {r['auroc']:.3f} | {r['accuracy']:.3f} | {r['mean_prompt_tokens']:.0f} | "
               f"{r['max_prompt_tokens']} | {r['samples_per_s']:.2f} |" for r in rows]
+    if report.get("comparison"):
+        c = report["comparison"]
+        lines += ["", f"Paired bootstrap ({c['resamples']} resamples of the same mails): AUROC({c['default']}) − "
+                      f"AUROC({c['baseline']}) = **{c['difference']:+.3f}** (95% CI {c['ci_low']:+.3f} to "
+                      f"{c['ci_high']:+.3f})."]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", nargs="+", default=["0x0x96", "2x32x96", "4x32x64"],
-                        help="grid points SHOTSxSHOT_CAPxQUERY_CAP")
+    parser.add_argument("--grid", nargs="*", default=["0x1x256", "2x32x96", "4x20x64", "4x32x64"],
+                        help="grid points SHOTSxSHOT_CAPxQUERY_CAP (none: only the baseline)")
+    parser.add_argument("--default", type=grid_point, default="4x20x64",
+                        help="the shipped configs' point, compared with the baseline")
+    parser.add_argument("--merge", action="store_true", help="keep the rows of the earlier report in --out")
     parser.add_argument("--mails", type=int, default=None, help="default: the config's test_samples")
     parser.add_argument("--baseline", default=None, help="also score with the expert of this git commit")
     parser.add_argument("--kind", default="vllm", choices=["vllm", "transformers"], help="engine for every row")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     report = run(args.grid, args.mails, args.baseline, args.kind)
+    report["load_average"] = round(os.getloadavg()[0], 2)
+    if args.merge and (args.out / "prompts.json").exists():
+        report = merge(report, json.loads((args.out / "prompts.json").read_text()))
+    report["comparison"] = compare(report, args.default)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "prompts.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "prompts.md").write_text(markdown(report))
