@@ -50,16 +50,19 @@ def demo(config: CascadeConfig, requests: int = 300, console: Console | None = N
         console.print(f"{name}: {models.fetch(name)}")
 
     step("2/5 experiment: score each tier once, sweep every policy")
+    from experiments.console import print_markdown
     from experiments.report import adherence_table, frontier_table, tier_table
     from experiments.run import run_experiment
+    from experiments.scoring import progress_to
 
-    out = run_experiment(demo_experiment(config))
+    with progress_to(console):
+        out = run_experiment(demo_experiment(config))
     results = json.loads((out / "results.json").read_text())
-    console.print(tier_table(results))
+    print_markdown(console, tier_table(results))
     for expert in results["scalars"]:
         console.print(f"\ncascade with [bold]{expert}[/bold]: test accuracy at each deferral budget")
-        console.print(frontier_table(results, expert))
-    console.print(adherence_table({"budget_adherence": results["budget_adherence"][:4]}))
+        print_markdown(console, frontier_table(results, expert))
+    print_markdown(console, adherence_table({"budget_adherence": results["budget_adherence"][:4]}))
     console.print(f"report: {out / 'report.md'}\nplots:  {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
 
     step(f"3/5 tune: at most {DEMO_RATE:.0%} of traffic to the expert")

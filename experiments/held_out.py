@@ -21,7 +21,8 @@ from cascade.data import Dataset
 from cascade.data.dataset import stratified_subsample
 from cascade.data.roles import DataRoles
 from cascade.experts.fingerprint import expert_fingerprint
-from experiments.scoring import TierScores, cached, content_hash, dataset_hash, score_expert, score_small
+from experiments.scoring import (TierScores, cached, content_hash, dataset_hash, progress_console, score_expert,
+                                 score_small)
 from policies.ties import tie_keys
 
 
@@ -131,8 +132,8 @@ def _score_with_expert(config: CascadeConfig, expert_config: ExpertConfig, pool:
     from cascade.experts import make_expert
 
     if progress:
-        print(f"scoring {tier} ({expert_config.display_name})"
-              f" on {len(dataset)} samples; cached for later runs", flush=True)
+        progress_console().print(f"scoring {tier} ({expert_config.display_name}) on {len(dataset)} samples; "
+                                 "cached for later runs", highlight=False)
     if config.experiment.scoring == "ray-data":
         from experiments.scoring import score_with_ray_data
 

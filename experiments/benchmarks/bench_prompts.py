@@ -13,7 +13,7 @@ run as two shorter jobs:
     flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_prompts \\
         --grid 0x1x256 2x32x96 4x20x64 4x32x64
     flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_prompts \\
-        --grid --baseline bfbc707 --merge
+        --grid --baseline bfbc707 --baseline-part 1/2 --merge      # then 2/2: a slow baseline in parts
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -88,7 +89,9 @@ def paired_auroc_difference(y: np.ndarray, new: np.ndarray, old: np.ndarray, res
             "ci_high": float(high), "resamples": len(differences)}
 
 
-def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "vllm") -> dict[str, Any]:
+def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "vllm",
+        save: Callable[[dict[str, Any]], None] = lambda report: None, part: tuple[int, int] = (1, 1)) -> dict[str, Any]:
+    """Score the grid and the baseline; ``save`` gets the report after each row (a killed job keeps them)."""
     config = CascadeConfig.from_yaml(CONFIG)
     roles = load_roles(config)
     test = roles.test.subset(evaluation_index(roles.test, mails or config.experiment.test_samples,
@@ -101,17 +104,20 @@ def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "v
                               "mails": len(texts), "spam_rate": float(np.mean(y)), "cpus": os.cpu_count(),
                               "mail_ids": [str(i) for i in test.ids], "labels": [int(v) for v in y], "rows": []}
     if points:
-        report.update(run_grid(points, texts, y, expert_config, retrievers, config.expert.max_model_len))
+        run_grid(points, texts, y, expert_config, retrievers, config.expert.max_model_len, report, save)
     if baseline:
-        report["baseline"] = {"commit": baseline, **run_baseline(baseline, texts, y, kind)}
-        print({k: v for k, v in report["baseline"].items() if k != "spam_prob"}, flush=True)
+        index, parts = part
+        chunk = np.array_split(np.arange(len(texts)), parts)[index - 1]
+        report["baseline_parts"] = {f"{index}/{parts}": {"commit": baseline, "first": int(chunk[0]),
+                                                         **run_baseline(baseline, [texts[i] for i in chunk], kind)}}
+        save(report)
     return report
 
 
 def run_grid(points: list[tuple[int, int, int]], texts: list[str], y: np.ndarray, expert_config: Any,
-             retrievers: dict[int, NeighbourRetriever], max_model_len: int) -> dict[str, Any]:
-    """Every grid point on ``texts`` with one engine; its load time and one row per point."""
-    out: dict[str, Any] = {"rows": []}
+             retrievers: dict[int, NeighbourRetriever], max_model_len: int, out: dict[str, Any],
+             save: Callable[[dict[str, Any]], None]) -> None:
+    """Every grid point on ``texts`` with one engine: its load time and one row per point, added to ``out``."""
     with make_expert(expert_config) as zero:
         assert isinstance(zero, LLMExpert)
         start = time.perf_counter()
@@ -130,30 +136,46 @@ def run_grid(points: list[tuple[int, int, int]], texts: list[str], y: np.ndarray
                                 "shots": shots, "shot_max_tokens": shot_cap, "max_input_tokens": query_cap})
             print(time.strftime("%H:%M:%S"), {k: v for k, v in out["rows"][-1].items() if k != "spam_prob"},
                   flush=True)
-    return out
+            save(out)
 
 
 def merge(report: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
-    """``report`` plus the rows (and baseline) of ``earlier`` it lacks; both must cover the same mails."""
+    """``report`` plus the rows (and baseline parts) of ``earlier`` it lacks; both must cover the same mails."""
     if earlier.get("mail_ids") != report["mail_ids"] or earlier.get("engine") != report["engine"]:
         raise SystemExit("--merge: the earlier report scored other mails or another engine; run the grid again")
-    merged = {**earlier, **{k: v for k, v in report.items() if k != "rows"}}
+    merged = {**earlier, **{k: v for k, v in report.items() if k not in ("rows", "baseline_parts")}}
     names = {r["prompt"] for r in report["rows"]}
     merged["rows"] = [r for r in earlier.get("rows", []) if r["prompt"] not in names] + report["rows"]
+    merged["baseline_parts"] = {**earlier.get("baseline_parts", {}), **report.get("baseline_parts", {})}
     return merged
+
+
+def baseline_row(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The baseline's row once every part of the mails is scored (parts of one split, one commit)."""
+    parts = report.get("baseline_parts") or {}
+    counts = {key.split("/")[1] for key in parts}
+    commits = {p["commit"] for p in parts.values()}
+    if len(counts) != 1 or len(commits) != 1 or len(parts) != int(counts.pop()):
+        return None
+    ordered = sorted(parts.values(), key=lambda p: p["first"])
+    probs = np.concatenate([p["spam_prob"] for p in ordered])
+    tokens = np.concatenate([p["prompt_tokens"] for p in ordered])
+    commit = commits.pop()
+    return {"commit": commit, **row(f"shipped 4-shot prompt at {commit}", np.c_[1 - probs, probs], tokens,
+                                    np.asarray(report["labels"]), sum(p["wall_s"] for p in ordered))}
 
 
 def compare(report: dict[str, Any], default: tuple[int, int, int]) -> dict[str, Any] | None:
     """The paired AUROC difference default grid point - baseline, when both were scored."""
     rows = [r for r in report.get("rows", []) if (r["shots"], r["shot_max_tokens"], r["max_input_tokens"]) == default]
-    if not rows or "baseline" not in report:
+    if not rows or not report.get("baseline"):
         return None
     y = np.asarray(report["labels"])
     return {"default": rows[0]["prompt"], "baseline": report["baseline"]["prompt"],
             **paired_auroc_difference(y, np.asarray(rows[0]["spam_prob"]), np.asarray(report["baseline"]["spam_prob"]))}
 
 
-def run_baseline(commit: str, texts: list[str], y: np.ndarray, kind: str) -> dict[str, Any]:
+def run_baseline(commit: str, texts: list[str], kind: str = "vllm") -> dict[str, Any]:
     """The shipped config's expert as of ``commit`` on the same mails, in a subprocess on that code."""
     with tempfile.TemporaryDirectory() as folder:
         tree = Path(folder) / "tree"
@@ -170,13 +192,14 @@ def run_baseline(commit: str, texts: list[str], y: np.ndarray, kind: str) -> dic
         subprocess.run([sys.executable, str(script), str(request), str(out)], check=True,
                        env={**os.environ, "PYTHONPATH": str(tree)}, cwd=folder)
         saved = np.load(out)
-        return row(f"shipped 4-shot prompt at {commit}", saved["probs"], saved["prompt_tokens"], y,
-                   float(saved["wall_s"]))
+        print(time.strftime("%H:%M:%S"), f"baseline: {len(texts)} mails in {float(saved['wall_s']):.0f} s", flush=True)
+        return {"spam_prob": saved["probs"][:, 1].round(6).tolist(), "prompt_tokens": saved["prompt_tokens"].tolist(),
+                "wall_s": float(saved["wall_s"])}
 
 
 def markdown(report: dict[str, Any]) -> str:
     rows = sorted(report["rows"], key=lambda r: r["mean_prompt_tokens"])
-    if "baseline" in report:
+    if report.get("baseline"):
         rows.append(report["baseline"])
     lines = [
         "# Prompt size vs AUROC (`experiments/benchmarks/bench_prompts.py`)", "",
@@ -204,20 +227,28 @@ def main() -> None:
     parser.add_argument("--default", type=grid_point, default="4x20x64",
                         help="the shipped configs' point, compared with the baseline")
     parser.add_argument("--merge", action="store_true", help="keep the rows of the earlier report in --out")
+    parser.add_argument("--baseline-part", default="1/1", help="I/N: score only the I-th of N parts with the baseline")
     parser.add_argument("--mails", type=int, default=None, help="default: the config's test_samples")
     parser.add_argument("--baseline", default=None, help="also score with the expert of this git commit")
     parser.add_argument("--kind", default="vllm", choices=["vllm", "transformers"], help="engine for every row")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    report = run(args.grid, args.mails, args.baseline, args.kind)
-    report["load_average"] = round(os.getloadavg()[0], 2)
-    if args.merge and (args.out / "prompts.json").exists():
-        report = merge(report, json.loads((args.out / "prompts.json").read_text()))
-    report["comparison"] = compare(report, args.default)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "prompts.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "prompts.md").write_text(markdown(report))
-    print(markdown(report))
+    earlier = args.out / "prompts.json"
+    kept = json.loads(earlier.read_text()) if args.merge and earlier.exists() else None
+
+    def save(report: dict[str, Any]) -> dict[str, Any]:
+        report = {**report, "load_average": round(os.getloadavg()[0], 2)}
+        if kept is not None:
+            report = merge(report, kept)
+        report["baseline"] = baseline_row(report)
+        report["comparison"] = compare(report, args.default)
+        args.out.mkdir(parents=True, exist_ok=True)
+        earlier.write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / "prompts.md").write_text(markdown(report))
+        return report
+
+    index, parts = (int(v) for v in args.baseline_part.split("/"))
+    print(markdown(save(run(args.grid, args.mails, args.baseline, args.kind, save, (index, parts)))))
 
 
 if __name__ == "__main__":
