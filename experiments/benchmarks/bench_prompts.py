@@ -13,7 +13,11 @@ run as two shorter jobs:
     flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_prompts \\
         --grid 0x1x256 2x32x96 4x20x64 4x32x64
     flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_prompts \\
-        --grid --baseline bfbc707 --baseline-part 1/2 --merge      # then 2/2: a slow baseline in parts
+        --grid --baseline bfbc707 --merge
+
+On a slow machine ``--part I/N`` scores only every N-th mail from the I-th on (grid and
+baseline alike) into ``prompts-partIofN.json``; ``--combine N`` joins the parts present into
+``prompts.{json,md}``.
 """
 
 from __future__ import annotations
@@ -71,7 +75,7 @@ def row(name: str, probs: np.ndarray, prompt_tokens: np.ndarray, y: np.ndarray, 
     return {"prompt": name, "auroc": float(roc_auc_score(y, probs[:, 1])),
             "accuracy": float(np.mean(probs.argmax(1) == y)), "mean_prompt_tokens": float(prompt_tokens.mean()),
             "max_prompt_tokens": int(prompt_tokens.max()), "samples_per_s": float(len(y) / wall_s), "wall_s": wall_s,
-            "spam_prob": [round(float(p), 6) for p in probs[:, 1]]}
+            "spam_prob": [round(float(p), 6) for p in probs[:, 1]], "prompt_tokens": [int(t) for t in prompt_tokens]}
 
 
 def paired_auroc_difference(y: np.ndarray, new: np.ndarray, old: np.ndarray, resamples: int = 2000,
@@ -96,20 +100,20 @@ def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "v
     roles = load_roles(config)
     test = roles.test.subset(evaluation_index(roles.test, mails or config.experiment.test_samples,
                                               config.experiment.seed))
+    index, parts = part
+    test = test.subset(np.arange(len(test))[index - 1::parts])  # every N-th: the sample is sorted by group
     texts, y = list(test.texts or []), test.y
     points = [grid_point(spec) for spec in grid]
     retrievers = {k: NeighbourRetriever(roles.train, k=k) for k in sorted({p[0] for p in points if p[0]})}
     expert_config = config.expert.model_copy(update={"shots": 0, "kind": kind})
     report: dict[str, Any] = {"config": str(CONFIG.relative_to(ROOT)), "model": config.expert.model, "engine": kind,
                               "mails": len(texts), "spam_rate": float(np.mean(y)), "cpus": os.cpu_count(),
-                              "mail_ids": [str(i) for i in test.ids], "labels": [int(v) for v in y], "rows": []}
+                              "mail_ids": [str(i) for i in test.ids], "labels": [int(v) for v in y], "rows": [],
+                              "part": f"{index}/{parts}"}
     if points:
         run_grid(points, texts, y, expert_config, retrievers, config.expert.max_model_len, report, save)
     if baseline:
-        index, parts = part
-        chunk = np.array_split(np.arange(len(texts)), parts)[index - 1]
-        report["baseline_parts"] = {f"{index}/{parts}": {"commit": baseline, "first": int(chunk[0]),
-                                                         **run_baseline(baseline, [texts[i] for i in chunk], kind)}}
+        report["baseline"] = {"commit": baseline, **run_baseline(baseline, texts, y, kind)}
         save(report)
     return report
 
@@ -143,26 +147,10 @@ def merge(report: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
     """``report`` plus the rows (and baseline parts) of ``earlier`` it lacks; both must cover the same mails."""
     if earlier.get("mail_ids") != report["mail_ids"] or earlier.get("engine") != report["engine"]:
         raise SystemExit("--merge: the earlier report scored other mails or another engine; run the grid again")
-    merged = {**earlier, **{k: v for k, v in report.items() if k not in ("rows", "baseline_parts")}}
+    merged = {**earlier, **{k: v for k, v in report.items() if k != "rows"}}
     names = {r["prompt"] for r in report["rows"]}
     merged["rows"] = [r for r in earlier.get("rows", []) if r["prompt"] not in names] + report["rows"]
-    merged["baseline_parts"] = {**earlier.get("baseline_parts", {}), **report.get("baseline_parts", {})}
     return merged
-
-
-def baseline_row(report: dict[str, Any]) -> dict[str, Any] | None:
-    """The baseline's row once every part of the mails is scored (parts of one split, one commit)."""
-    parts = report.get("baseline_parts") or {}
-    counts = {key.split("/")[1] for key in parts}
-    commits = {p["commit"] for p in parts.values()}
-    if len(counts) != 1 or len(commits) != 1 or len(parts) != int(counts.pop()):
-        return None
-    ordered = sorted(parts.values(), key=lambda p: p["first"])
-    probs = np.concatenate([p["spam_prob"] for p in ordered])
-    tokens = np.concatenate([p["prompt_tokens"] for p in ordered])
-    commit = commits.pop()
-    return {"commit": commit, **row(f"shipped 4-shot prompt at {commit}", np.c_[1 - probs, probs], tokens,
-                                    np.asarray(report["labels"]), sum(p["wall_s"] for p in ordered))}
 
 
 def compare(report: dict[str, Any], default: tuple[int, int, int]) -> dict[str, Any] | None:
@@ -175,7 +163,7 @@ def compare(report: dict[str, Any], default: tuple[int, int, int]) -> dict[str, 
             **paired_auroc_difference(y, np.asarray(rows[0]["spam_prob"]), np.asarray(report["baseline"]["spam_prob"]))}
 
 
-def run_baseline(commit: str, texts: list[str], kind: str = "vllm") -> dict[str, Any]:
+def run_baseline(commit: str, texts: list[str], y: np.ndarray, kind: str = "vllm") -> dict[str, Any]:
     """The shipped config's expert as of ``commit`` on the same mails, in a subprocess on that code."""
     with tempfile.TemporaryDirectory() as folder:
         tree = Path(folder) / "tree"
@@ -193,8 +181,8 @@ def run_baseline(commit: str, texts: list[str], kind: str = "vllm") -> dict[str,
                        env={**os.environ, "PYTHONPATH": str(tree)}, cwd=folder)
         saved = np.load(out)
         print(time.strftime("%H:%M:%S"), f"baseline: {len(texts)} mails in {float(saved['wall_s']):.0f} s", flush=True)
-        return {"spam_prob": saved["probs"][:, 1].round(6).tolist(), "prompt_tokens": saved["prompt_tokens"].tolist(),
-                "wall_s": float(saved["wall_s"])}
+        return row(f"shipped 4-shot prompt at {commit}", saved["probs"], saved["prompt_tokens"], y,
+                   float(saved["wall_s"]))
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -204,6 +192,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Prompt size vs AUROC (`experiments/benchmarks/bench_prompts.py`)", "",
         f"{report['model']} ({report['engine']} engine, bf16, CPU), {report['mails']} test mails of `{report['config']}` "
+        f"(part {report.get('part', '1/1')} of its stratified test sample) "
         f"(spam rate {report['spam_rate']:.1%}), shots retrieved by MiniLM from its train split; one engine "
         f"(loaded in {report.get('engine_load_s', float('nan')):.0f} s), each row one batched call over all mails on "
         f"{report['cpus']} shared CPU cores (load average {report.get('load_average', 'n/a')} at the end).", "",
@@ -227,28 +216,62 @@ def main() -> None:
     parser.add_argument("--default", type=grid_point, default="4x20x64",
                         help="the shipped configs' point, compared with the baseline")
     parser.add_argument("--merge", action="store_true", help="keep the rows of the earlier report in --out")
-    parser.add_argument("--baseline-part", default="1/1", help="I/N: score only the I-th of N parts with the baseline")
+    parser.add_argument("--part", default="1/1", help="I/N: score only the I-th of N equal parts of the mails")
+    parser.add_argument("--combine", type=int, default=None, help="join the N-part files present; score nothing")
     parser.add_argument("--mails", type=int, default=None, help="default: the config's test_samples")
     parser.add_argument("--baseline", default=None, help="also score with the expert of this git commit")
     parser.add_argument("--kind", default="vllm", choices=["vllm", "transformers"], help="engine for every row")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    earlier = args.out / "prompts.json"
-    kept = json.loads(earlier.read_text()) if args.merge and earlier.exists() else None
+    if args.combine:
+        report = combine([json.loads(f.read_text()) for f in sorted(args.out.glob(f"prompts-part*of{args.combine}.json"))])
+        report["comparison"] = compare(report, args.default)
+        write(args.out / "prompts.json", report)
+        print(markdown(report))
+        return
+    index, parts = (int(v) for v in args.part.split("/"))
+    target = args.out / ("prompts.json" if parts == 1 else f"prompts-part{index}of{parts}.json")
+    kept = json.loads(target.read_text()) if args.merge and target.exists() else None
 
     def save(report: dict[str, Any]) -> dict[str, Any]:
         report = {**report, "load_average": round(os.getloadavg()[0], 2)}
         if kept is not None:
             report = merge(report, kept)
-        report["baseline"] = baseline_row(report)
         report["comparison"] = compare(report, args.default)
-        args.out.mkdir(parents=True, exist_ok=True)
-        earlier.write_text(json.dumps(report, indent=2) + "\n")
-        (args.out / "prompts.md").write_text(markdown(report))
+        write(target, report)
         return report
 
-    index, parts = (int(v) for v in args.baseline_part.split("/"))
     print(markdown(save(run(args.grid, args.mails, args.baseline, args.kind, save, (index, parts)))))
+
+
+def write(path: Path, report: dict[str, Any]) -> None:
+    """The report as JSON at ``path`` and as markdown beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    path.with_suffix(".md").write_text(markdown(report))
+
+
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report over the mails of ``parts``: each row (and the baseline) joined over the parts that all have it."""
+    if not parts:
+        raise SystemExit("--combine: no part files in --out")
+    ordered = sorted(parts, key=lambda r: int(r["part"].split("/")[0]))
+    y = np.concatenate([r["labels"] for r in ordered])
+
+    def joined(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        probs = np.concatenate([r["spam_prob"] for r in rows])
+        tokens = np.concatenate([r["prompt_tokens"] for r in rows])
+        extra = {k: rows[0][k] for k in ("shots", "shot_max_tokens", "max_input_tokens", "commit") if k in rows[0]}
+        return {**row(rows[0]["prompt"], np.c_[1 - probs, probs], tokens, y, sum(r["wall_s"] for r in rows)), **extra}
+
+    names = set.intersection(*({r["prompt"] for r in p["rows"]} for p in ordered))
+    report = {**ordered[-1], "mail_ids": sum((r["mail_ids"] for r in ordered), []), "labels": y.tolist(),
+              "mails": len(y), "spam_rate": float(np.mean(y)), "part": ", ".join(r["part"] for r in ordered),
+              "engine_load_s": float(np.mean([r.get("engine_load_s", np.nan) for r in ordered])),
+              "rows": [joined([next(r for r in p["rows"] if r["prompt"] == name) for p in ordered])
+                       for name in sorted(names)]}
+    report["baseline"] = joined([p["baseline"] for p in ordered]) if all(p.get("baseline") for p in ordered) else None
+    return report
 
 
 if __name__ == "__main__":
