@@ -215,6 +215,10 @@ class ExperimentConfig(_Section):
     random_seeds: int = Field(10, ge=1)
     splits: int = Field(100, ge=1, description="random calibration/test splits for budget adherence")
     budgets: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.15, 0.2, 0.3, 0.5])
+    policies: list[Literal["confidence", "margin", "entropy", "posthoc", "learned"]] = Field(
+        default_factory=lambda: ["confidence", "margin", "entropy", "posthoc", "learned"], min_length=1,
+        description="deferral policies the harness sweeps; 'posthoc' and 'learned' learn from the experts' outputs "
+                    "on the fit part, so the experts score the held-out parts too (rules alone: the test part only)")
     results_dir: str = "results"
     test_samples: int | None = Field(None, gt=0, description="cap on scored test samples (LLM cost)")
     scoring: Literal["local", "ray-data"] = Field(

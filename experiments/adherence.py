@@ -29,7 +29,8 @@ def budget_adherence(config: CascadeConfig, held_out: HeldOut) -> list[dict[str,
         policy_scores(kind, held_out.fit, test, "expert"),
     ])
     small_correct = np.concatenate([certify.small.correct, test.small.correct])
-    expert_cost = np.concatenate([certify.experts["expert"].cost, test.experts["expert"].cost])
+    expert_cost = (np.concatenate([certify.experts["expert"].cost, test.experts["expert"].cost])
+                   if "expert" in certify.experts else None)  # only a cost budget reads it (and then it is scored)
     keys = None if certify.tie_keys is None or test.tie_keys is None else np.concatenate([certify.tie_keys,
                                                                                           test.tie_keys])
     tuners: list[Any] = []

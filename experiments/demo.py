@@ -2,6 +2,10 @@
 
 fetch data and models -> experiment (score once, sweep, report) -> tune a 20 % deferral budget ->
 start the Ray Serve app -> send real test mails through it -> print what happened.
+
+The demo's experiment sweeps the rule policies (and the configured one): with a rule policy and a
+rate budget the LLM then scores only the test part; ``cascade experiment run`` also compares the
+policies that learn from the expert (which doubles the LLM calls).
 """
 
 from __future__ import annotations
@@ -17,6 +21,15 @@ from rich.console import Console
 from cascade.config import CascadeConfig
 
 DEMO_RATE = 0.2
+RULE_POLICIES = ("confidence", "margin", "entropy")
+
+
+def demo_experiment(config: CascadeConfig) -> CascadeConfig:
+    """``config`` sweeping the rule policies, and the configured policy if it learns from the expert."""
+    from experiments.held_out import NEEDS_EXPERT
+
+    policies = [*RULE_POLICIES, *([config.policy.kind] if config.policy.kind in NEEDS_EXPERT else [])]
+    return config.model_copy(update={"experiment": config.experiment.model_copy(update={"policies": policies})})
 
 
 def demo(config: CascadeConfig, requests: int = 300, console: Console | None = None) -> dict[str, Any]:
@@ -37,16 +50,19 @@ def demo(config: CascadeConfig, requests: int = 300, console: Console | None = N
         console.print(f"{name}: {models.fetch(name)}")
 
     step("2/5 experiment: score each tier once, sweep every policy")
+    from experiments.console import print_markdown
     from experiments.report import adherence_table, frontier_table, tier_table
     from experiments.run import run_experiment
+    from experiments.scoring import progress_to
 
-    out = run_experiment(config)
+    with progress_to(console):
+        out = run_experiment(demo_experiment(config))
     results = json.loads((out / "results.json").read_text())
-    console.print(tier_table(results))
+    print_markdown(console, tier_table(results))
     for expert in results["scalars"]:
         console.print(f"\ncascade with [bold]{expert}[/bold]: test accuracy at each deferral budget")
-        console.print(frontier_table(results, expert))
-    console.print(adherence_table({"budget_adherence": results["budget_adherence"][:4]}))
+        print_markdown(console, frontier_table(results, expert))
+    print_markdown(console, adherence_table({"budget_adherence": results["budget_adherence"][:4]}))
     console.print(f"report: {out / 'report.md'}\nplots:  {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
 
     step(f"3/5 tune: at most {DEMO_RATE:.0%} of traffic to the expert")

@@ -1,13 +1,16 @@
 """The held-out parts as every tier scored them, and the deferral policies fitted on them.
 
-The experts score the held-out (fit ∪ certify) evaluation subset and the test evaluation subset
-once each (cached by content hash); the held-out scores are then cut into the ``fit`` part
-(policies learn here) and the ``certify`` part (budget tuners certify here) by the roles of
-:func:`cascade.data.roles.load_roles`. ``experiment.test_samples`` caps both subsets.
+The experts score the test evaluation subset, and the held-out (fit ∪ certify) evaluation subset
+only where something reads their outputs there (:func:`held_out_needs_experts`: a policy that
+learns from them, a cost budget that certifies on them); each subset once, in one call, cached by
+content hash. The held-out scores are cut into the ``fit`` part (policies learn here) and the
+``certify`` part (budget tuners certify here) by the roles of :func:`cascade.data.roles.load_roles`.
+``experiment.test_samples`` caps both subsets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +21,30 @@ from cascade.data import Dataset
 from cascade.data.dataset import stratified_subsample
 from cascade.data.roles import DataRoles
 from cascade.experts.fingerprint import expert_fingerprint
-from experiments.scoring import TierScores, cached, content_hash, dataset_hash, score_expert, score_small
+from experiments.scoring import (TierScores, cached, content_hash, dataset_hash, progress_console, score_expert,
+                                 score_small)
 from policies.ties import tie_keys
+
+
+NEEDS_EXPERT = ("posthoc", "learned")
+"""policies that learn from the expert's outcomes on the fit part (the rules only rank the small tier's outputs)"""
+
+
+def held_out_needs_experts(policies: Iterable[str], budget_kind: str) -> bool:
+    """Whether the experts must score the held-out (fit and certify) parts: a policy in ``policies``
+    learns from their outcomes there, or a ``cost`` budget certifies on their per-call cost. Rule
+    policies with rate, accepted-error or joint budgets read only the small tier there.
+
+    >>> held_out_needs_experts(["confidence", "margin"], "rate"), held_out_needs_experts(["learned"], "rate")
+    (False, True)
+    """
+    return budget_kind == "cost" or any(kind in NEEDS_EXPERT for kind in policies)
+
+
+def harness_needs_experts(config: CascadeConfig) -> bool:
+    """:func:`held_out_needs_experts` for the harness: the swept policies, the configured one (budget
+    adherence runs it) and the configured budget."""
+    return held_out_needs_experts([*config.experiment.policies, config.policy.kind], config.budget.kind)
 
 
 @dataclass
@@ -52,6 +77,10 @@ class HeldOut:
     def sizes(self) -> dict[str, int]:
         return {"fit": len(self.fit), "certify": len(self.certify), "test": len(self.test)}
 
+    def expert_parts(self) -> list[str]:
+        """The parts the experts scored."""
+        return [name for name in ("fit", "certify", "test") if getattr(self, name).experts]
+
 
 def evaluation_index(dataset: Dataset, cap: int | None, seed: int) -> np.ndarray:
     """The samples the experts score: all of them, or a stratified ``cap`` of them."""
@@ -61,14 +90,15 @@ def evaluation_index(dataset: Dataset, cap: int | None, seed: int) -> np.ndarray
 
 
 def score_held_out(config: CascadeConfig, roles: DataRoles, small_tier: Any, refresh: bool = False,
-                   progress: bool = True) -> HeldOut:
-    """Small tier, expert and control expert on the fit, certify and test evaluation subsets."""
+                   progress: bool = True, held_out_experts: bool = True) -> HeldOut:
+    """Small tier on the fit, certify and test evaluation subsets; expert and control expert on the
+    test subset, and on the fit and certify subsets when ``held_out_experts``."""
     seed, cap = config.experiment.seed, config.experiment.test_samples
     held_index = evaluation_index(roles.calibration, cap, seed)
     engines: dict[str, Any] = {}  # one expert (one engine) per tier for the whole run, made on a cache miss
     try:
         held = _score(config, roles.calibration.subset(held_index), roles.train, small_tier, refresh, progress,
-                      engines)
+                      engines, with_experts=held_out_experts)
         test = _score(config, roles.test.subset(evaluation_index(roles.test, cap, seed)), roles.train, small_tier,
                       refresh, progress, engines)
     finally:
@@ -79,9 +109,9 @@ def score_held_out(config: CascadeConfig, roles: DataRoles, small_tier: Any, ref
 
 
 def _score(config: CascadeConfig, dataset: Dataset, pool: Dataset, small_tier: Any, refresh: bool,
-           progress: bool, engines: dict[str, Any]) -> Scored:
-    experts = {"expert": config.expert}
-    if config.control_expert is not None:
+           progress: bool, engines: dict[str, Any], with_experts: bool = True) -> Scored:
+    experts = {"expert": config.expert} if with_experts else {}
+    if with_experts and config.control_expert is not None:
         experts["control"] = config.control_expert
     by_expert, from_cache = {}, {}
     for tier, expert_config in experts.items():
@@ -102,8 +132,8 @@ def _score_with_expert(config: CascadeConfig, expert_config: ExpertConfig, pool:
     from cascade.experts import make_expert
 
     if progress:
-        print(f"scoring {tier} ({expert_config.display_name})"
-              f" on {len(dataset)} samples; cached for later runs", flush=True)
+        progress_console().print(f"scoring {tier} ({expert_config.display_name}) on {len(dataset)} samples; "
+                                 "cached for later runs", highlight=False)
     if config.experiment.scoring == "ray-data":
         from experiments.scoring import score_with_ray_data
 
@@ -122,11 +152,17 @@ def policy_scores(kind: str, fit: Scored, scored: Scored, expert: str, seed: int
 
     n_classes = fit.small.probs.shape[1]
     policy = make_policy(kind, seed=seed) if kind == "random" else make_policy(kind, n_classes=n_classes)
-    fit_expert, scored_expert = fit.experts[expert], scored.experts[expert]
-    policy.fit(fit.small.features, fit.small.correct, fit_expert.correct, cost=varying_cost(fit_expert.cost))
+    if expert in fit.experts:
+        fit_expert = fit.experts[expert]
+        policy.fit(fit.small.features, fit.small.correct, fit_expert.correct, cost=varying_cost(fit_expert.cost))
+    elif kind in NEEDS_EXPERT:
+        raise ValueError(f"the {kind!r} policy learns from the {expert}'s outcomes on the fit part, which it did "
+                         "not score (experiment.policies / policy.kind decide; see held_out_needs_experts)")
+    else:  # a rule learns nothing from outcomes: the small tier's stand in for the expert's
+        policy.fit(fit.small.features, fit.small.correct, fit.small.correct)
     if kind == "oracle":
         return policy.score(scored.small.features, small_correct=scored.small.correct,
-                            expert_correct=scored_expert.correct)
+                            expert_correct=scored.experts[expert].correct)
     return policy.score(scored.small.features)
 
 

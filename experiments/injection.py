@@ -35,15 +35,30 @@ def flip_rates(predict: Callable[[list[str]], np.ndarray], spam: Sequence[str], 
     return rates
 
 
-def cascade_predict(small: Any, policy: Any, threshold: float, expert: Any) -> Callable[[list[str]], np.ndarray]:
-    """The cascade's verdicts: the small tier's, or the expert's where the policy score exceeds ``threshold``."""
+def cascade_predict(small: Any, policy: Any, threshold: float,
+                    expert: Callable[[list[str]], np.ndarray]) -> Callable[[list[str]], np.ndarray]:
+    """The cascade's verdicts: the small tier's, or ``expert``'s where the policy score exceeds ``threshold``."""
     def predict(texts: list[str]) -> np.ndarray:
         features = small.features(texts)
         verdict = features[:, : small.n_classes].argmax(axis=1)
         defer = np.flatnonzero(policy.score(features) > threshold)
         if len(defer):
-            verdict[defer] = expert.judge([texts[i] for i in defer]).predictions
+            verdict[defer] = expert([texts[i] for i in defer])
         return verdict
+
+    return predict
+
+
+def judged_once(expert: Any) -> Callable[[list[str]], np.ndarray]:
+    """``expert``'s predictions, each distinct text judged once (the cascade re-asks about mails the
+    expert alone already answered)."""
+    verdicts: dict[str, int] = {}
+
+    def predict(texts: list[str]) -> np.ndarray:
+        missing = [text for text in dict.fromkeys(texts) if text not in verdicts]
+        if missing:
+            verdicts.update(zip(missing, (int(v) for v in expert.judge(missing).predictions)))
+        return np.array([verdicts[text] for text in texts], dtype=int)
 
     return predict
 
@@ -71,11 +86,12 @@ def measure(config: Any, mails: int, expert_config: Any, rate: float = 0.2) -> d
     threshold = float(np.quantile(policy.score(features), 1 - rate))
     with make_expert(expert_config, cost=config.cost, pool=roles.train) as expert:
         texts = list(spam.texts or [])
+        predict = judged_once(expert)
         return {
             "expert": expert_config.display_name, "deferral_rate": rate, "spam_mails": len(texts),
             "injections": {name: inject("<mail>") for name, inject in INJECTIONS.items()},
-            "expert_flips": flip_rates(lambda batch: expert.judge(batch).predictions, texts),
-            "cascade_flips": flip_rates(cascade_predict(small, policy, threshold, expert), texts),
+            "expert_flips": flip_rates(predict, texts),
+            "cascade_flips": flip_rates(cascade_predict(small, policy, threshold, predict), texts),
         }
 
 

@@ -4,8 +4,9 @@ Steps, each cached or pure numpy after the first run:
 
 1. load the seeded train / fit / certify / test parts (:func:`cascade.data.roles.load_roles`);
 2. fit the small tier (detector on train, calibrator on fit) and score the held-out parts;
-3. score the expert and the no-LLM control expert on the same samples (cached by content hash);
-4. fit each deferral policy on the fit part, sweep it on the test part;
+3. score the expert and the no-LLM control expert on the test part, and on the held-out parts when a
+   swept policy or the budget reads them there (cached by content hash);
+4. fit each deferral policy in ``experiment.policies`` on the fit part, sweep it on the test part;
 5. summarise (AIQ, APGR, CPT, gap to oracle), check budget adherence over random certify/test splits;
 6. write PNG plots, ``report.md`` and ``results.json`` into ``results/<name>/``.
 """
@@ -26,11 +27,10 @@ from experiments import plots
 from experiments.curves import thin_curves
 from experiments.adherence import budget_adherence
 from experiments.frontier import aiq, apgr, cpt, upper_hull
-from experiments.held_out import Scored, evaluation_index, policy_scores, score_held_out
+from experiments.held_out import Scored, evaluation_index, harness_needs_experts, policy_scores, score_held_out
 from experiments.scoring import TierScores, content_hash, dataset_hash
 from experiments.sweep import Curve, auroc_curve, sweep
 
-POLICIES = ("confidence", "margin", "entropy", "posthoc", "learned")
 RATE_GRID = np.linspace(0.0, 1.0, 101)
 
 
@@ -42,7 +42,8 @@ def run_experiment(config: CascadeConfig, results_root: str | Path | None = None
     out.mkdir(parents=True, exist_ok=True)
     roles = load_roles(config)
     small_tier, small_fit_s = fit_small_tier(config, roles)
-    held_out = score_held_out(config, roles, small_tier, refresh=refresh, progress=progress)
+    held_out = score_held_out(config, roles, small_tier, refresh=refresh, progress=progress,
+                              held_out_experts=harness_needs_experts(config))
     test = held_out.test
     training = cross_fitted(config, roles, small_tier, progress)
     curves, scalars = frontier_tables(config, held_out.fit, test, training)
@@ -61,7 +62,8 @@ def run_experiment(config: CascadeConfig, results_root: str | Path | None = None
         "timing_s": {"small_fit": small_fit_s, "total": time.perf_counter() - started},
         "crossfit": None if training is None else {"folds": training.folds, "samples": len(training.small.y),
                                                    "expert_usage": training.expert_usage},
-        "expert_scores_from_cache": {tier: held_out.fit.from_cache[tier] and test.from_cache[tier]
+        "expert_parts": held_out.expert_parts(),
+        "expert_scores_from_cache": {tier: held_out.fit.from_cache.get(tier, True) and test.from_cache[tier]
                                      for tier in test.experts},
     }
     write_outputs(out, results, test)
@@ -152,7 +154,7 @@ def frontier_tables(config: CascadeConfig, fit: Scored, test: Scored,
             return sweep(scores, small.pred, expert.pred, small.y, expert_cost=expert.cost, small_cost=small.cost)
 
         scores, skipped, learned = {}, {}, None
-        for kind in (*POLICIES, "oracle"):
+        for kind in (*config.experiment.policies, "oracle"):
             try:
                 if kind == "learned":
                     learned = learned_policy(fit, training, expert_name)
@@ -182,8 +184,9 @@ def frontier_tables(config: CascadeConfig, fit: Scored, test: Scored,
             per_policy[kind] = row
         scalars[expert_name] = {"small_accuracy": small_acc, "expert_accuracy": expert_acc,
                                 "oracle_best_accuracy": float(oracle.accuracy.max()), "policies": per_policy,
-                                "skipped_policies": skipped,
-                                "learned_choice": None if learned is None else learned_choice(learned)}
+                                "skipped_policies": skipped}
+        if learned is not None:
+            scalars[expert_name]["learned_choice"] = learned_choice(learned)
     return curves, scalars
 
 

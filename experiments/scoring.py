@@ -16,6 +16,9 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +32,25 @@ from cascade.paths import cache_dir
 CACHE_KIND = "cascade-tier-scores"
 CACHE_FORMAT = 2
 log = logging.getLogger(__name__)
+_progress_console: ContextVar[Any] = ContextVar("progress_console", default=None)
+
+
+@contextmanager
+def progress_to(console: Any) -> Iterator[None]:
+    """Send scoring progress (lines and bars) to ``console``, e.g. the terminal while library
+    output goes to a log file (:func:`cascade.logs.library_output_to`)."""
+    token = _progress_console.set(console)
+    try:
+        yield
+    finally:
+        _progress_console.reset(token)
+
+
+def progress_console() -> Any:
+    """The rich console scoring progress goes to (default: standard output)."""
+    from rich.console import Console
+
+    return _progress_console.get() or Console()
 
 
 @dataclass(frozen=True)
@@ -147,7 +169,7 @@ def score_expert(expert: Any, dataset: Dataset, tier: str, batch_size: int | Non
 
     chunks = []
     step = batch_size or max(len(dataset), 1)
-    with Progress(disable=not progress, transient=True) as bar:
+    with Progress(disable=not progress, transient=True, console=progress_console()) as bar:
         task = bar.add_task(f"scoring {tier}", total=len(dataset))
         for start in range(0, len(dataset), step):
             index = np.arange(start, min(start + step, len(dataset)))

@@ -25,8 +25,7 @@ from typing import Any
 
 from cascade.config import CascadeConfig
 from cascade.data.roles import load_roles
-
-NEEDS_EXPERT = ("posthoc", "learned")
+from experiments.held_out import NEEDS_EXPERT, held_out_needs_experts
 
 
 def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
@@ -43,7 +42,8 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     policy = make_policy(config.policy.kind, n_classes=small_tier.n_classes, **config.policy.params)
     seed = config.budget.tie_seed
     learns_from_expert, certifies_cost = config.policy.kind in NEEDS_EXPERT, config.budget.kind == "cost"
-    held_out = score_held_out(config, roles, small_tier, progress=progress) if learns_from_expert or certifies_cost else None
+    needed = held_out_needs_experts([config.policy.kind], config.budget.kind)
+    held_out = score_held_out(config, roles, small_tier, progress=progress) if needed else None
     training = cross_fitted(config, roles, small_tier, progress) if learns_from_expert else None
     if held_out is not None and learns_from_expert:
         fit, learn_on = held_out.fit.small, learning_set(held_out.fit, training, "expert")

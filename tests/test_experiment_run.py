@@ -56,3 +56,20 @@ def test_the_oracle_bounds_every_policy_at_every_budget(config: CascadeConfig) -
         for name, row in policies.items():
             assert row["at_budget"][budget]["accuracy"] <= best["accuracy"] + 1e-12, (name, budget)
             assert row["at_budget"][budget]["gap_to_oracle"] >= -1e-12, (name, budget)
+
+
+def test_rule_policies_with_a_rate_budget_score_only_the_test_part_with_the_expert(config: CascadeConfig,
+                                                                                   tmp_path: Path) -> None:
+    rules = config.model_copy(update={"experiment": config.experiment.model_copy(
+        update={"policies": ["confidence", "entropy"]})})
+    results = json.loads((run_experiment(rules, progress=False) / "results.json").read_text())
+    assert results["expert_parts"] == ["test"]
+    assert len(list((tmp_path / "cache" / "scores").glob("*.json"))) == 1  # one expert, one scored split
+    policies = results["scalars"]["expert"]["policies"]
+    assert {"confidence", "entropy", "oracle", "random"} == set(policies)
+    assert "learned_choice" not in results["scalars"]["expert"]
+    assert results["budget_adherence"] and all(row["splits"] for row in results["budget_adherence"])
+
+    everything = json.loads((run_experiment(config, progress=False) / "results.json").read_text())
+    assert everything["expert_parts"] == ["fit", "certify", "test"]
+    assert len(list((tmp_path / "cache" / "scores").glob("*.json"))) == 2  # the held-out split added

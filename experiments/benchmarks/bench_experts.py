@@ -1,11 +1,17 @@
-"""Large-tier benchmark on SmolLM2-135M-Instruct and a fixed SpamAssassin test sample.
+"""Large-tier benchmark: SmolLM2-135M-Instruct with the shipped SpamAssassin expert settings.
 
-Measures vLLM's load time, samples/s of vLLM batched vs the transformers backend on the same
-zero-shot prompts (and how far their probabilities differ), and AUROC of zero-shot, k-shot
-(MiniLM-retrieved examples from the train split) and the no-LLM control vote of the same
-retrieved examples. Writes ``experiments/benchmarks/results/experts.{json,md}``.
+The mails are a stratified sample of the test part of ``experiments/configs/spamassassin.yaml``;
+the prompt is that config's (``shots`` MiniLM-retrieved train mails, shot and query caps). Two
+sections, each one heavy job, merged into ``experiments/benchmarks/results/experts.{json,md}``:
 
-    python experiments/benchmarks/bench_experts.py --samples 200 --shots 4
+- ``experts``: AUROC, accuracy, samples/s and prompt tokens of the no-LLM control vote, SmolLM2 on
+  transformers and on vLLM with the same prompts (throughput ratio, probability differences), and
+  vLLM zero-shot; the fraction of this machine's measured bf16 matmul throughput that vLLM's
+  prefill reaches (prefill FLOPs ~ 2 x parameters x prompt tokens).
+- ``modes``: vLLM samples/s and load time with ``enforce_eager`` and ``prefix_caching`` on and off.
+
+    flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_experts --section experts
+    flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_experts --section modes --samples 150
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from cascade import data
-from cascade.config import ExpertConfig
-from cascade.data.dataset import stratified_subsample
-from cascade.experts import ExpertResult, LLMExpert, NeighbourRetriever, make_expert
-from cascade.models import SMOLLM2
+from cascade.config import CascadeConfig, ExpertConfig
+from cascade.data.roles import load_roles
+from cascade.experts import ExpertResult, LLMExpert, make_expert
+from experiments.held_out import evaluation_index
 
+ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
+CONFIG = ROOT / "experiments" / "configs" / "spamassassin.yaml"
 WARMUP = 4
 
 
@@ -39,110 +46,196 @@ def timed_judge(expert: Any, texts: list[str]) -> tuple[ExpertResult, float]:
     return result, len(texts) / (time.perf_counter() - start)
 
 
-def summary(result: ExpertResult, y: np.ndarray, samples_per_s: float | None) -> dict[str, Any]:
+def summary(result: ExpertResult, y: np.ndarray, samples_per_s: float) -> dict[str, Any]:
     return {"auroc": float(roc_auc_score(y, result.probs[:, 1])), "accuracy": float(np.mean(result.predictions == y)),
             "samples_per_s": samples_per_s, "mean_prompt_tokens": float(result.prompt_tokens.mean()),
             "truncated_rate": float(result.truncated.mean())}
 
 
-def run(samples: int, shots: int, seed: int, max_input_tokens: int) -> dict[str, Any]:
-    splits = data.load_splits("spamassassin", seed=seed)
-    test = splits["test"].subset(stratified_subsample(splits["test"].y, splits["test"].groups, samples, seed))
-    pool, texts, y = splits["train"], list(test.texts or []), test.y
-    base: dict[str, Any] = {"model": SMOLLM2, "dtype": "bfloat16", "max_model_len": 2048,
-                            "max_input_tokens": max_input_tokens, "kv_cache_gib": 1.0, "max_num_seqs": 16}
-    report: dict[str, Any] = {
-        "model": SMOLLM2, "dataset": "spamassassin", "split": f"test (seed {seed}), stratified {len(test)} mails",
-        "positive_rate": float(np.mean(y == 1)), "pool": f"train split, {len(pool)} mails", "shots": shots,
-        "max_input_tokens": max_input_tokens, "dtype": "bfloat16", "batch_size": base["max_num_seqs"],
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-    }
+def matmul_tflops(size: int = 1024, repeats: int = 5) -> float:
+    """Measured bf16 matrix-multiply throughput of this CPU with torch (TFLOP/s, best of ``repeats``)."""
+    import torch
 
-    control = make_expert(ExpertConfig(kind="knn-vote", shots=shots), pool=pool)
-    result, speed = timed_judge(control, texts)
+    a, b = torch.randn(size, size, dtype=torch.bfloat16), torch.randn(size, size, dtype=torch.bfloat16)
+    torch.matmul(a, b)
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e12
+
+
+def parameter_count(model: str) -> int:
+    """Parameters of a Hugging Face folder's safetensors weights."""
+    from safetensors import safe_open
+
+    from cascade.models import path
+
+    total = 0
+    for file in sorted(path(model).glob("*.safetensors")):
+        with safe_open(str(file), framework="numpy") as weights:
+            total += sum(int(np.prod(weights.get_slice(name).get_shape())) for name in weights.keys())
+    return total
+
+
+def sample(samples: int) -> tuple[CascadeConfig, Any, list[str], np.ndarray]:
+    config = CascadeConfig.from_yaml(CONFIG)
+    roles = load_roles(config)
+    test = roles.test.subset(evaluation_index(roles.test, samples, config.experiment.seed))
+    return config, roles.train, list(test.texts or []), test.y
+
+
+def describe(config: CascadeConfig, pool: Any, y: np.ndarray) -> dict[str, Any]:
+    e = config.expert
+    return {"model": e.model, "dtype": e.dtype, "config": str(CONFIG.relative_to(ROOT)), "mails": len(y),
+            "positive_rate": float(np.mean(y == 1)), "pool": len(pool), "shots": e.shots,
+            "shot_max_tokens": e.shot_max_tokens, "max_input_tokens": e.max_input_tokens,
+            "batch_size": e.batch_size or e.max_num_seqs,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}}
+
+
+def run_experts(samples: int) -> dict[str, Any]:
+    peak = matmul_tflops()  # before any engine holds the cores
+    config, pool, texts, y = sample(samples)
+    shipped = config.expert
+    report = describe(config, pool, y)
+    control_config = config.control_expert or ExpertConfig(kind="knn-vote", shots=shipped.shots)
+    result, speed = timed_judge(make_expert(control_config, pool=pool), texts)
     report["control"] = summary(result, y, speed)
     print("control", report["control"], flush=True)
 
-    with make_expert(ExpertConfig(kind="transformers", **base)) as reference:
+    with make_expert(shipped.model_copy(update={"kind": "transformers"}), pool=pool) as reference:
         start = time.perf_counter()
         reference.start()
         report["transformers_load_s"] = time.perf_counter() - start
         hf_result, speed = timed_judge(reference, texts)
-        report["transformers_zero_shot"] = summary(hf_result, y, speed)
-    print("transformers", report["transformers_zero_shot"], flush=True)
+        report["transformers_few_shot"] = summary(hf_result, y, speed)
+    print("transformers", report["transformers_few_shot"], flush=True)
 
-    with make_expert(ExpertConfig(kind="vllm", **base)) as zero_shot:
-        assert isinstance(zero_shot, LLMExpert)
+    with make_expert(shipped.model_copy(update={"kind": "vllm"}), pool=pool) as few_shot:
         start = time.perf_counter()
-        zero_shot.start()
+        few_shot.start()
         report["vllm_load_s"] = time.perf_counter() - start
-        vllm_result, speed = timed_judge(zero_shot, texts)
-        report["vllm_zero_shot"] = summary(vllm_result, y, speed)
+        vllm_result, speed = timed_judge(few_shot, texts)
+        report["vllm_few_shot"] = summary(vllm_result, y, speed)
+        if not np.array_equal(vllm_result.prompt_tokens, hf_result.prompt_tokens):
+            raise RuntimeError("vLLM and transformers were given different prompts")
         difference = np.abs(vllm_result.probs[:, 1] - hf_result.probs[:, 1])
         report["vllm_vs_transformers"] = {
-            "speedup": report["vllm_zero_shot"]["samples_per_s"] / report["transformers_zero_shot"]["samples_per_s"],
+            "speedup": report["vllm_few_shot"]["samples_per_s"] / report["transformers_few_shot"]["samples_per_s"],
             "max_abs_prob_diff": float(difference.max()), "mean_abs_prob_diff": float(difference.mean()),
         }
-        print("vllm zero-shot", report["vllm_zero_shot"], report["vllm_vs_transformers"], flush=True)
-        few_shot = LLMExpert(zero_shot.engine, zero_shot.encoder.tokenizer, zero_shot.label_names, shots=shots,
-                             retriever=NeighbourRetriever(pool, k=shots), max_input_tokens=max_input_tokens,
-                             max_model_len=2048)
-        result, speed = timed_judge(few_shot, texts)
-        report["vllm_few_shot"] = summary(result, y, speed)
-        print("vllm few-shot", report["vllm_few_shot"], flush=True)
+        print("vllm few-shot", report["vllm_few_shot"], report["vllm_vs_transformers"], flush=True)
+        zero_shot = LLMExpert(few_shot.engine, few_shot.encoder.tokenizer, few_shot.label_names,
+                              max_input_tokens=shipped.max_input_tokens, max_model_len=shipped.max_model_len)
+        result, speed = timed_judge(zero_shot, texts)
+        report["vllm_zero_shot"] = summary(result, y, speed)
+        print("vllm zero-shot", report["vllm_zero_shot"], flush=True)
+    params = parameter_count(shipped.model)
+    prefill = 2 * params * report["vllm_few_shot"]["mean_prompt_tokens"] * report["vllm_few_shot"]["samples_per_s"]
+    report["prefill"] = {"parameters": params, "matmul_bf16_tflops": peak, "prefill_tflops": prefill / 1e12,
+                         "fraction_of_matmul": prefill / 1e12 / peak}
+    print("prefill", report["prefill"], flush=True)
     return report
 
 
+def run_modes(samples: int) -> dict[str, Any]:
+    """vLLM samples/s on the shipped prompts with eager mode and prefix caching on and off."""
+    config, pool, texts, y = sample(samples)
+    rows = []
+    for eager in (True, False):
+        for prefix in (True, False):
+            start = time.perf_counter()
+            expert_config = config.expert.model_copy(update={"kind": "vllm", "enforce_eager": eager,
+                                                             "prefix_caching": prefix})
+            with make_expert(expert_config, pool=pool) as expert:
+                expert.start()
+                load_s = time.perf_counter() - start
+                result, speed = timed_judge(expert, texts)
+            rows.append({"enforce_eager": eager, "prefix_caching": prefix, "load_s": load_s,
+                         **summary(result, y, speed)})
+            print(rows[-1], flush=True)
+    return {"modes": {"mails": len(texts), "rows": rows, "load_average": round(os.getloadavg()[0], 2)}}
+
+
 def markdown(report: dict[str, Any]) -> str:
+    lines = ["# Large-tier benchmark (`experiments/benchmarks/bench_experts.py`)", ""]
+    if "control" in report:
+        lines += experts_lines(report)
+    if "modes" in report:
+        lines += modes_lines(report["modes"])
+    return "\n".join(lines) + "\n"
+
+
+def experts_lines(report: dict[str, Any]) -> list[str]:
     rows = [
         ("control: vote of retrieved labels (no LLM)", report["control"]),
-        ("SmolLM2 zero-shot, transformers", report["transformers_zero_shot"]),
-        ("SmolLM2 zero-shot, vLLM", report["vllm_zero_shot"]),
+        (f"SmolLM2 {report['shots']}-shot, transformers", report["transformers_few_shot"]),
         (f"SmolLM2 {report['shots']}-shot, vLLM", report["vllm_few_shot"]),
+        ("SmolLM2 zero-shot, vLLM", report["vllm_zero_shot"]),
     ]
     lines = [
-        "# Large-tier benchmark (`experiments/benchmarks/bench_experts.py`)",
-        "",
-        f"{report['model']} ({report['dtype']}) on SpamAssassin {report['split']}, spam rate "
-        f"{report['positive_rate']:.1%}; few-shot examples and the control vote use the {report['shots']} "
-        f"MiniLM-nearest mails of the {report['pool']}. Inputs cut to {report['max_input_tokens']} tokens. "
-        f"Machine: {report['machine']['cpus']} CPU cores (shared), no GPU.",
-        "",
+        f"{report['model']} ({report['dtype']}) on {report['mails']} test mails of `{report['config']}` (stratified, "
+        f"spam rate {report['positive_rate']:.1%}) with its prompt: {report['shots']} MiniLM-retrieved train mails "
+        f"(of {report['pool']}) cut to {report['shot_max_tokens']} tokens, the mail cut to "
+        f"{report['max_input_tokens']}. Machine: {report['machine']['cpus']} CPU cores shared with other jobs "
+        f"(load average {report.get('load_average', 'n/a')} at the end), no GPU.", "",
         "| expert | AUROC | accuracy | samples/s | mean prompt tokens | truncated |",
-        "|---|---|---|---|---|---|",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    lines += [f"| {name} | {r['auroc']:.3f} | {r['accuracy']:.3f} | {r['samples_per_s']:.1f} | "
+    lines += [f"| {name} | {r['auroc']:.3f} | {r['accuracy']:.3f} | {r['samples_per_s']:.2f} | "
               f"{r['mean_prompt_tokens']:.0f} | {r['truncated_rate']:.0%} |" for name, r in rows]
-    comparison = report["vllm_vs_transformers"]
+    comparison, prefill = report["vllm_vs_transformers"], report["prefill"]
     gain = report["vllm_few_shot"]["auroc"] - report["control"]["auroc"]
     verdict = f"yes, +{gain:.3f}" if gain > 0 else f"no, {gain:+.3f}; here the LLM only echoes its examples"
-    lines += [
+    return lines + [
         "",
         f"- Load time: vLLM engine {report['vllm_load_s']:.1f} s, transformers {report['transformers_load_s']:.1f} s.",
-        f"- Throughput on the same zero-shot prompts: vLLM batched / transformers = **{comparison['speedup']:.2f}x**.",
+        f"- Throughput on the same {report['shots']}-shot prompts: vLLM batched / transformers (batches of "
+        f"{report['batch_size']}) = **{comparison['speedup']:.2f}x**.",
         f"- Same prompts, same scores: spam probability differs by {comparison['mean_abs_prob_diff']:.4f} on average "
         f"(max {comparison['max_abs_prob_diff']:.4f}) between vLLM and transformers (bf16 kernels differ).",
+        f"- Prefill: 2 × {prefill['parameters'] / 1e6:.0f} M parameters × prompt tokens/s = "
+        f"{prefill['prefill_tflops'] * 1e3:.2f} GFLOP/s, **{prefill['fraction_of_matmul']:.1%}** of the "
+        f"{prefill['matmul_bf16_tflops'] * 1e3:.0f} GFLOP/s a 1024² bf16 torch matmul reaches on this CPU (best of 5, "
+        "measured before the engines start).",
         f"- Does the LLM add anything beyond its examples? {report['shots']}-shot SmolLM2 AUROC "
         f"{report['vllm_few_shot']['auroc']:.3f} vs {report['control']['auroc']:.3f} for the plain vote of the same "
         f"retrieved labels: {verdict}.",
-        "- Samples/s exclude a short warm-up call; each is one batched `judge` over all mails (transformers in "
-        f"batches of {report['batch_size']}). The control's rate uses cached MiniLM embeddings of the mails.",
-        f"- Whole benchmark: {report['wall_s'] / 60:.1f} min.",
+        "- Samples/s exclude a short warm-up call; each is one batched `judge` over all mails. The control's rate "
+        "uses cached MiniLM embeddings of the mails.",
+        f"- Section run time: {report['wall_s'] / 60:.1f} min.", "",
     ]
-    return "\n".join(lines) + "\n"
+
+
+def modes_lines(modes: dict[str, Any]) -> list[str]:
+    fastest = max(modes["rows"], key=lambda r: r["samples_per_s"])
+    lines = [f"## vLLM engine modes on CPU ({modes['mails']} mails, same prompts; load average "
+             f"{modes['load_average']} at the end)", "",
+             "| enforce_eager | prefix_caching | load s | samples/s | AUROC |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {r['enforce_eager']} | {r['prefix_caching']} | {r['load_s']:.0f} | {r['samples_per_s']:.2f} | "
+              f"{r['auroc']:.3f} |" for r in modes["rows"]]
+    return lines + ["", f"Fastest: enforce_eager={fastest['enforce_eager']}, "
+                        f"prefix_caching={fastest['prefix_caching']}.", ""]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--section", choices=["experts", "modes"], required=True)
     parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--shots", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-input-tokens", type=int, default=384)
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     start = time.perf_counter()
-    report = run(args.samples, args.shots, args.seed, args.max_input_tokens)
-    report["wall_s"] = time.perf_counter() - start
+    section = run_experts(args.samples) if args.section == "experts" else run_modes(args.samples)
+    section["wall_s" if args.section == "experts" else "modes_wall_s"] = time.perf_counter() - start
+    if args.section == "experts":
+        section["load_average"] = round(os.getloadavg()[0], 2)
+    earlier = args.out / "experts.json"
+    kept = json.loads(earlier.read_text()) if earlier.is_file() else {}
+    if args.section == "experts" or "transformers_few_shot" not in kept:  # keep only this version's sections
+        kept = {key: kept[key] for key in ("modes", "modes_wall_s") if key in kept}
+    report = {**kept, **section}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "experts.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "experts.md").write_text(markdown(report))

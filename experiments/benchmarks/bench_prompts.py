@@ -5,10 +5,19 @@ mails; shots retrieved by MiniLM from its train split) with one vLLM engine for 
 each grid point one batched call over all mails. ``--baseline COMMIT`` also scores the same mails
 with the expert of an older commit (its own prompt and label scoring, run from ``git archive``
 in a subprocess), the reference a compact prompt must match. Writes
-``experiments/benchmarks/results/prompts.{json,md}``.
+``experiments/benchmarks/results/prompts.{json,md}`` with every row's per-mail spam probability, and
+a paired bootstrap interval of AUROC(``--default``) - AUROC(baseline) over the same mails.
+``--merge`` keeps the rows of an earlier report on the same mails, so the grid and the baseline can
+run as two shorter jobs:
 
     flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_prompts \\
-        --grid 2x32x96 4x32x64 --baseline bfbc707
+        --grid 0x1x256 2x32x96 4x20x64 4x32x64
+    flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_prompts \\
+        --grid --baseline bfbc707 --merge
+
+On a slow machine ``--part I/N`` scores only every N-th mail from the I-th on (grid and
+baseline alike) into ``prompts-partIofN.json``; ``--combine N`` joins the parts present into
+``prompts.{json,md}``.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -64,45 +74,96 @@ def grid_point(spec: str) -> tuple[int, int, int]:
 def row(name: str, probs: np.ndarray, prompt_tokens: np.ndarray, y: np.ndarray, wall_s: float) -> dict[str, Any]:
     return {"prompt": name, "auroc": float(roc_auc_score(y, probs[:, 1])),
             "accuracy": float(np.mean(probs.argmax(1) == y)), "mean_prompt_tokens": float(prompt_tokens.mean()),
-            "max_prompt_tokens": int(prompt_tokens.max()), "samples_per_s": float(len(y) / wall_s), "wall_s": wall_s}
+            "max_prompt_tokens": int(prompt_tokens.max()), "samples_per_s": float(len(y) / wall_s), "wall_s": wall_s,
+            "spam_prob": [round(float(p), 6) for p in probs[:, 1]], "prompt_tokens": [int(t) for t in prompt_tokens]}
 
 
-def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "vllm") -> dict[str, Any]:
+def paired_auroc_difference(y: np.ndarray, new: np.ndarray, old: np.ndarray, resamples: int = 2000,
+                            seed: int = 0) -> dict[str, float]:
+    """AUROC(new) - AUROC(old) on the same samples, with a 95 % paired bootstrap percentile interval."""
+    rng = np.random.default_rng(seed)
+    differences = []
+    for _ in range(resamples):
+        index = rng.integers(0, len(y), len(y))
+        if np.ptp(y[index]) == 0:
+            continue
+        differences.append(roc_auc_score(y[index], new[index]) - roc_auc_score(y[index], old[index]))
+    low, high = np.percentile(differences, [2.5, 97.5])
+    return {"difference": float(roc_auc_score(y, new) - roc_auc_score(y, old)), "ci_low": float(low),
+            "ci_high": float(high), "resamples": len(differences)}
+
+
+def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "vllm",
+        save: Callable[[dict[str, Any]], None] = lambda report: None, part: tuple[int, int] = (1, 1)) -> dict[str, Any]:
+    """Score the grid and the baseline; ``save`` gets the report after each row (a killed job keeps them)."""
     config = CascadeConfig.from_yaml(CONFIG)
     roles = load_roles(config)
     test = roles.test.subset(evaluation_index(roles.test, mails or config.experiment.test_samples,
                                               config.experiment.seed))
+    index, parts = part
+    test = test.subset(np.arange(len(test))[index - 1::parts])  # every N-th: the sample is sorted by group
     texts, y = list(test.texts or []), test.y
     points = [grid_point(spec) for spec in grid]
     retrievers = {k: NeighbourRetriever(roles.train, k=k) for k in sorted({p[0] for p in points if p[0]})}
     expert_config = config.expert.model_copy(update={"shots": 0, "kind": kind})
     report: dict[str, Any] = {"config": str(CONFIG.relative_to(ROOT)), "model": config.expert.model, "engine": kind,
                               "mails": len(texts), "spam_rate": float(np.mean(y)), "cpus": os.cpu_count(),
-                              "rows": []}
+                              "mail_ids": [str(i) for i in test.ids], "labels": [int(v) for v in y], "rows": [],
+                              "part": f"{index}/{parts}"}
+    if points:
+        run_grid(points, texts, y, expert_config, retrievers, config.expert.max_model_len, report, save)
+    if baseline:
+        report["baseline"] = {"commit": baseline, **run_baseline(baseline, texts, y, kind)}
+        save(report)
+    return report
+
+
+def run_grid(points: list[tuple[int, int, int]], texts: list[str], y: np.ndarray, expert_config: Any,
+             retrievers: dict[int, NeighbourRetriever], max_model_len: int, out: dict[str, Any],
+             save: Callable[[dict[str, Any]], None]) -> None:
+    """Every grid point on ``texts`` with one engine: its load time and one row per point, added to ``out``."""
     with make_expert(expert_config) as zero:
         assert isinstance(zero, LLMExpert)
         start = time.perf_counter()
         zero.start()
-        report["engine_load_s"] = time.perf_counter() - start
+        out["engine_load_s"] = time.perf_counter() - start
         zero.judge(texts[:4])  # warm-up
-        print(time.strftime("%H:%M:%S"), f"engine up in {report['engine_load_s']:.0f} s", flush=True)
+        print(time.strftime("%H:%M:%S"), f"engine up in {out['engine_load_s']:.0f} s", flush=True)
         for shots, shot_cap, query_cap in points:
             expert = LLMExpert(zero.engine, zero.encoder.tokenizer, zero.label_names, shots=shots,
                                retriever=retrievers.get(shots), max_input_tokens=query_cap,
-                               shot_max_tokens=max(shot_cap, 1), max_model_len=config.expert.max_model_len)
+                               shot_max_tokens=max(shot_cap, 1), max_model_len=max_model_len)
             start = time.perf_counter()
             result = expert.judge(texts)
             name = f"{shots} shots x {shot_cap} tok, query {query_cap} tok"
-            report["rows"].append({**row(name, result.probs, result.prompt_tokens, y, time.perf_counter() - start),
-                                   "shots": shots, "shot_max_tokens": shot_cap, "max_input_tokens": query_cap})
-            print(time.strftime("%H:%M:%S"), report["rows"][-1], flush=True)
-    if baseline:
-        report["baseline"] = {"commit": baseline, **run_baseline(baseline, texts, y, kind)}
-        print(report["baseline"], flush=True)
-    return report
+            out["rows"].append({**row(name, result.probs, result.prompt_tokens, y, time.perf_counter() - start),
+                                "shots": shots, "shot_max_tokens": shot_cap, "max_input_tokens": query_cap})
+            print(time.strftime("%H:%M:%S"), {k: v for k, v in out["rows"][-1].items() if k != "spam_prob"},
+                  flush=True)
+            save(out)
 
 
-def run_baseline(commit: str, texts: list[str], y: np.ndarray, kind: str) -> dict[str, Any]:
+def merge(report: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
+    """``report`` plus the rows (and baseline parts) of ``earlier`` it lacks; both must cover the same mails."""
+    if earlier.get("mail_ids") != report["mail_ids"] or earlier.get("engine") != report["engine"]:
+        raise SystemExit("--merge: the earlier report scored other mails or another engine; run the grid again")
+    merged = {**earlier, **{k: v for k, v in report.items() if k != "rows"}}
+    names = {r["prompt"] for r in report["rows"]}
+    merged["rows"] = [r for r in earlier.get("rows", []) if r["prompt"] not in names] + report["rows"]
+    return merged
+
+
+def compare(report: dict[str, Any], default: tuple[int, int, int]) -> dict[str, Any] | None:
+    """The paired AUROC difference default grid point - baseline, when both were scored."""
+    rows = [r for r in report.get("rows", []) if (r["shots"], r["shot_max_tokens"], r["max_input_tokens"]) == default]
+    if not rows or not report.get("baseline"):
+        return None
+    y = np.asarray(report["labels"])
+    return {"default": rows[0]["prompt"], "baseline": report["baseline"]["prompt"],
+            **paired_auroc_difference(y, np.asarray(rows[0]["spam_prob"]), np.asarray(report["baseline"]["spam_prob"]))}
+
+
+def run_baseline(commit: str, texts: list[str], y: np.ndarray, kind: str = "vllm") -> dict[str, Any]:
     """The shipped config's expert as of ``commit`` on the same mails, in a subprocess on that code."""
     with tempfile.TemporaryDirectory() as folder:
         tree = Path(folder) / "tree"
@@ -119,42 +180,98 @@ def run_baseline(commit: str, texts: list[str], y: np.ndarray, kind: str) -> dic
         subprocess.run([sys.executable, str(script), str(request), str(out)], check=True,
                        env={**os.environ, "PYTHONPATH": str(tree)}, cwd=folder)
         saved = np.load(out)
+        print(time.strftime("%H:%M:%S"), f"baseline: {len(texts)} mails in {float(saved['wall_s']):.0f} s", flush=True)
         return row(f"shipped 4-shot prompt at {commit}", saved["probs"], saved["prompt_tokens"], y,
                    float(saved["wall_s"]))
 
 
 def markdown(report: dict[str, Any]) -> str:
     rows = sorted(report["rows"], key=lambda r: r["mean_prompt_tokens"])
-    if "baseline" in report:
+    if report.get("baseline"):
         rows.append(report["baseline"])
     lines = [
         "# Prompt size vs AUROC (`experiments/benchmarks/bench_prompts.py`)", "",
         f"{report['model']} ({report['engine']} engine, bf16, CPU), {report['mails']} test mails of `{report['config']}` "
+        f"(part {report.get('part', '1/1')} of its stratified test sample) "
         f"(spam rate {report['spam_rate']:.1%}), shots retrieved by MiniLM from its train split; one engine "
-        f"(loaded in {report['engine_load_s']:.0f} s), each row one batched call over all mails on "
-        f"{report['cpus']} shared CPU cores.", "",
+        f"(loaded in {report.get('engine_load_s', float('nan')):.0f} s), each row one batched call over all mails on "
+        f"{report['cpus']} shared CPU cores (load average {report.get('load_average', 'n/a')} at the end).", "",
         "| prompt | AUROC | accuracy | mean prompt tokens | max | samples/s |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     lines += [f"| {r['prompt']} | {r['auroc']:.3f} | {r['accuracy']:.3f} | {r['mean_prompt_tokens']:.0f} | "
               f"{r['max_prompt_tokens']} | {r['samples_per_s']:.2f} |" for r in rows]
+    if report.get("comparison"):
+        c = report["comparison"]
+        lines += ["", f"Paired bootstrap ({c['resamples']} resamples of the same mails): AUROC({c['default']}) − "
+                      f"AUROC({c['baseline']}) = **{c['difference']:+.3f}** (95% CI {c['ci_low']:+.3f} to "
+                      f"{c['ci_high']:+.3f})."]
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", nargs="+", default=["0x0x96", "2x32x96", "4x32x64"],
-                        help="grid points SHOTSxSHOT_CAPxQUERY_CAP")
+    parser.add_argument("--grid", nargs="*", default=["0x1x256", "2x32x96", "4x20x64", "4x32x64"],
+                        help="grid points SHOTSxSHOT_CAPxQUERY_CAP (none: only the baseline)")
+    parser.add_argument("--default", type=grid_point, default="4x20x64",
+                        help="the shipped configs' point, compared with the baseline")
+    parser.add_argument("--merge", action="store_true", help="keep the rows of the earlier report in --out")
+    parser.add_argument("--part", default="1/1", help="I/N: score only the I-th of N equal parts of the mails")
+    parser.add_argument("--combine", type=int, default=None, help="join the N-part files present; score nothing")
     parser.add_argument("--mails", type=int, default=None, help="default: the config's test_samples")
     parser.add_argument("--baseline", default=None, help="also score with the expert of this git commit")
     parser.add_argument("--kind", default="vllm", choices=["vllm", "transformers"], help="engine for every row")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    report = run(args.grid, args.mails, args.baseline, args.kind)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "prompts.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "prompts.md").write_text(markdown(report))
-    print(markdown(report))
+    if args.combine:
+        report = combine([json.loads(f.read_text()) for f in sorted(args.out.glob(f"prompts-part*of{args.combine}.json"))])
+        report["comparison"] = compare(report, args.default)
+        write(args.out / "prompts.json", report)
+        print(markdown(report))
+        return
+    index, parts = (int(v) for v in args.part.split("/"))
+    target = args.out / ("prompts.json" if parts == 1 else f"prompts-part{index}of{parts}.json")
+    kept = json.loads(target.read_text()) if args.merge and target.exists() else None
+
+    def save(report: dict[str, Any]) -> dict[str, Any]:
+        report = {**report, "load_average": round(os.getloadavg()[0], 2)}
+        if kept is not None:
+            report = merge(report, kept)
+        report["comparison"] = compare(report, args.default)
+        write(target, report)
+        return report
+
+    print(markdown(save(run(args.grid, args.mails, args.baseline, args.kind, save, (index, parts)))))
+
+
+def write(path: Path, report: dict[str, Any]) -> None:
+    """The report as JSON at ``path`` and as markdown beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    path.with_suffix(".md").write_text(markdown(report))
+
+
+def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One report over the mails of ``parts``: each row (and the baseline) joined over the parts that all have it."""
+    if not parts:
+        raise SystemExit("--combine: no part files in --out")
+    ordered = sorted(parts, key=lambda r: int(r["part"].split("/")[0]))
+    y = np.concatenate([r["labels"] for r in ordered])
+
+    def joined(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        probs = np.concatenate([r["spam_prob"] for r in rows])
+        tokens = np.concatenate([r["prompt_tokens"] for r in rows])
+        extra = {k: rows[0][k] for k in ("shots", "shot_max_tokens", "max_input_tokens", "commit") if k in rows[0]}
+        return {**row(rows[0]["prompt"], np.c_[1 - probs, probs], tokens, y, sum(r["wall_s"] for r in rows)), **extra}
+
+    names = set.intersection(*({r["prompt"] for r in p["rows"]} for p in ordered))
+    report = {**ordered[-1], "mail_ids": sum((r["mail_ids"] for r in ordered), []), "labels": y.tolist(),
+              "mails": len(y), "spam_rate": float(np.mean(y)), "part": ", ".join(r["part"] for r in ordered),
+              "engine_load_s": float(np.mean([r.get("engine_load_s", np.nan) for r in ordered])),
+              "rows": [joined([next(r for r in p["rows"] if r["prompt"] == name) for p in ordered])
+                       for name in sorted(names)]}
+    report["baseline"] = joined([p["baseline"] for p in ordered]) if all(p.get("baseline") for p in ordered) else None
+    return report
 
 
 if __name__ == "__main__":
