@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cascade.types import CostModel, Sample, Verdict
-from deployments.answers import Answers, Payload, SmallScores, Triage, payload_of, take
+from deployments.answers import Answers, InvalidSamples, Payload, SmallScores, Triage, feature_rows, joined, payload_of, take
 from deployments.breaker import CircuitBreaker
 from deployments.contracts import (
     Budget,
@@ -83,7 +83,7 @@ class CascadeService:
     async def detect(self, samples: Sequence[Sample], rationale: bool = False) -> DetectResponse:
         """Verdicts for ``samples``, in order."""
         started = time.perf_counter()
-        payload = payload_of(samples, self.modality)
+        payload = payload_of(samples, self.modality, self.settings.n_features)  # InvalidSamples: 422, this request only
         try:
             triage = await self._triaged(payload)
         except Exception as exc:  # without the small tier there is no answer to give: 503, not 500
@@ -133,6 +133,19 @@ class CascadeService:
         self._record_batch(triage)
         return triage
 
+    async def triage_batch(self, payloads: list[Payload]) -> list[Triage | BaseException]:
+        """:meth:`triage` once for several requests' samples, split back per request. When the small tier
+        fails on the batch, each request is scored alone, so a request it cannot score fails by itself."""
+        started = time.perf_counter()
+        try:
+            payload = joined(payloads)
+            small = await self._small(payload)
+        except Exception:
+            if len(payloads) == 1:
+                raise
+            return list(await asyncio.gather(*(self._triage_alone(p) for p in payloads), return_exceptions=True))
+        return self.triage(small, _ms_since(started), payload).split([len(p) for p in payloads])
+
     async def _triage_alone(self, payload: Payload) -> Triage:
         """This request on its own: ask the small tier, then :meth:`triage`."""
         started = time.perf_counter()
@@ -143,7 +156,7 @@ class CascadeService:
         """The expert's answer about one sample; degraded (no answer, the reason) if it fails."""
         started = time.perf_counter()
         sample = request.sample
-        payload = sample.text if sample.text is not None else np.asarray(sample.features, dtype=float)
+        payload = sample.text if sample.text is not None else self._feature_row(sample.features or [])
         history = [turn.model_dump() for turn in request.history] or None
         label = request.verdict.label if request.verdict is not None else None
         try:
@@ -159,6 +172,12 @@ class CascadeService:
         return ExplainResponse(answer=explanation.text, history=explanation.history, cost=explanation.cost,
                                prompt_tokens=explanation.prompt_tokens, completion_tokens=explanation.completion_tokens,
                                latency_ms=_ms_since(started))
+
+    def _feature_row(self, features: list[float]) -> np.ndarray:
+        try:
+            return feature_rows([features], self.settings.n_features)[0]
+        except InvalidSamples as exc:
+            raise InvalidSamples([("sample.features", problem) for _, problem in exc.problems]) from None
 
     async def budget(self) -> BudgetState:
         """The app's budget now, and which guarantee covers its threshold."""
