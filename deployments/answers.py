@@ -32,12 +32,14 @@ class Triage:
     thresholds: np.ndarray
     defer: np.ndarray
     small_ms: float
+    policy_ms: float = 0.0
+    """the batch's policy scores, budget decisions and batch metrics, in milliseconds"""
 
     def split(self, sizes: Sequence[int]) -> list[Triage]:
         """One triage per request, for requests of ``sizes`` samples in order."""
         bounds = np.cumsum(sizes)[:-1]
         columns = (self.small.probabilities, self.small.features, self.scores, self.thresholds, self.defer)
-        return [Triage(SmallScores(probabilities, features), scores, thresholds, defer, self.small_ms)
+        return [Triage(SmallScores(probabilities, features), scores, thresholds, defer, self.small_ms, self.policy_ms)
                 for probabilities, features, scores, thresholds, defer
                 in zip(*(np.split(column, bounds) for column in columns))]
 
@@ -49,7 +51,8 @@ class Triage:
         small = SmallScores(np.concatenate([p.small.probabilities for p in parts]),
                             np.concatenate([p.small.features for p in parts]))
         return cls(small, *(np.concatenate([getattr(p, name) for p in parts])
-                            for name in ("scores", "thresholds", "defer")), max(p.small_ms for p in parts))
+                            for name in ("scores", "thresholds", "defer")), max(p.small_ms for p in parts),
+                   max(p.policy_ms for p in parts))
 
 
 @dataclass

@@ -110,7 +110,8 @@ class CascadeService:
                 id=samples[i].id, label=str(self._labels[label_index[i]]), probability=float(probability[i]),
                 source=answers.source[i], deferral_score=float(scores[i]), threshold=float(triage.thresholds[i]),
                 cost=float(answers.cost[i]),
-                latency_ms={"small": small_ms, **({"expert": expert_ms} if defer[i] else {}), "total": total_ms},
+                latency_ms={"small": small_ms, "policy": triage.policy_ms, **({"expert": expert_ms} if defer[i] else {}),
+                            "total": total_ms},
                 degraded=bool(answers.degraded[i]),
                 prompt_tokens=int(answers.prompt_tokens[i]) if answers.source[i] == "expert" else None,
                 completion_tokens=int(answers.completion_tokens[i]) if answers.source[i] == "expert" else None,
@@ -126,12 +127,12 @@ class CascadeService:
     def triage(self, small: SmallScores, small_ms: float, payload: Payload) -> Triage:
         """Policy scores and the budget's decisions for a batch of small-tier answers to ``payload``
         (one controller call; the samples break ties at the threshold)."""
+        started = time.perf_counter()
         scores = np.asarray(self._policy.score(small.features), dtype=float)
         thresholds = np.full(len(scores), self._controller.threshold)
         defer = np.asarray(self._controller.decide(scores, payload), dtype=bool)
-        triage = Triage(small, scores, thresholds, defer, small_ms)
-        self._record_batch(triage)
-        return triage
+        self._record_batch(defer, small_ms)
+        return Triage(small, scores, thresholds, defer, small_ms, _ms_since(started))
 
     async def triage_batch(self, payloads: list[Payload]) -> list[Triage | BaseException]:
         """:meth:`triage` once for several requests' samples, split back per request. When the small tier
@@ -280,19 +281,19 @@ class CascadeService:
                 continue
             answers.take_rationale(int(index[position]), outcome)
 
-    def _record_batch(self, triage: Triage) -> None:
+    def _record_batch(self, defer: np.ndarray, small_ms: float) -> None:
         """Metrics known once per batch: deferrals, small-tier cost and latency, the budget's state."""
         metrics = self.metrics
-        deferrals = int(np.count_nonzero(triage.defer))
+        deferrals = int(np.count_nonzero(defer))
         if deferrals:
             metrics.deferrals.inc(deferrals)
         if self._cost.small_per_call > 0:
-            metrics.cost.inc(self._cost.small_per_call * len(triage.defer), tags={"tier": "small"})
+            metrics.cost.inc(self._cost.small_per_call * len(defer), tags={"tier": "small"})
         state = self._controller.state()
         if state:  # a replica's shared budget has no state before its first lease
             metrics.deferral_rate.set(state["realised_rate"])
             metrics.threshold.set(state["threshold"])
-        metrics.latency.observe(triage.small_ms, tags={"tier": "small"})
+        metrics.latency.observe(small_ms, tags={"tier": "small"})
 
     def _record(self, answers: "Answers", defer: np.ndarray, total_ms: float) -> None:
         """Metrics known once the request is answered: samples per answering tier, expert cost, latency."""
