@@ -30,6 +30,7 @@ from deployments.control import ControlAccess
 from deployments.detector import score_small
 from deployments.expert import ExpertHandle
 from deployments.http import build_http_app
+from deployments.knobs import ROUTER_KNOBS, with_knobs
 from deployments.contracts import ServiceSettings
 from deployments.service import CascadeService
 from policies.leases import Lease, LeasedBudget, Report
@@ -45,14 +46,13 @@ class CascadeRouter:
         from cascade.small import SmallTier
 
         self._config = config
+        self._served = served
         self._access = access
         self._detector = detector
         self._small_tier = SmallTier.load(Path(served.small_dir)) if detector is None else None
         self._holder = holder
-        self._chunk = config.serve.max_batch_size
         self._expert = ExpertHandle(expert)
-        self._triage_batch.set_max_batch_size(config.serve.max_batch_size)
-        self._triage_batch.set_batch_wait_timeout_s(config.serve.router_batch_wait_timeout_s)
+        self._set_batching(config)
         leased = LeasedBudget(serve.get_replica_context().replica_tag, self._exchange, threshold=served.threshold,
                               hard_cap=config.budget.hard_cap, ttl_s=config.serve.shared_budget.lease_ttl_s)
         self._service = CascadeService(
@@ -62,6 +62,18 @@ class CascadeRouter:
             expert_probe=self._expert.status, triage=self._triage,
         )
         await leased.start()  # the first lease before the first request: a new replica can defer at once
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve's ``user_config``: the router's runtime knobs (:mod:`deployments.knobs`), checked by the
+        config's own models; applied to the next batch and the next expert call."""
+        config = with_knobs(self._config, user_config, ROUTER_KNOBS)  # knobs left out: as the config sets them
+        self._set_batching(config)
+        self._service.retune(ServiceSettings.from_config(config, self._served))
+
+    def _set_batching(self, config: CascadeConfig) -> None:
+        self._chunk = config.serve.max_batch_size
+        self._triage_batch.set_max_batch_size(config.serve.max_batch_size)
+        self._triage_batch.set_batch_wait_timeout_s(config.serve.router_batch_wait_timeout_s)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_http_app(self._service, self._config.serve, self._access)

@@ -76,6 +76,12 @@ class CascadeService:
         self._triaged = triage or self._triage_alone
         self.breaker = breaker or CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
 
+    def retune(self, settings: ServiceSettings) -> None:
+        """New settings for the next request (timeouts, breaker thresholds); the breaker keeps its state."""
+        self.settings = settings
+        self.breaker.failures = settings.breaker_failures
+        self.breaker.cooldown_s = settings.breaker_cooldown_s
+
     @property
     def modality(self) -> Modality:
         return self.settings.modality
