@@ -116,6 +116,8 @@ def markdown(results: dict[str, Any]) -> str:
             *_closed_loop(optimized),
             "",
         ]
+        if optimized.get("direct_ingress_error"):
+            lines += [f"Straight to the replicas' own ports: failed ({optimized['direct_ingress_error']}).", ""]
         direct = optimized.get("direct_ingress_closed_loop")
         if direct:
             lines += ["Straight to each ingress replica's own port (no proxy), requests/s, one run each: " + "; ".join(
