@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _deploy(raw: dict[str, Any]) -> None:
-    """What ``serve deploy`` asks the controller to do, and wait until the app runs."""
+    """What ``serve deploy`` asks the controller to do; wait until the app runs this deployment."""
+    from ray import serve
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
-    client = _get_global_client()
-    client.deploy_apps(ServeDeploySchema.model_validate(raw))
-    client._wait_for_application_running("cascade", timeout_s=240)
+    def deployed_at() -> float | None:
+        app = serve.status().applications.get("cascade")
+        return app.last_deployed_time_s if app is not None else None
+
+    before = deployed_at()
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(raw))
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get("cascade")
+        if app is not None and app.last_deployed_time_s != before and app.status == "RUNNING":
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the app did not run the new deployment: {serve.status().applications.get('cascade')}")
 
 
 def _router_replicas() -> set[str]:
