@@ -15,6 +15,7 @@ Errors print one line and a hint; ``cascade --debug ...`` prints the traceback i
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from pathlib import Path
@@ -129,8 +130,6 @@ def experiment_run(
     from experiments.report import frontier_table
 
     out = run_experiment(_config(config), results_root=results, refresh=refresh)
-    import json
-
     numbers = json.loads((out / "results.json").read_text())
     for expert in numbers["scalars"]:
         console.print(f"\n[bold]cascade with {expert}[/bold] (test accuracy at each deferral budget)")
@@ -173,6 +172,9 @@ def tune_command(
     certificate = tune(cfg)
     console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']}")
     console.print(f"achieved on the {certificate['part']} part: {certificate['achieved']} (n={certificate['n']})")
+    fitted = json.loads((Path(cfg.artifact_dir) / "policy_fit.json").read_text())
+    if fitted["choice"] is not None:
+        console.print(f"policy '{fitted['policy']}' serves {fitted['choice']}: {fitted['reason']}")
     console.print(f"artifact: {cfg.artifact_dir}")
 
 

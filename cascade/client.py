@@ -7,12 +7,23 @@
 0.1
 
 Changing the budget needs the app's control token: pass ``token=`` or set ``CASCADE_API_TOKEN``.
+
+Retries (``retries``, default 3): a request is sent again when the app could not answer it, never
+when it refused it. :func:`retry_delay` decides: a 503 with ``Retry-After`` (a full queue, the small
+tier or the budget holder away) waits that long; a 5xx that is not the app's own JSON error (Ray
+Serve's proxy answers a plain-text ``500 Internal Server Error`` when the router replica holding
+the request died before answering, and nothing in the app can change that status: the app died
+with the request) and a dropped connection wait ``retry_backoff_s``, by then Serve routes to a
+surviving replica. Sending a detect request twice is safe for its verdict; the budget may count
+the sample once more (a dead replica's unreported decisions are never counted, so usually it is
+counted once) and the expert may be asked twice for a deferred one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,6 +35,32 @@ from cascade.types import Sample, Verdict
 
 SampleLike = Sample | str | Sequence[float] | dict[str, Any]
 TOKEN_ENV = "CASCADE_API_TOKEN"
+MAX_RETRY_WAIT_S = 30.0
+
+
+def retry_delay(response: httpx.Response, backoff_s: float = 0.5) -> float | None:
+    """Seconds to wait before sending a request again, or ``None`` when its answer is final.
+
+    A 503 with ``Retry-After`` waits that long (at most ``MAX_RETRY_WAIT_S``); a 5xx without the
+    app's JSON error body came from Serve's proxy, not the app (its router replica died with the
+    request), and waits ``backoff_s``. Any other answer, the app's own 5xx included, is final.
+
+    >>> retry_delay(httpx.Response(503, headers={"Retry-After": "2"}))
+    2.0
+    >>> retry_delay(httpx.Response(500, text="Internal Server Error"))
+    0.5
+    >>> retry_delay(httpx.Response(500, json={"error": "internal_error", "message": "bug"})) is None
+    True
+    """
+    status = response.status_code
+    if status == 503 and "retry-after" in response.headers:
+        try:
+            return min(max(float(response.headers["retry-after"]), 0.0), MAX_RETRY_WAIT_S)
+        except ValueError:
+            return backoff_s
+    if status >= 500 and not _is_app_error(response):
+        return backoff_s
+    return None
 
 
 class CascadeError(RuntimeError):
@@ -63,12 +100,17 @@ class CascadeClient:
     """Synchronous client; use it as a context manager or call :meth:`close`.
 
     ``token`` (default: the ``CASCADE_API_TOKEN`` environment variable) is sent as a bearer token with
-    changes (``set_budget``).
+    changes (``set_budget``). A request the app could not answer is sent again up to ``retries``
+    times (see the module docstring and :func:`retry_delay`); ``transport`` is httpx's, for tests.
     """
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", timeout_s: float = 120.0, token: str | None = None) -> None:
+    def __init__(self, url: str = "http://127.0.0.1:8000", timeout_s: float = 120.0, token: str | None = None,
+                 retries: int = 3, retry_backoff_s: float = 0.5, transport: httpx.BaseTransport | None = None) -> None:
+        if retries < 0 or retry_backoff_s < 0:
+            raise ValueError(f"retries and retry_backoff_s must be >= 0, got {retries} and {retry_backoff_s}")
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, timeout=timeout_s)
+        self.retries, self.retry_backoff_s = retries, retry_backoff_s
+        self._http = httpx.Client(base_url=self.url, timeout=timeout_s, transport=transport)
         token = token if token is not None else os.environ.get(TOKEN_ENV)
         self._control_headers = {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -88,7 +130,7 @@ class CascadeClient:
     def detect_full(self, samples: SampleLike | Iterable[SampleLike], rationale: bool = False) -> Detection:
         """Like :meth:`detect`, with the per-tier counts and the answering-tier header."""
         body = {"samples": [_sample_json(s) for s in _as_list(samples)], "rationale": rationale}
-        response = self._http.post("/v1/detect", json=body)
+        response = self._send("POST", "/v1/detect", json=body)
         payload = _checked(response)
         return Detection(**payload, tier=response.headers.get("x-cascade-tier", ""))
 
@@ -100,24 +142,38 @@ class CascadeClient:
             body["question"] = question
         if verdict is not None:
             body["verdict"] = verdict.model_dump(mode="json")
-        return _checked(self._http.post("/v1/explain", json=body))
+        return _checked(self._send("POST", "/v1/explain", json=body))
 
     def budget(self) -> Budget:
-        return Budget(**_checked(self._http.get("/v1/budget")))
+        return Budget(**_checked(self._send("GET", "/v1/budget")))
 
     def set_budget(self, target: float) -> Budget:
         """Change the deferral-rate target of the running cascade (the hard cap stays as configured)."""
-        return Budget(**_checked(self._http.put("/v1/budget", json={"target": target},
-                                                headers=self._control_headers)))
+        return Budget(**_checked(self._send("PUT", "/v1/budget", json={"target": target},  # idempotent
+                                            headers=self._control_headers)))
 
     def health(self) -> dict[str, Any]:
         """Liveness: the router answers (``GET /healthz``)."""
-        return _checked(self._http.get("/healthz"))
+        return _checked(self._send("GET", "/healthz"))
 
     def readiness(self) -> dict[str, Any]:
         """Each tier's state and the expert's circuit breaker (``GET /readyz``; a 503 body is returned too)."""
-        response = self._http.get("/readyz")
+        response = self._http.get("/readyz")  # not retried: a 503 here is the answer
         return response.json() if response.status_code == 503 else _checked(response)
+
+    def _send(self, method: str, path: str, **options: Any) -> httpx.Response:
+        """One request, sent again while the app could not answer it (:func:`retry_delay`, a dropped connection)."""
+        for _ in range(self.retries):
+            try:
+                response = self._http.request(method, path, **options)
+            except (httpx.ConnectError, httpx.RemoteProtocolError):
+                time.sleep(self.retry_backoff_s)
+                continue
+            delay = retry_delay(response, self.retry_backoff_s)
+            if delay is None:
+                return response
+            time.sleep(delay)
+        return self._http.request(method, path, **options)  # the last try: its answer or its error is final
 
 
 def detect_cli(url: str, texts: Sequence[str] = (), file: str | Path | None = None, rationale: bool = False,
@@ -162,6 +218,17 @@ def _sample_json(sample: SampleLike) -> dict[str, Any]:
     if isinstance(sample, dict):
         return dict(sample)
     return {"features": [float(v) for v in sample]}
+
+
+def _is_app_error(response: httpx.Response) -> bool:
+    """The app's own error answer: a JSON object with an ``error`` code (``ErrorResponse``)."""
+    if "json" not in response.headers.get("content-type", ""):
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "error" in body
 
 
 def _checked(response: httpx.Response) -> Any:

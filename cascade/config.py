@@ -70,6 +70,8 @@ class DetectorConfig(_Section):
     input_view: int = Field(0, ge=0, description="add this many principal components of the input (MiniLM embedding "
                             "for text, standardised columns, pixels) as policy features; texts also add length and "
                             "truncation")
+    cost_feature: bool | None = Field(None, description="add the predicted cost of an expert call (the input's length "
+                                      "under the cost model) as a policy feature; None: on for a 'learned' policy")
 
 
 class CalibratorConfig(_Section):

@@ -31,6 +31,7 @@ from cascade.config import CascadeConfig
 from cascade.data.dataset import Dataset, stratified_subsample
 from cascade.detectors import DetectorBase, load_detector, make_detector
 from cascade.detectors.base import Inputs
+from cascade.expert_cost import PredictedExpertCost
 from cascade.features import NeighbourDistance
 from cascade.input_view import InputView
 from cascade.persistence import NotFittedError, check_fitted
@@ -47,12 +48,14 @@ class SmallTier:
     ``one_class`` fits the detector on the normal (label 0) training samples only;
     ``train_labels`` keeps a seeded, stratified subset of that many labelled training samples
     (the few-label setting); ``input_view`` > 0 adds that many principal components of the input
-    (plus length and truncation at ``truncate_chars`` for texts) as policy features.
+    (plus length and truncation at ``truncate_chars`` for texts) as policy features; ``expert_cost``
+    adds the predicted cost of an expert call as the last feature column.
     """
 
     def __init__(self, detector: DetectorBase, calibrator: CalibratorBase, one_class: bool = False,
                  train_labels: int | None = None, distance_feature: bool = False, seed: int = 0,
-                 input_view: int = 0, truncate_chars: int | None = None) -> None:
+                 input_view: int = 0, truncate_chars: int | None = None,
+                 expert_cost: PredictedExpertCost | None = None) -> None:
         self.detector = detector
         self.calibrator = calibrator
         self.one_class = one_class or detector.one_class
@@ -61,6 +64,7 @@ class SmallTier:
         self.seed = seed
         self.input_view = input_view
         self.truncate_chars = truncate_chars
+        self.expert_cost = expert_cost
         self.distance: NeighbourDistance | None = None
         self.view: InputView | None = None
         self.fitted_ = False
@@ -71,12 +75,19 @@ class SmallTier:
         return cls(detector, make_calibrator(config.calibrator.kind), one_class=config.detector.one_class,
                    train_labels=config.detector.train_labels, distance_feature=config.detector.distance_feature,
                    seed=config.experiment.seed, input_view=config.detector.input_view,
-                   truncate_chars=config.expert.max_input_tokens * CHARS_PER_TOKEN)
+                   truncate_chars=config.expert.max_input_tokens * CHARS_PER_TOKEN,
+                   expert_cost=PredictedExpertCost.from_config(config) if cost_feature(config) else None)
 
     @property
     def n_classes(self) -> int:
         """How many leading columns of :meth:`features` are class probabilities."""
         return self.detector.n_classes
+
+    @property
+    def n_features(self) -> int:
+        """How many columns :meth:`features` returns (what a policy fitted on them expects)."""
+        view = 0 if self.view is None else self.view.n_columns
+        return self.n_classes + (self.distance is not None) + view + (self.expert_cost is not None)
 
     def fit(self, train: Dataset, calibration: Dataset) -> Self:
         """Fit the detector on (a subset of) ``train`` and the calibrator on ``calibration``."""
@@ -113,13 +124,15 @@ class SmallTier:
         return self.calibrator.transform(self.predict_raw(X))
 
     def features(self, X: Inputs) -> np.ndarray:
-        """What policies see: calibrated probabilities, then (if enabled) the distance to the training data
-        and the input view."""
+        """What policies see: calibrated probabilities, then (if enabled) the distance to the training data,
+        the input view and the predicted cost of an expert call."""
         columns = [self.predict_proba(X)]
         if self.distance is not None:
             columns.append(self.distance.transform(X)[:, None])
         if self.view is not None:
             columns.append(self.view.transform(X))
+        if self.expert_cost is not None:
+            columns.append(self.expert_cost.transform(X)[:, None])
         return columns[0] if len(columns) == 1 else np.column_stack(columns)
 
     def save(self, directory: str | Path) -> None:
@@ -133,7 +146,8 @@ class SmallTier:
         self.calibrator.save(directory / "calibrator")
         options = {"one_class": self.one_class, "train_labels": self.train_labels,
                    "distance_feature": self.distance_feature, "seed": self.seed,
-                   "input_view": self.input_view, "truncate_chars": self.truncate_chars}
+                   "input_view": self.input_view, "truncate_chars": self.truncate_chars,
+                   "expert_cost": None if self.expert_cost is None else self.expert_cost.options()}
         if self.distance is not None:
             self.distance.save(directory / "distance")
         if self.view is not None:
@@ -151,7 +165,9 @@ class SmallTier:
         small = cls(load_detector(directory / "detector"), load_calibrator(directory / "calibrator"),
                     one_class=bool(options.get("one_class")), train_labels=options.get("train_labels"),
                     distance_feature=bool(options.get("distance_feature")), seed=int(options.get("seed", 0)),
-                    input_view=int(options.get("input_view", 0)), truncate_chars=options.get("truncate_chars"))
+                    input_view=int(options.get("input_view", 0)), truncate_chars=options.get("truncate_chars"),
+                    expert_cost=None if options.get("expert_cost") is None
+                    else PredictedExpertCost.from_options(options["expert_cost"]))
         if small.detector.n_classes != getattr(small.calibrator, "n_classes_", small.detector.n_classes):
             raise ArtifactError(f"{directory}: detector has {small.detector.n_classes} classes, "
                                 f"calibrator was fitted on {small.calibrator.n_classes_}")  # type: ignore[attr-defined]
@@ -165,6 +181,13 @@ class SmallTier:
     def _check_fitted(self) -> None:
         if not self.fitted_:
             raise NotFittedError("SmallTier is not fitted; call fit(train, calibration) first")
+
+
+def cost_feature(config: CascadeConfig) -> bool:
+    """Whether the small tier adds the predicted expert cost: ``detector.cost_feature``, by default on for a
+    learned policy."""
+    chosen = config.detector.cost_feature
+    return config.policy.kind == "learned" if chosen is None else chosen
 
 
 def _load_distance(directory: Path, options: dict[str, Any], small: SmallTier) -> NeighbourDistance:

@@ -77,6 +77,10 @@ def load_served(config: CascadeConfig) -> ServedPolicy:
         raise ArtifactError(f"{root}: no fitted artifact here (artifact_dir of config '{config.name}')")
     small = SmallTier.load(root / SMALL_DIR)
     hop = Hop.load(root / HOP_DIR)
+    expected = getattr(hop.policy, "n_features_in_", None)
+    if expected is not None and expected != small.n_features:
+        raise ArtifactError(f"{root / HOP_DIR}: the policy was fitted on {expected} feature columns, the small tier "
+                            f"in {root / SMALL_DIR} gives {small.n_features}; re-run `cascade tune`")
     if not math.isfinite(hop.threshold):
         raise ArtifactError(f"{root / HOP_DIR}: threshold is {hop.threshold}; serving needs a finite threshold")
     certificate = hop.certificate.model_dump(mode="json") if hop.certificate is not None else None

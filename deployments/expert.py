@@ -22,12 +22,14 @@ from typing import Any
 
 import numpy as np
 from ray import serve
-from ray.serve.exceptions import BackPressureError
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 
 from cascade.config import CascadeConfig
 from cascade.data import Dataset
 from cascade.data.roles import load_roles
+from cascade.experts.errors import ExpertUnavailable
 from deployments.answers import Payload
 from deployments.artifact import served_modality
 from deployments.contracts import ExpertOverloaded
@@ -125,7 +127,9 @@ class ExpertHandle:
     """The router's view of the ``ExpertServer`` deployment, with the expert's own method names.
 
     A caller that gives up (a timeout) cancels the request at the replica too; a full queue at the
-    expert is :class:`~deployments.contracts.ExpertOverloaded`.
+    expert is :class:`~deployments.contracts.ExpertOverloaded`; a replica that died with the call (or
+    a deployment with none) is :class:`~cascade.experts.errors.ExpertUnavailable`, which opens the
+    router's breaker at once.
     """
 
     def __init__(self, handle: DeploymentHandle) -> None:
@@ -151,3 +155,5 @@ async def _cancel_on_exit(response: Any) -> Any:
         raise
     except BackPressureError as exc:
         raise ExpertOverloaded(str(exc)) from exc
+    except (RayActorError, DeploymentUnavailableError) as exc:
+        raise ExpertUnavailable(f"the expert replica is gone ({type(exc).__name__})") from exc

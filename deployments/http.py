@@ -5,7 +5,10 @@ JSON is 415, anything over a size limit is 413 (chunked bodies too), every other
 (feature rows of the wrong width or with NaN / inf too, checked per request in numpy) is 422; each body names the fields at fault (:class:`~deployments.schemas.ErrorResponse`). A change
 to the running app (``PUT /v1/budget``) without the control token is 401, or 403 when no token is
 configured (:mod:`deployments.guard`). An expert failure is never an error (the small tier's verdict
-comes back, flagged ``degraded``); only a failed small tier is a 503, with ``Retry-After``.
+comes back, flagged ``degraded``); only a failed small tier is a 503, with ``Retry-After``. Every
+error the app answers has the JSON :class:`~deployments.schemas.ErrorResponse` body, a bug's 500
+too (``internal_error``): a 5xx without it came from Ray Serve's proxy, e.g. the plain-text 500 when
+the router replica died with the request, which clients retry (:func:`cascade.client.retry_delay`).
 ``/healthz`` is liveness (the router answers); ``/readyz`` reports each tier and the expert's
 circuit breaker, 503 while not ready. ``X-Cascade-Tier`` says which tier answered (``small``, ``expert`` or ``mixed``),
 ``X-Cascade-Degraded`` how many samples fell back to the small tier.
@@ -94,6 +97,11 @@ def build_http_app(service: CascadeService, limits: ServeConfig, access: Control
     @app.exception_handler(BudgetUnavailable)
     async def _budget_away(request: Request, exc: BudgetUnavailable) -> JSONResponse:
         return _error(503, "budget_unavailable", str(exc), headers=retry_after)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        return _error(500, "internal_error", f"{request.method} {request.url.path}: unexpected {type(exc).__name__} "
+                      "(the router's log has the details)")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -6,7 +6,10 @@ Ray Serve router (callables that await deployment handles) and in-process (calla
 controller defers (the router hands in a ``triage`` that runs small tier, policy and controller
 once per batch of requests); if the expert fails or times out those samples keep the small tier's
 verdict, flagged ``degraded``. A :class:`~deployments.breaker.CircuitBreaker` stops asking an expert that keeps
-failing, so while it is down deferred samples are answered at the small tier's speed.
+failing, so while it is down deferred samples are answered at the small tier's speed: it opens at
+the first :class:`~cascade.experts.errors.ExpertUnavailable` (the replica died, the server refuses
+connections), and with an ``expert_probe`` the expert's readiness, checked in the background after
+each cool-down, decides when a request may try it again (no request waits on an expert still gone).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from cascade.experts.errors import ExpertUnavailable
 from cascade.types import CostModel, Sample, Verdict
 from deployments.answers import Answers, InvalidSamples, Payload, SmallScores, Triage, feature_rows, joined, payload_of, take
 from deployments.breaker import CircuitBreaker
@@ -74,7 +78,9 @@ class CascadeService:
         self._expert_probe = expert_probe
         self._expert_seen_up = expert_probe is None
         self._triaged = triage or self._triage_alone
-        self.breaker = breaker or CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
+        self.breaker = breaker or CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s,
+                                                 probed=expert_probe is not None)
+        self._expert_check: asyncio.Task[None] | None = None
 
     def retune(self, settings: ServiceSettings) -> None:
         """New settings for the next request (timeouts, breaker thresholds); the breaker keeps its state."""
@@ -242,11 +248,16 @@ class CascadeService:
             close = getattr(call, "close", None)
             if close is not None:
                 close()  # never awaited: drop the coroutine quietly
-            raise CircuitOpen(f"the expert failed {self.breaker.failures} times in a row; "
-                              f"retrying after {self.breaker.cooldown_s:g} s")
+            if self.breaker.probe_due():
+                self._expert_check = asyncio.create_task(self._check_expert())
+            raise CircuitOpen(f"the expert failed {self.breaker.consecutive_failures} times in a row; "
+                              f"trying it again after {self.breaker.cooldown_s:g} s")
         try:
             result = await asyncio.wait_for(call, self.settings.expert_timeout_s)
         except ExpertOverloaded:
+            raise
+        except ExpertUnavailable:
+            self.breaker.trip()
             raise
         except Exception:
             self.breaker.record_failure()
@@ -254,6 +265,13 @@ class CascadeService:
         self.breaker.record_success()
         self._expert_seen_up = True
         return result
+
+    async def _check_expert(self) -> None:
+        """The breaker's out-of-band check: half-open it when the expert says it is up."""
+        if await self._up(self._expert_probe):
+            self.breaker.probe_passed()
+        else:
+            self.breaker.probe_failed()
 
     def health(self) -> Health:
         return Health(name=self.settings.name, modality=self.modality, labels=list(self.settings.label_names),
@@ -320,6 +338,8 @@ def _reason(exc: BaseException) -> str:
         return "circuit_open"
     if isinstance(exc, ExpertOverloaded):
         return "overloaded"
+    if isinstance(exc, ExpertUnavailable):
+        return "unavailable"
     return "timeout" if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) else "error"
 
 

@@ -36,7 +36,7 @@ def frontier_table(results: dict[str, Any], expert: str) -> str:
     for policy, row in block["policies"].items():
         cells = " | ".join(_fmt(row["at_budget"][b]["accuracy"]) for b in budgets)
         lines.append(f"| {policy} | {cells} | {_fmt(row['aiq_accuracy_vs_cost'])} | {_fmt(row['apgr'])} | {_fmt(row['cpt50'])} |")
-    if "learned_choice" in block:
+    if block.get("learned_choice"):
         choice = block["learned_choice"]
         lines.append(f"\nThe `learned` policy serves **{choice['choice']}**: {choice['reason']}.")
     small, alone = results["tiers"]["small"]["accuracy"], results["tiers"][expert]["accuracy"]

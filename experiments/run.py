@@ -73,13 +73,16 @@ def fit_small_tier(config: CascadeConfig, roles: DataRoles) -> tuple[Any, float]
     from cascade.paths import cache_dir
     from cascade.small import SmallTier
 
+    small = SmallTier.from_config(config)
+    expert_cost = None if small.expert_cost is None else small.expert_cost.options()
     key = content_hash("small-tier", config.detector.model_dump(), config.calibrator.model_dump(),
-                       config.expert.max_input_tokens, dataset_hash(roles.train), dataset_hash(roles.fit), config.experiment.seed)
+                       config.expert.max_input_tokens, expert_cost, dataset_hash(roles.train), dataset_hash(roles.fit),
+                       config.experiment.seed)
     folder = cache_dir("small") / key[:24]
     if (folder / "manifest.json").is_file():
         return SmallTier.load(folder), 0.0
     start = time.perf_counter()
-    small = SmallTier.from_config(config).fit(roles.train, roles.fit)
+    small.fit(roles.train, roles.fit)
     elapsed = time.perf_counter() - start
     small.save(folder)
     return small, elapsed
@@ -111,13 +114,27 @@ def with_training(fit: Scored, training: Any) -> Scored:
                   experts={name: joined(s, training.experts[name]) for name, s in fit.experts.items()})
 
 
-def learned_choice(fit: Scored, expert: str) -> dict[str, Any]:
-    """What the learned policy serves when fitted on ``fit`` (rule / learned / blend) and why."""
+def learning_set(fit: Scored, training: Any, expert: str) -> dict[str, Any]:
+    """``LearnedPolicy.fit`` arguments: the fit part, then the cross-fitted training outcomes (if any); only
+    the fit part's rows are marked as drawn like serving traffic (the policy chooses on those)."""
+    from experiments.held_out import varying_cost
+
+    joined = with_training(fit, training)
+    outcomes = joined.experts[expert]
+    return {"features": joined.small.features, "small_correct": joined.small.correct,
+            "expert_correct": outcomes.correct, "cost": varying_cost(outcomes.cost),
+            "exchangeable": np.arange(len(joined.small.y)) < len(fit.small.y)}
+
+
+def learned_policy(fit: Scored, training: Any, expert: str) -> Any:
+    """The learned policy fitted on :func:`learning_set`."""
     from policies import LearnedPolicy
 
-    small = fit.small
-    policy = LearnedPolicy(n_classes=small.probs.shape[1]).fit(small.features, small.correct,
-                                                               fit.experts[expert].correct)
+    return LearnedPolicy(n_classes=fit.small.probs.shape[1]).fit(**learning_set(fit, training, expert))
+
+
+def learned_choice(policy: Any) -> dict[str, Any]:
+    """What a fitted learned policy serves (rule / learned / blend) and why."""
     return {"choice": policy.choice_, "reason": policy.choice_reason_, "samples": policy.n_fit_,
             "cross_validation": policy.cv_}
 
@@ -134,11 +151,14 @@ def frontier_tables(config: CascadeConfig, fit: Scored, test: Scored,
         def run(scores: np.ndarray) -> Curve:
             return sweep(scores, small.pred, expert.pred, small.y, expert_cost=expert.cost, small_cost=small.cost)
 
-        scores, skipped = {}, {}
+        scores, skipped, learned = {}, {}, None
         for kind in (*POLICIES, "oracle"):
             try:
-                scores[kind] = policy_scores(kind, with_training(fit, training) if kind == "learned" else fit,
-                                             test, expert_name)
+                if kind == "learned":
+                    learned = learned_policy(fit, training, expert_name)
+                    scores[kind] = learned.score(small.features)
+                else:
+                    scores[kind] = policy_scores(kind, fit, test, expert_name)
             except ValueError as exc:  # a learned policy with nothing to learn on a tiny fit part
                 skipped[kind] = str(exc)
         by_policy = {kind: run(values) for kind, values in scores.items()}
@@ -163,7 +183,7 @@ def frontier_tables(config: CascadeConfig, fit: Scored, test: Scored,
         scalars[expert_name] = {"small_accuracy": small_acc, "expert_accuracy": expert_acc,
                                 "oracle_best_accuracy": float(oracle.accuracy.max()), "policies": per_policy,
                                 "skipped_policies": skipped,
-                                "learned_choice": learned_choice(with_training(fit, training), expert_name)}
+                                "learned_choice": None if learned is None else learned_choice(learned)}
     return curves, scalars
 
 

@@ -9,6 +9,11 @@ The artifact directory (``config.artifact_dir``) is what the Ray Serve app loads
     hop/          policy + threshold + certificate, checksummed
     config.yaml   the config it was tuned with
     certificate.json  the certificate again, for people to read
+    policy_fit.json   what the policy learned from (fit part, cross-fitted training samples), what it
+                      serves and why, and the extra expert calls and tokens cross-fitting spent
+
+A learned policy with ``policy.crossfit_folds`` > 0 also learns from out-of-fold outputs over the
+train split (:func:`experiments.run.cross_fitted`); rule policies spend no extra expert calls.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     from policies import Hop, make_policy, make_tuner, tie_keys
     from policies.tuners import budget_grid
 
-    from experiments.held_out import score_held_out, varying_cost
-    from experiments.run import fit_small_tier
+    from experiments.held_out import score_held_out
+    from experiments.run import cross_fitted, fit_small_tier, learning_set
     from experiments.scoring import score_small
 
     roles = load_roles(config)
@@ -39,9 +44,12 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     seed = config.budget.tie_seed
     learns_from_expert, certifies_cost = config.policy.kind in NEEDS_EXPERT, config.budget.kind == "cost"
     held_out = score_held_out(config, roles, small_tier, progress=progress) if learns_from_expert or certifies_cost else None
+    training = cross_fitted(config, roles, small_tier, progress) if learns_from_expert else None
     if held_out is not None and learns_from_expert:
-        fit, expert = held_out.fit.small, held_out.fit.experts["expert"]
-        policy.fit(fit.features, fit.correct, expert.correct, cost=varying_cost(expert.cost))
+        fit, learn_on = held_out.fit.small, learning_set(held_out.fit, training, "expert")
+        if config.policy.kind != "learned":
+            del learn_on["exchangeable"]  # only the learned policy takes cross-fitted rows
+        policy.fit(**learn_on)
         fit_keys = held_out.fit.tie_keys
     else:
         fit = score_small(small_tier, roles.fit, config.cost.small_per_call)
@@ -67,6 +75,24 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     config.to_yaml(staging / "config.yaml")
     certificate = tuner.certificate_.model_dump(mode="json")
     (staging / "certificate.json").write_text(json.dumps(certificate, indent=2))
+    (staging / "policy_fit.json").write_text(json.dumps(policy_fit(config, policy, len(fit.y), training), indent=2))
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)
     return certificate
+
+
+def policy_fit(config: CascadeConfig, policy: Any, fit_samples: int, training: Any) -> dict[str, Any]:
+    """What the policy learned from and serves: fit-part and cross-fitted sample counts, the learned policy's
+    choice and reason, and the expert calls, tokens and cost cross-fitting added (zero without it)."""
+    usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
+    if training is not None:
+        usage = training.expert_usage["expert"]
+    return {
+        "policy": config.policy.kind,
+        "fit_samples": fit_samples,
+        "crossfit": None if training is None else {"folds": training.folds, "samples": len(training.small.y)},
+        "learned_from": int(getattr(policy, "n_fit_", fit_samples)),
+        "choice": getattr(policy, "choice_", None),
+        "reason": getattr(policy, "choice_reason_", None),
+        "extra_expert_usage": usage,
+    }

@@ -16,8 +16,12 @@ ranking quality on the fitting data -- the area under the accuracy-vs-deferral c
 * ``blend``: the mean of that and the rule in gain units, ``mean(expert right) - max p``.
 
 A learned candidate is chosen only if its mean per-fold advantage over the rule exceeds
-``margin`` standard errors; with fewer than ``min_samples`` samples or fewer than
-``min_positive`` samples the expert fixes, the rule is served without trying. ``choice_`` and
+``margin`` standard errors *and* its mean out-of-fold accuracy gain is not below the rule's at any
+of the ``guard_rates`` (up to ``max_rate``): a larger area bought by losing at a small budget does
+not count. With fewer than ``min_samples`` samples or fewer than ``min_positive`` samples the
+expert fixes, the rule is served without trying. When the fitting data mix held-out rows with
+cross-fitted training rows, ``fit(..., exchangeable=mask)`` marks the held-out ones: the models learn
+from every row, but the candidates are compared on the held-out rows only (drawn like serving traffic). ``choice_`` and
 ``choice_reason_`` say what was chosen and why; both are saved with the policy.
 
 >>> from policies.simulate import simulate
@@ -44,6 +48,8 @@ from policies.baselines import deferral_gain
 
 Choice = Literal["auto", "rule", "learned", "blend"]
 CANDIDATES = ("rule", "learned", "blend")
+GUARD_RATES = (0.05, 0.1, 0.2, 0.3)
+"""deferral rates at which a learned candidate must not lose to the rule (``guard_rates=None``)"""
 CHUNK = 4096
 """rows scored at a time: the design matrix of a chunk stays in cache"""
 
@@ -53,7 +59,9 @@ class LearnedPolicy(PolicyBase):
 
     ``n_classes``: how many leading feature columns are class probabilities (the rest are extra
     features). ``choice``: ``"auto"`` (cross-validated, see the module docs) or a forced
-    candidate. ``regularization`` is the inverse L2 strength of both logistic models.
+    candidate. ``margin``: standard errors of cross-validated gain a learned candidate needs;
+    ``guard_rates``: deferral rates where it must not lose to the rule (None: 5, 10, 20, 30 %).
+    ``regularization`` is the inverse L2 strength of both logistic models.
     """
 
     kind = "learned"
@@ -69,7 +77,8 @@ class LearnedPolicy(PolicyBase):
         min_samples: int = 200,
         min_positive: int = 20,
         max_rate: float = 0.5,
-        margin: float = 1.0,
+        margin: float = 2.0,
+        guard_rates: list[float] | None = None,
         regularization: float = 1.0,
         random_state: int = 0,
     ) -> None:
@@ -80,6 +89,7 @@ class LearnedPolicy(PolicyBase):
         self.min_positive = min_positive
         self.max_rate = max_rate
         self.margin = margin
+        self.guard_rates = guard_rates
         self.regularization = regularization
         self.random_state = random_state
 
@@ -89,11 +99,21 @@ class LearnedPolicy(PolicyBase):
         small_correct: ArrayLike,
         expert_correct: ArrayLike,
         cost: ArrayLike | None = None,
+        exchangeable: ArrayLike | None = None,
     ) -> Self:
-        """Fit both outcome models and choose rule / learned / blend; ``cost`` is checked, not used."""
+        """Fit both outcome models and choose rule / learned / blend; ``cost`` is checked, not used.
+
+        ``exchangeable``: a boolean mask of the rows drawn like serving traffic (the held-out fit part,
+        as opposed to cross-fitted training rows). The candidates are then cross-validated on those
+        rows only, while the models learn from every row; None means every row.
+        """
         self._check_params()
         features = as_features(features)
         check_outcomes(len(features), small_correct, expert_correct, cost)
+        exchangeable = (np.ones(len(features), dtype=bool) if exchangeable is None
+                        else np.asarray(exchangeable, dtype=bool).reshape(-1))
+        if len(exchangeable) != len(features):
+            raise ValueError(f"exchangeable has {len(exchangeable)} entries, features have {len(features)} rows")
         small = np.asarray(small_correct, dtype=float).reshape(-1)
         expert = np.asarray(expert_correct, dtype=float).reshape(-1)
         self.n_features_in_ = features.shape[1]
@@ -106,9 +126,12 @@ class LearnedPolicy(PolicyBase):
         if self.choice == "auto" and positives < self.min_positive:
             return self._serve_rule(f"{positives} samples where the expert fixes the small tier "
                                     f"< min_positive={self.min_positive}")
+        if self.choice == "auto" and exchangeable.sum() < self.min_samples:
+            return self._serve_rule(f"{int(exchangeable.sum())} samples drawn like serving traffic to choose on "
+                                    f"< min_samples={self.min_samples}")
         design = self._design(features)
         if self.choice == "auto":
-            self.cv_ = self._cross_validate(design, small, expert)
+            self.cv_ = self._cross_validate(design, small, expert, np.flatnonzero(exchangeable))
             choice, reason = self._choose(self.cv_)
         else:
             choice, reason = self.choice, "forced by the 'choice' parameter"
@@ -143,8 +166,13 @@ class LearnedPolicy(PolicyBase):
             raise ValueError(f"unknown choice '{self.choice}'; choose 'auto', 'rule', 'learned' or 'blend'")
         if not 0 < self.max_rate <= 1:
             raise ValueError(f"max_rate must be in (0, 1], got {self.max_rate}")
+        if not all(0 < rate <= 1 for rate in self._guard_rates()):
+            raise ValueError(f"guard_rates must lie in (0, 1], got {self.guard_rates}")
         if self.folds < 2:
             raise ValueError(f"folds must be at least 2, got {self.folds}")
+
+    def _guard_rates(self) -> list[float]:
+        return list(GUARD_RATES if self.guard_rates is None else self.guard_rates)
 
     def _design(self, features: np.ndarray) -> np.ndarray:
         """``[chow, margin, entropy, logit(max p), p_1..p_k, extras, chow * extras]``."""
@@ -190,37 +218,59 @@ class LearnedPolicy(PolicyBase):
         model = LogisticRegression(C=self.regularization, max_iter=2000).fit(design, outcome.astype(int))
         return np.concatenate([model.intercept_, model.coef_[0]])
 
-    def _cross_validate(self, design: np.ndarray, small: np.ndarray, expert: np.ndarray) -> dict[str, Any]:
-        """Per-fold area of each candidate on out-of-fold scores."""
+    def _cross_validate(self, design: np.ndarray, small: np.ndarray, expert: np.ndarray,
+                        rows: np.ndarray) -> dict[str, Any]:
+        """Per-fold area (and gain at each guard rate) of each candidate on out-of-fold scores of ``rows``;
+        the other rows always stay on the fitting side."""
         gain = expert - small
+        rates = [rate for rate in self._guard_rates() if rate <= self.max_rate]
         areas: dict[str, list[float]] = {name: [] for name in CANDIDATES}
+        at_rates: dict[str, list[np.ndarray]] = {name: [] for name in CANDIDATES}
+        always_fitted = np.setdiff1d(np.arange(len(design)), rows)
         splitter = KFold(n_splits=self.folds, shuffle=True, random_state=self.random_state)
-        for fit_part, held_part in splitter.split(design):
+        for fit_rows, held_rows in splitter.split(rows):
+            fit_part, held_part = np.concatenate([rows[fit_rows], always_fitted]), rows[held_rows]
             held = design[held_part]
             learned = expected_gain(held, self._outcome_models(design[fit_part], small[fit_part], expert[fit_part]))
             chow = held[:, 0]
             rule_gain = expert[fit_part].mean() - (1.0 - chow)
             scores = {"rule": chow, "learned": learned, "blend": 0.5 * learned + 0.5 * rule_gain}
             for name, values in scores.items():
-                areas[name].append(deferral_area(values, gain[held_part], self.max_rate))
-        rule = np.asarray(areas["rule"])
-        summary: dict[str, Any] = {"folds": self.folds, "max_rate": self.max_rate, "area": {}, "advantage": {}}
+                curve = expected_deferral_gain(values, gain[held_part])
+                steps = len(curve) - 1
+                areas[name].append(float(curve[: int(np.floor(self.max_rate * steps)) + 1].mean()))
+                at_rates[name].append(curve[[int(round(rate * steps)) for rate in rates]])
+        summary: dict[str, Any] = {"folds": self.folds, "max_rate": self.max_rate, "validated_on": len(rows),
+                                   "area": {}, "advantage": {}, "advantage_at": {}}
         for name in CANDIDATES:
             summary["area"][name] = float(np.mean(areas[name]))
             if name != "rule":
-                advantage = np.asarray(areas[name]) - rule
+                advantage = np.asarray(areas[name]) - np.asarray(areas["rule"])
                 summary["advantage"][name] = {"mean": float(advantage.mean()),
                                               "standard_error": float(advantage.std(ddof=1) / np.sqrt(len(advantage)))}
+                by_rate = (np.asarray(at_rates[name]) - np.asarray(at_rates["rule"])).mean(axis=0)
+                summary["advantage_at"][name] = {f"{rate:g}": float(value) for rate, value in zip(rates, by_rate)}
         return summary
 
     def _choose(self, cv: dict[str, Any]) -> tuple[str, str]:
-        best = max(("learned", "blend"), key=lambda name: cv["advantage"][name]["mean"])
+        def below_at(name: str) -> list[str]:
+            return [rate for rate, value in cv["advantage_at"][name].items() if value < 0]
+
+        def passes(name: str) -> bool:
+            advantage = cv["advantage"][name]
+            return advantage["mean"] > max(self.margin * advantage["standard_error"], 0.0) and not below_at(name)
+
+        eligible = [name for name in ("learned", "blend") if passes(name)]
+        best = max(eligible or ["learned", "blend"], key=lambda name: cv["advantage"][name]["mean"])
         advantage = cv["advantage"][best]
         detail = (f"{best}'s cross-validated area up to {self.max_rate:.0%} deferral is "
                   f"{advantage['mean']:+.4f} over the rule (s.e. {advantage['standard_error']:.4f}, "
-                  f"{self.folds} folds, {self.n_fit_} samples)")
-        if advantage["mean"] > self.margin * advantage["standard_error"] and advantage["mean"] > 0:
+                  f"{self.folds} folds over {cv['validated_on']} of {self.n_fit_} samples)")
+        if eligible:
             return best, detail
+        if below_at(best):
+            rates = ", ".join(f"{float(rate):.0%}" for rate in below_at(best))
+            return "rule", f"{detail}, but below the rule at {rates} deferral, so the rule is served"
         return "rule", f"{detail}: not more than {self.margin:g} s.e. better, so the rule is served"
 
 

@@ -96,3 +96,58 @@ def test_a_probe_that_never_reports_is_replaced_after_a_cooldown(breaker: Circui
 def test_settings_out_of_range_are_refused(failures: int, cooldown_s: float, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         CircuitBreaker(failures=failures, cooldown_s=cooldown_s)
+
+
+def test_one_failure_that_says_the_expert_is_gone_opens_it_at_once(breaker: CircuitBreaker) -> None:
+    breaker.trip()
+    assert breaker.state == "open" and not breaker.allow() and breaker.consecutive_failures == 1
+
+
+@pytest.fixture
+def probed(clock: Clock) -> CircuitBreaker:
+    breaker = CircuitBreaker(failures=3, cooldown_s=10.0, clock=clock, probed=True)
+    breaker.trip()
+    return breaker
+
+
+def test_a_probed_breaker_lets_no_call_through_until_its_check_passes(probed: CircuitBreaker, clock: Clock) -> None:
+    clock.now += 60
+    assert not probed.allow() and probed.state == "open"
+    probed.probe_passed()
+    assert [probed.allow() for _ in range(3)] == [True, False, False] and probed.state == "half-open"
+    probed.record_success()
+    assert probed.state == "closed" and probed.allow()
+
+
+def test_a_check_is_due_once_per_cooldown_while_open(probed: CircuitBreaker, clock: Clock) -> None:
+    assert not probed.probe_due()
+    clock.now += 10
+    assert [probed.probe_due() for _ in range(3)] == [True, False, False]
+    clock.now += 10  # the first check never reported back: another one is due
+    assert probed.probe_due()
+
+
+def test_a_failed_check_keeps_it_open_for_another_cooldown(probed: CircuitBreaker, clock: Clock) -> None:
+    clock.now += 10
+    assert probed.probe_due()
+    clock.now += 3
+    probed.probe_failed()
+    clock.now += 9.999
+    assert not probed.probe_due() and probed.state == "open"
+    clock.now += 0.001
+    assert probed.probe_due()
+
+
+def test_a_failed_probe_call_after_a_passed_check_reopens_it(probed: CircuitBreaker, clock: Clock) -> None:
+    clock.now += 10
+    probed.probe_due()
+    probed.probe_passed()
+    assert probed.allow()
+    probed.record_failure()
+    assert probed.state == "open" and not probed.allow()
+
+
+def test_checks_belong_to_probed_breakers_only(breaker: CircuitBreaker, clock: Clock) -> None:
+    breaker.trip()
+    clock.now += 10
+    assert not breaker.probe_due() and breaker.allow() and breaker.state == "half-open"

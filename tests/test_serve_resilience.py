@@ -3,6 +3,7 @@ body limits on chunked bodies, an overloaded expert (real tuned artifact, real k
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cascade.config import CascadeConfig, ConfigError, ControlConfig
+from cascade.experts import ExpertUnavailable
+from cascade.types import Sample
 from deployments.breaker import CircuitBreaker
 from deployments.control import ControlAccess
 from deployments.http import build_http_app
@@ -19,8 +22,9 @@ from serving import AUTHORIZED, CONTROL_TOKEN, KeptDeferred, Tiers, client, dete
 
 
 class CountingExpert:
-    """The real knn-vote expert behind a switch: ``mode`` 'ok' answers, 'down' fails as a dead replica
-    does, 'overloaded' is a full queue; every call is counted."""
+    """The real knn-vote expert behind a switch: ``mode`` 'ok' answers, 'down' fails (a connection
+    error), 'gone' fails as the router's handle does when the replica died, 'overloaded' is a full
+    queue; every call is counted."""
 
     def __init__(self, expert: Any) -> None:
         self._expert = expert
@@ -32,6 +36,8 @@ class CountingExpert:
         self.calls += 1
         if self.mode == "down":
             raise ConnectionError("expert replica died")
+        if self.mode == "gone":
+            raise ExpertUnavailable("the expert replica is gone (ActorDiedError)")
         if self.mode == "overloaded":
             raise ExpertOverloaded("queue full")
         return await self._expert.ajudge(X)
@@ -103,6 +109,15 @@ def test_an_overloaded_expert_degrades_the_answer_but_does_not_open_the_breaker(
         verdict = detect(guarded, kept_and_deferred[1][:1]).json()["verdicts"][0]
         assert verdict["degraded"] and verdict["source"] == "small"
     assert expert.calls == 3 and guarded.get("/readyz").json()["breaker"] == "closed"
+
+
+def test_an_expert_that_is_gone_opens_the_breaker_at_the_first_failure(
+        guarded: TestClient, expert: CountingExpert, kept_and_deferred: KeptDeferred) -> None:
+    expert.mode = "gone"
+    first = detect(guarded, kept_and_deferred[1][:1]).json()["verdicts"][0]
+    assert first["degraded"] and expert.calls == 1
+    detect(guarded, kept_and_deferred[1][:3])
+    assert expert.calls == 1 and guarded.get("/readyz").json()["breaker"] == "open"
 
 
 class Probe:
@@ -190,3 +205,33 @@ def test_a_chunked_body_over_the_limit_is_413(shared_api: TestClient) -> None:
 def test_a_chunked_body_under_the_limit_is_served(shared_api: TestClient) -> None:
     response = shared_api.post("/v1/detect", content=_chunked(50), headers={"content-type": "application/json"})
     assert response.status_code == 200 and len(response.json()["verdicts"]) == 1
+
+
+def test_while_the_expert_is_still_gone_no_request_waits_on_it_after_the_cooldown(
+        config: CascadeConfig, expert: CountingExpert, tiers: Tiers, clock: Clock,
+        kept_and_deferred: KeptDeferred) -> None:
+    """With an expert probe the breaker half-opens only when the background check finds the expert up."""
+    readiness = Probe(False)
+    breaker = CircuitBreaker(failures=2, cooldown_s=30.0, clock=clock, probed=True)
+    service = in_process_service(config, expert, tiers, breaker=breaker, expert_probe=readiness)
+    deferred = [Sample(text=text) for text in kept_and_deferred[1][:1]]
+
+    async def detect_then_settle() -> Any:
+        answer = await service.detect(deferred)
+        await asyncio.gather(*(task for task in asyncio.all_tasks() if task is not asyncio.current_task()))
+        return answer.verdicts[0]
+
+    async def scenario() -> list[tuple[int, str, bool]]:
+        expert.mode = "gone"
+        seen = []
+        for advance, up, mode in ((0.0, False, "gone"), (30.0, False, "gone"), (30.0, True, "ok"), (0.0, True, "ok")):
+            clock.now += advance
+            readiness.answer, expert.mode = up, mode
+            verdict = await detect_then_settle()
+            seen.append((expert.calls, verdict.source, verdict.degraded))
+        return seen
+
+    # tripped by the first call; after a cooldown the check says down: answered degraded, expert not asked;
+    # after another the check says up (that request still degraded); the next request is the probe call
+    assert asyncio.run(scenario()) == [(1, "small", True), (1, "small", True), (1, "small", True), (2, "expert", False)]
+    assert breaker.state == "closed"

@@ -48,3 +48,33 @@ def test_a_cost_budget_states_the_per_call_bound_from_max_model_len(raw: dict) -
     certificate = tune(CascadeConfig.from_dict(raw), progress=False)
     assert "one expert call costs at most 1.024" in certificate["statement"]
     assert certificate["bound"]["cost_per_1k"] <= 500.0
+
+
+def test_cross_fitting_feeds_a_learned_policy_only_and_the_artifact_says_what_it_cost(raw: dict,
+                                                                                      tmp_path: Path) -> None:
+    from cascade.small import SmallTier
+    from experiments.crossfit import labelled_pool
+    from policies.tiers import Hop
+
+    scores = tmp_path / "cache" / "scores"
+    raw["budget"] = {"kind": "cost", "target": 500.0}  # the held-out parts are scored by the expert either way
+    raw["policy"] = {"kind": "confidence", "crossfit_folds": 3}
+    rule = CascadeConfig.from_dict(raw)
+    tune(rule, progress=False)
+    record = json.loads((Path(rule.artifact_dir) / "policy_fit.json").read_text())
+    assert record["crossfit"] is None and record["learned_from"] == record["fit_samples"]
+    assert record["extra_expert_usage"] == {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
+    scored_for_the_rule = len(list(scores.glob("*.json")))
+    raw["policy"] = {"kind": "learned", "crossfit_folds": 3}
+    learned = CascadeConfig.from_dict(raw)
+    certificate = tune(learned, progress=False)
+    assert certificate["part"] == "certify" and certificate["n"] == load_roles(learned).sizes()["certify"]
+    assert len(list(scores.glob("*.json"))) == scored_for_the_rule + 3  # one cached expert run per fold
+    record = json.loads((Path(learned.artifact_dir) / "policy_fit.json").read_text())
+    pool = len(labelled_pool(learned, load_roles(learned).train))
+    assert record["crossfit"] == {"folds": 3, "samples": pool}
+    assert record["learned_from"] == record["fit_samples"] + pool
+    assert record["extra_expert_usage"]["calls"] == pool
+    assert record["choice"] in ("rule", "learned", "blend") and record["reason"]
+    hop, small = Hop.load(Path(learned.artifact_dir) / "hop"), SmallTier.load(Path(learned.artifact_dir) / "small")
+    assert hop.policy.n_features_in_ == small.n_features == 3  # probabilities + predicted expert cost

@@ -5,20 +5,22 @@ every held-out sample (fit, certify and test parts) is scored by both tiers, fro
 cache. Then, for each of ``--seeds`` seeds, the held-out pool is cut at random into a fitting half
 (where the learned policy fits) and an evaluation half (where both policies are measured), the
 protocol of the harness's budget-adherence study. With ``--crossfit``, the learned policy also
-fits on out-of-fold outputs over the train split (:mod:`experiments.crossfit`).
+fits on out-of-fold outputs over the train split (:mod:`experiments.crossfit`), and chooses among
+rule / learned / blend on the fitting half only (the rows drawn like serving traffic).
 
 Per policy and seed: accuracy at 5/10/20/30 % deferral (ties deferred in random order, counted at
 their expected value), the area under the accuracy-vs-deferral curve over [0, 1], and APGR where
 the expert is better than the small tier; then paired differences learned - confidence with 95 %
 t-intervals over seeds. Writes ``experiments/benchmarks/results/policy_comparison.{json,md}``.
 
-    python -m experiments.benchmarks.bench_policy_comparison --seeds 30 --crossfit
+    python -m experiments.benchmarks.bench_policy_comparison --seeds 20 --crossfit
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,15 +43,20 @@ CASES: dict[str, dict[str, Any]] = {
                                  "note": "pixel LR -> CNN trained on tops only; shirt and sandal are anomalies"},
     "shuttle": {"config": "shuttle.yaml", "input_view": 9, "control": ["normal", "anomaly"],
                 "note": "IsolationForest -> knn-vote control (SmolLM2 replaced: too slow on 2 cores)"},
+    "shuttle-supervised": {"config": "shuttle-supervised.yaml", "input_view": 9, "control": ["normal", "anomaly"],
+                           "note": "gradient boosting on 300 labelled rows -> knn-vote control (SmolLM2 replaced)"},
     "spamassassin": {"config": "spamassassin.yaml", "input_view": 8, "control": ["ham", "spam"],
                      "note": "TF-IDF LR on 200 labels -> knn-vote control (SmolLM2 replaced: too slow on 2 cores)"},
+    "spamassassin-oneclass": {"config": "spamassassin-oneclass.yaml", "input_view": 8, "control": ["ham", "spam"],
+                              "note": "TF-IDF kNN fitted on ham only -> knn-vote control (SmolLM2 replaced)"},
 }
 
 
 def case_config(case: dict[str, Any]) -> CascadeConfig:
-    """The shipped config with every held-out sample scored, the input view on, and a cheap expert."""
+    """The shipped config with every held-out sample scored, the input view and the predicted expert cost on,
+    and a cheap expert."""
     raw = CascadeConfig.from_yaml(CONFIGS / case["config"]).model_dump(mode="json")
-    raw["detector"]["input_view"] = case["input_view"]
+    raw["detector"].update(input_view=case["input_view"], cost_feature=True)
     raw["experiment"]["test_samples"] = None
     if "control" in case:
         raw["expert"] = {**CONTROL, "labels": case["control"]}
@@ -106,10 +113,13 @@ def compare(held: dict[str, Any], seeds: int) -> dict[str, Any]:
         small, expert, features = held["small"][evaluate], held["expert"][evaluate], held["features"][evaluate]
         per_policy["confidence"].append(metrics(ConfidencePolicy(n_classes=k).score(features), small, expert))
         for name in variants:
-            parts = [(held["features"][fit], held["small"][fit], held["expert"][fit])]
+            parts = [(held["features"][fit], held["small"][fit], held["expert"][fit], np.ones(len(fit), dtype=bool))]
             if name == "learned+crossfit":
-                parts.append((held["train"]["features"], held["train"]["small"], held["train"]["expert"]))
-            policy = LearnedPolicy(n_classes=k, random_state=seed).fit(*(np.concatenate(p) for p in zip(*parts)))
+                train = held["train"]
+                parts.append((train["features"], train["small"], train["expert"], np.zeros(len(train["small"]), bool)))
+            features_, small_, expert_, exchangeable = (np.concatenate(p) for p in zip(*parts))
+            policy = LearnedPolicy(n_classes=k, random_state=seed).fit(features_, small_, expert_,
+                                                                       exchangeable=exchangeable)
             choices[name].append(policy.choice_)
             per_policy[name].append(metrics(policy.score(features), small, expert))
     keys = list(per_policy["confidence"][0])
@@ -139,7 +149,10 @@ def markdown(report: dict[str, Any]) -> str:
     lines = ["# Learned deferral policy vs Chow's rule (confidence)", "",
              f"{report['date']}; {report['seeds']} seeds (random halves of the held-out pool: fit / evaluate); "
              "regenerate with `python -m experiments.benchmarks.bench_policy_comparison "
-             f"--seeds {report['seeds']}{' --crossfit' if report['crossfit_folds'] else ''}`.", ""]
+             f"--seeds {report['seeds']}{' --crossfit' if report['crossfit_folds'] else ''}`. "
+             f"Shared 2-core machine (load average {report.get('load_average', float('nan')):.1f} at the end). "
+             "A difference is significant when its 95 % interval excludes 0: **below** if the upper end is "
+             "< 0, **above** if the lower end is > 0.", ""]
     keys = [f"acc@{rate:g}" for rate in RATES] + ["area", "apgr"]
     for name, case in report["cases"].items():
         lines += [f"## {name}", "", f"{case['note']}; {case['held_out']} held-out samples, small tier "
@@ -159,12 +172,18 @@ def markdown(report: dict[str, Any]) -> str:
                       f"{row[k]['mean']:+.4f} [{row[k]['low']:+.4f}, {row[k]['high']:+.4f}]") for k in keys]
             lines.append(f"| {policy} − confidence (95% CI) | " + " | ".join(cells) + " | |")
         lines.append("")
+        for policy, row in summary["differences"].items():
+            below = [k for k in keys if row[k]["high"] < 0]
+            above = [k for k in keys if row[k]["low"] > 0]
+            lines.append(f"- {policy}: significantly below confidence at {', '.join(below) or 'no budget'}; "
+                         f"above at {', '.join(above) or 'none'}.")
+        lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--crossfit", type=int, nargs="?", const=5, default=0, metavar="FOLDS",
                         help="also fit the learned policy on out-of-fold training outputs (default 5 folds)")
@@ -189,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["cases"][name] = case
         print(f"{name}: done in {case['seconds']:.0f} s", flush=True)
         args.out.mkdir(parents=True, exist_ok=True)
+        report["load_average"] = os.getloadavg()[0]
         (args.out / "policy_comparison.json").write_text(json.dumps(report, indent=2))
         (args.out / "policy_comparison.md").write_text(markdown(report))
     print(markdown(report))

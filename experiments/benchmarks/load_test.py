@@ -4,8 +4,11 @@ Bounded by design: loopback URLs only, at most ``MAX_CLIENTS`` clients, ``MAX_SE
 ``max_requests`` requests. Every request counts exactly once as answered (2xx), an error (any
 other status) or lost (no response at all: connection error or client timeout). Latencies are
 grouped per path, i.e. the tier that answered (``X-Cascade-Tier``), with degraded answers apart.
-With ``retry_503`` a client that gets a 503 with ``Retry-After`` waits that long and sends the
-same request again, up to ``MAX_RETRIES`` times (counted in ``retried_503``; its latency includes the wait).
+With ``retry`` a client sends a request again as :class:`~cascade.client.CascadeClient` does
+(:func:`~cascade.client.retry_delay`), up to ``MAX_RETRIES`` times: after a 503's ``Retry-After``
+(counted in ``retried_503``), or after a short back-off for a 5xx that is not the app's (Serve's
+proxy answers a plain 500 when the router replica holding the request died; ``retried_no_answer``).
+Its latency includes the waits; ``statuses`` count final answers only.
 
     python experiments/benchmarks/load_test.py --url http://127.0.0.1:8000 --clients 8 --seconds 20
 """
@@ -25,6 +28,8 @@ from urllib.parse import urlparse
 import httpx
 import numpy as np
 
+from cascade.client import retry_delay
+
 MAX_CLIENTS = 64
 MAX_SECONDS = 300.0
 MAX_RETRIES = 10
@@ -41,12 +46,16 @@ class LoadReport:
     errors: int = 0
     lost: int = 0
     retried_503: int = 0
+    retried_no_answer: int = 0
+    answered_at: list[tuple[float, float, str]] = field(default_factory=list)
     statuses: dict[int, int] = field(default_factory=dict)
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)
     error_samples: list[str] = field(default_factory=list)
 
-    def record(self, path: str, latency_ms: float) -> None:
+    def record(self, path: str, latency_ms: float, sent_s: float) -> None:
+        """An answered request: its path, latency, and when it was sent (seconds into the run)."""
         self.latencies_ms.setdefault(path, []).append(latency_ms)
+        self.answered_at.append((sent_s, latency_ms, path))
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready numbers: totals, throughput and p50/p95/p99 per path."""
@@ -59,6 +68,7 @@ class LoadReport:
         }
         return {"clients": self.clients, "seconds": self.seconds, "sent": self.sent, "answered": answered,
                 "errors": self.errors, "lost": self.lost, "retried_503": self.retried_503,
+                "retried_no_answer": self.retried_no_answer,
                 "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
                 "throughput_rps": answered / self.seconds,
                 **{f"p{q}_ms": float(np.percentile(every, q)) if every else None for q in (50, 95, 99)},
@@ -73,7 +83,7 @@ def check_loopback(url: str) -> None:
 
 
 async def run_load(url: str, texts: Sequence[str], clients: int = 8, seconds: float = 20.0,
-                   max_requests: int = 100_000, timeout_s: float = 60.0, retry_503: bool = False) -> LoadReport:
+                   max_requests: int = 100_000, timeout_s: float = 60.0, retry: bool = False) -> LoadReport:
     """``clients`` concurrent loops, each posting one text at a time to ``/v1/detect`` for ``seconds``.
 
     Texts are taken in turn from ``texts``; pass a mix (e.g. confident and uncertain samples) to
@@ -88,7 +98,8 @@ async def run_load(url: str, texts: Sequence[str], clients: int = 8, seconds: fl
         raise ValueError("need at least one text to send")
     report = LoadReport(clients=clients, seconds=seconds)
     order = itertools.cycle(range(len(texts)))
-    deadline = time.perf_counter() + seconds
+    begun = time.perf_counter()
+    deadline = begun + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
     async def client(http: httpx.AsyncClient) -> None:
@@ -98,11 +109,15 @@ async def run_load(url: str, texts: Sequence[str], clients: int = 8, seconds: fl
             started = time.perf_counter()
             try:
                 response = await http.post("/v1/detect", json=body)
-                for _ in range(MAX_RETRIES if retry_503 else 0):
-                    if response.status_code != 503 or "retry-after" not in response.headers:
+                for _ in range(MAX_RETRIES if retry else 0):
+                    delay = retry_delay(response)
+                    if delay is None:
                         break
-                    report.retried_503 += 1
-                    await asyncio.sleep(float(response.headers["retry-after"]))
+                    if response.status_code == 503:
+                        report.retried_503 += 1
+                    else:
+                        report.retried_no_answer += 1
+                    await asyncio.sleep(delay)
                     response = await http.post("/v1/detect", json=body)
             except httpx.HTTPError as exc:
                 report.lost += 1
@@ -115,12 +130,12 @@ async def run_load(url: str, texts: Sequence[str], clients: int = 8, seconds: fl
                 report.error_samples.append(f"HTTP {response.status_code}: {response.text[:200]}")
                 continue
             degraded = response.headers.get("x-cascade-degraded", "0") != "0"
-            report.record("degraded" if degraded else response.headers.get("x-cascade-tier", "unknown"), latency_ms)
+            report.record("degraded" if degraded else response.headers.get("x-cascade-tier", "unknown"), latency_ms,
+                          started - begun)
 
     async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as http:
-        started = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
-        report.seconds = time.perf_counter() - started
+        report.seconds = time.perf_counter() - begun
     return report
 
 
