@@ -42,6 +42,7 @@ from deployments.control import ControlAccess
 from deployments.detector import SmallDetector, small_in_router
 from deployments.expert import ExpertServer, expert_env
 from deployments.holder import BudgetHolder
+from deployments.knobs import router_user_config
 from deployments.router import CascadeRouter
 
 APP_NAME = "cascade"
@@ -103,6 +104,7 @@ def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
                          "max_queued_requests": shared.max_queued_requests,
                          "logging_config": {"enable_access_log": False},
                          "ray_actor_options": {"num_cpus": shared.num_cpus, "runtime_env": {"env_vars": env}}}
+    options["router"]["user_config"] = router_user_config(config)  # runtime knobs: serve deploy changes them in place
     options["router"]["backpressure_config"] = BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s)
     options["expert"]["health_check_period_s"] = settings.expert_health_check_period_s
     return options

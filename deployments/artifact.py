@@ -28,7 +28,8 @@ HOP_DIR = "hop"
 class ServedPolicy:
     """The router's share of the artifact: policy, starting threshold, certificate, labels, modality.
 
-    Verdict labels are ``config.expert.labels``, index for index with the small tier's classes.
+    Verdict labels are ``config.expert.labels``, index for index with the small tier's classes;
+    ``n_features`` is the width of the feature rows the detector was fitted on (``None`` for texts).
     """
 
     policy: Any
@@ -37,6 +38,7 @@ class ServedPolicy:
     label_names: tuple[str, ...]
     modality: Modality
     small_dir: Path
+    n_features: int | None = None
 
     def controller(self, config: CascadeConfig) -> Any:
         """A fresh :class:`~policies.OnlineController` at the fitted threshold, with the certificate's tie
@@ -83,7 +85,8 @@ def load_served(config: CascadeConfig) -> ServedPolicy:
         raise ArtifactError(f"{root / HOP_DIR}: threshold is {hop.threshold}; serving needs a finite threshold")
     certificate = hop.certificate.model_dump(mode="json") if hop.certificate is not None else None
     return ServedPolicy(policy=hop.policy, threshold=float(hop.threshold), certificate=certificate,
-                        label_names=tuple(config.expert.labels), modality=modality, small_dir=root / SMALL_DIR)
+                        label_names=tuple(config.expert.labels), modality=modality, small_dir=root / SMALL_DIR,
+                        n_features=getattr(small.detector, "n_features_in_", None) if modality == "features" else None)
 
 
 def served_modality(config: CascadeConfig) -> Modality:

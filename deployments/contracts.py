@@ -61,6 +61,7 @@ class ServiceSettings:
     breaker_failures: int = 3
     breaker_cooldown_s: float = 5.0
     readiness_timeout_s: float = 2.0
+    n_features: int | None = None
 
     @classmethod
     def from_config(cls, config: CascadeConfig, served: ServedPolicy) -> "ServiceSettings":
@@ -70,7 +71,7 @@ class ServiceSettings:
                    expert_timeout_s=serve.expert_timeout_s, max_samples_per_request=serve.max_samples_per_request,
                    budget_kind=config.budget.kind, certificate=served.certificate,
                    breaker_failures=serve.breaker.failures, breaker_cooldown_s=serve.breaker.cooldown_s,
-                   readiness_timeout_s=serve.readiness_timeout_s)
+                   readiness_timeout_s=serve.readiness_timeout_s, n_features=served.n_features)
 
 
 class InvalidBudget(ValueError):

@@ -17,7 +17,7 @@ import numpy as np
 from ray import serve
 
 from cascade.config import CascadeConfig
-from deployments.answers import Payload, SmallScores
+from deployments.answers import Payload, SmallScores, joined, samples_in
 
 
 def score_small(small: Any, X: Payload) -> SmallScores:
@@ -34,16 +34,6 @@ def small_in_router(config: CascadeConfig) -> bool:
     """Whether the small tier runs inside the router replicas (else in the ``SmallDetector`` deployment)."""
     placement = config.serve.small_tier
     return config.detector.kind in LIGHT_DETECTORS if placement == "auto" else placement == "router"
-
-
-def samples_in(payloads: list[Payload]) -> int:
-    """Samples in a batch of requests (the unit ``@serve.batch`` fills up to ``max_batch_size``)."""
-    return sum(len(p) for p in payloads)
-
-
-def joined(payloads: list[Payload]) -> Payload:
-    """The samples of several requests as one payload."""
-    return [t for p in payloads for t in p] if isinstance(payloads[0], list) else np.concatenate(payloads)
 
 
 @serve.deployment

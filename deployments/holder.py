@@ -7,7 +7,8 @@ change, the holder writes its state (controller and live leases) to Ray's intern
 ``cascade/<app>/budget``, so a restarted holder resumes where it was, and a restarted router loses
 nothing (its unreported lease expires). The checkpoint is keyed by a fingerprint of what it depends
 on (the artifact's threshold and certificate, the budget settings, a format version): an app
-deployed with a different budget starts fresh. It lives as long as the Ray cluster.
+deployed with a different budget starts fresh. It lives as long as the Ray cluster. A target
+declared in the holder's ``user_config`` (``serve deploy``) is applied when the declaration changes.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any
 
 from ray import serve
 
-from cascade.config import CascadeConfig
+from cascade.config import CascadeConfig, ConfigError
 from deployments.artifact import ServedPolicy
+from deployments.knobs import HOLDER_KNOBS, with_knobs
 from policies.leases import BudgetLedger, Lease, Report
 
 CHECKPOINT_VERSION = 1
@@ -39,15 +41,34 @@ class BudgetHolder:
 
     def __init__(self, config: CascadeConfig, served: ServedPolicy) -> None:
         shared = config.serve.shared_budget
+        self._config = config
+        self._declared: float | None = None
         self._key = f"cascade/{serve.get_replica_context().app_name}/budget"
         self._fingerprint = budget_fingerprint(config, served)
         stored = self._load()
         if stored is not None and stored.get("fingerprint") == self._fingerprint:
             self._ledger = BudgetLedger.restore(stored["ledger"], shared.lease_deferrals, shared.lease_ttl_s)
+            self._declared = stored.get("declared")
             self.resumed = True
         else:
             self._ledger = BudgetLedger(served.controller(config), shared.lease_deferrals, shared.lease_ttl_s)
             self.resumed = False
+        self._save()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve's ``user_config``: a declared ``budget.target`` (:mod:`deployments.knobs`), applied when
+        it differs from the last one declared, so a later ``PUT /v1/budget`` survives holder restarts."""
+        target = with_knobs(self._config, user_config, HOLDER_KNOBS).budget.target
+        if "target" not in user_config.get("budget", {}) or target == self._declared:
+            return
+        if self._config.budget.kind != "rate":
+            raise ConfigError(f"user_config.budget.target: only a rate budget's target changes at run time; this "
+                              f"app's budget is '{self._config.budget.kind}'")
+        try:
+            self._ledger.set_target(target)
+        except ValueError as exc:
+            raise ConfigError(f"user_config.budget.target: {exc}") from None
+        self._declared = target
         self._save()
 
     async def exchange(self, report: Report) -> Lease:
@@ -78,5 +99,6 @@ class BudgetHolder:
     def _save(self) -> None:
         from ray.experimental.internal_kv import _internal_kv_put
 
-        value = json.dumps({"fingerprint": self._fingerprint, "ledger": self._ledger.snapshot()})
+        value = json.dumps({"fingerprint": self._fingerprint, "ledger": self._ledger.snapshot(),
+                            "declared": self._declared})
         _internal_kv_put(self._key, value, overwrite=True, namespace=KV_NAMESPACE)

@@ -2,7 +2,7 @@
 
 Bad input never reaches the service: malformed JSON and an empty body are 400, a body that is not
 JSON is 415, anything over a size limit is 413 (chunked bodies too), every other validation failure
-is 422; each body names the fields at fault (:class:`~deployments.schemas.ErrorResponse`). A change
+(feature rows of the wrong width or with NaN / inf too, checked per request in numpy) is 422; each body names the fields at fault (:class:`~deployments.schemas.ErrorResponse`). A change
 to the running app (``PUT /v1/budget``) without the control token is 401, or 403 when no token is
 configured (:mod:`deployments.guard`). An expert failure is never an error (the small tier's verdict
 comes back, flagged ``degraded``); only a failed small tier is a 503, with ``Retry-After``. Every
@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cascade import __version__
 from cascade.config import ServeConfig
+from deployments.answers import InvalidSamples
 from deployments.budgets import BudgetUnavailable
 from deployments.control import ControlAccess
 from deployments.guard import RequestGuard
@@ -83,6 +84,11 @@ def build_http_app(service: CascadeService, limits: ServeConfig, access: Control
     @app.exception_handler(InvalidBudget)
     async def _invalid_budget(request: Request, exc: InvalidBudget) -> JSONResponse:
         return _error(422, "invalid_request", f"target: {exc}", [FieldProblem(field="target", problem=str(exc))])
+
+    @app.exception_handler(InvalidSamples)
+    async def _invalid_samples(request: Request, exc: InvalidSamples) -> JSONResponse:
+        problems = [FieldProblem(field=field, problem=problem) for field, problem in exc.problems]
+        return _error(422, "invalid_request", _summary(problems), problems)
 
     @app.exception_handler(SmallTierUnavailable)
     async def _small_down(request: Request, exc: SmallTierUnavailable) -> JSONResponse:

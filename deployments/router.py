@@ -14,7 +14,6 @@ reports back after each batch, off the request path (:mod:`policies.leases`). ``
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +23,14 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from cascade.config import CascadeConfig
-from deployments.answers import Payload, SmallScores, Triage
+from deployments.answers import Payload, SmallScores, Triage, samples_in
 from deployments.artifact import ServedPolicy
 from deployments.budgets import SharedBudget
 from deployments.control import ControlAccess
-from deployments.detector import joined, samples_in, score_small
+from deployments.detector import score_small
 from deployments.expert import ExpertHandle
 from deployments.http import build_http_app
+from deployments.knobs import ROUTER_KNOBS, with_knobs
 from deployments.contracts import ServiceSettings
 from deployments.service import CascadeService
 from policies.leases import Lease, LeasedBudget, Report
@@ -46,14 +46,13 @@ class CascadeRouter:
         from cascade.small import SmallTier
 
         self._config = config
+        self._served = served
         self._access = access
         self._detector = detector
         self._small_tier = SmallTier.load(Path(served.small_dir)) if detector is None else None
         self._holder = holder
-        self._chunk = config.serve.max_batch_size
         self._expert = ExpertHandle(expert)
-        self._triage_batch.set_max_batch_size(config.serve.max_batch_size)
-        self._triage_batch.set_batch_wait_timeout_s(config.serve.router_batch_wait_timeout_s)
+        self._set_batching(config)
         leased = LeasedBudget(serve.get_replica_context().replica_tag, self._exchange, threshold=served.threshold,
                               hard_cap=config.budget.hard_cap, ttl_s=config.serve.shared_budget.lease_ttl_s)
         self._service = CascadeService(
@@ -64,22 +63,35 @@ class CascadeRouter:
         )
         await leased.start()  # the first lease before the first request: a new replica can defer at once
 
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve's ``user_config``: the router's runtime knobs (:mod:`deployments.knobs`), checked by the
+        config's own models; applied to the next batch and the next expert call."""
+        config = with_knobs(self._config, user_config, ROUTER_KNOBS)  # knobs left out: as the config sets them
+        self._set_batching(config)
+        self._service.retune(ServiceSettings.from_config(config, self._served))
+
+    def _set_batching(self, config: CascadeConfig) -> None:
+        self._chunk = config.serve.max_batch_size
+        self._triage_batch.set_max_batch_size(config.serve.max_batch_size)
+        self._triage_batch.set_batch_wait_timeout_s(config.serve.router_batch_wait_timeout_s)
+
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_http_app(self._service, self._config.serve, self._access)
 
     async def _triage(self, payload: Payload) -> Triage:
-        """This request's share of the batches it joins (cut in chunks of at most ``max_batch_size``)."""
+        """This request's share of the batches it joins (cut in chunks of at most ``max_batch_size``);
+        raises what failed its own samples only."""
         chunks = [payload[start:start + self._chunk] for start in range(0, len(payload), self._chunk)]
-        return Triage.join(await asyncio.gather(*(self._triage_batch(chunk) for chunk in chunks)))
+        parts = await asyncio.gather(*(self._triage_batch(chunk) for chunk in chunks))
+        for part in parts:
+            if isinstance(part, BaseException):
+                raise part
+        return Triage.join(parts)
 
     @serve.batch(batch_size_fn=samples_in)
-    async def _triage_batch(self, payloads: list[Payload]) -> list[Triage]:
-        """Small tier, policy and budget once for every waiting request; one triage per request."""
-        started = time.perf_counter()
-        payload = joined(payloads)
-        small = await self._small(payload)
-        triage = self._service.triage(small, (time.perf_counter() - started) * 1000.0, payload)
-        return triage.split([len(p) for p in payloads])
+    async def _triage_batch(self, payloads: list[Payload]) -> list[Triage | BaseException]:
+        """Small tier, policy and budget once for every waiting request; one triage (or error) per request."""
+        return await self._service.triage_batch(payloads)
 
     async def _small(self, payload: Payload) -> SmallScores:
         """The small tier's answer: scored here, or by the detector deployment in its batch-sized chunks."""

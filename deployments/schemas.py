@@ -28,9 +28,16 @@ class _Body(BaseModel):
 
 
 class DetectSample(Sample):
-    """A sample as the API takes it: a :class:`~cascade.types.Sample` with a non-blank text."""
+    """A sample as the API takes it: a :class:`~cascade.types.Sample` with a non-blank text; its
+    features are checked per request in numpy (:func:`deployments.answers.feature_rows`)."""
 
     id: str | None = Field(None, max_length=256)
+
+    @field_validator("features")
+    @classmethod
+    def _finite(cls, value: list[float] | None) -> list[float] | None:
+        """Not checked value by value here: the service checks feature rows in numpy (width, NaN, inf)."""
+        return value
 
     @field_validator("text")
     @classmethod

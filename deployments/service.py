@@ -23,7 +23,7 @@ import numpy as np
 
 from cascade.experts.errors import ExpertUnavailable
 from cascade.types import CostModel, Sample, Verdict
-from deployments.answers import Answers, Payload, SmallScores, Triage, payload_of, take
+from deployments.answers import Answers, InvalidSamples, Payload, SmallScores, Triage, feature_rows, joined, payload_of, take
 from deployments.breaker import CircuitBreaker
 from deployments.contracts import (
     Budget,
@@ -82,6 +82,12 @@ class CascadeService:
                                                  probed=expert_probe is not None)
         self._expert_check: asyncio.Task[None] | None = None
 
+    def retune(self, settings: ServiceSettings) -> None:
+        """New settings for the next request (timeouts, breaker thresholds); the breaker keeps its state."""
+        self.settings = settings
+        self.breaker.failures = settings.breaker_failures
+        self.breaker.cooldown_s = settings.breaker_cooldown_s
+
     @property
     def modality(self) -> Modality:
         return self.settings.modality
@@ -89,7 +95,7 @@ class CascadeService:
     async def detect(self, samples: Sequence[Sample], rationale: bool = False) -> DetectResponse:
         """Verdicts for ``samples``, in order."""
         started = time.perf_counter()
-        payload = payload_of(samples, self.modality)
+        payload = payload_of(samples, self.modality, self.settings.n_features)  # InvalidSamples: 422, this request only
         try:
             triage = await self._triaged(payload)
         except Exception as exc:  # without the small tier there is no answer to give: 503, not 500
@@ -116,7 +122,8 @@ class CascadeService:
                 id=samples[i].id, label=str(self._labels[label_index[i]]), probability=float(probability[i]),
                 source=answers.source[i], deferral_score=float(scores[i]), threshold=float(triage.thresholds[i]),
                 cost=float(answers.cost[i]),
-                latency_ms={"small": small_ms, **({"expert": expert_ms} if defer[i] else {}), "total": total_ms},
+                latency_ms={"small": small_ms, "policy": triage.policy_ms, **({"expert": expert_ms} if defer[i] else {}),
+                            "total": total_ms},
                 degraded=bool(answers.degraded[i]),
                 prompt_tokens=int(answers.prompt_tokens[i]) if answers.source[i] == "expert" else None,
                 completion_tokens=int(answers.completion_tokens[i]) if answers.source[i] == "expert" else None,
@@ -132,12 +139,25 @@ class CascadeService:
     def triage(self, small: SmallScores, small_ms: float, payload: Payload) -> Triage:
         """Policy scores and the budget's decisions for a batch of small-tier answers to ``payload``
         (one controller call; the samples break ties at the threshold)."""
+        started = time.perf_counter()
         scores = np.asarray(self._policy.score(small.features), dtype=float)
         thresholds = np.full(len(scores), self._controller.threshold)
         defer = np.asarray(self._controller.decide(scores, payload), dtype=bool)
-        triage = Triage(small, scores, thresholds, defer, small_ms)
-        self._record_batch(triage)
-        return triage
+        self._record_batch(defer, small_ms)
+        return Triage(small, scores, thresholds, defer, small_ms, _ms_since(started))
+
+    async def triage_batch(self, payloads: list[Payload]) -> list[Triage | BaseException]:
+        """:meth:`triage` once for several requests' samples, split back per request. When the small tier
+        fails on the batch, each request is scored alone, so a request it cannot score fails by itself."""
+        started = time.perf_counter()
+        try:
+            payload = joined(payloads)
+            small = await self._small(payload)
+        except Exception:
+            if len(payloads) == 1:
+                raise
+            return list(await asyncio.gather(*(self._triage_alone(p) for p in payloads), return_exceptions=True))
+        return self.triage(small, _ms_since(started), payload).split([len(p) for p in payloads])
 
     async def _triage_alone(self, payload: Payload) -> Triage:
         """This request on its own: ask the small tier, then :meth:`triage`."""
@@ -149,7 +169,7 @@ class CascadeService:
         """The expert's answer about one sample; degraded (no answer, the reason) if it fails."""
         started = time.perf_counter()
         sample = request.sample
-        payload = sample.text if sample.text is not None else np.asarray(sample.features, dtype=float)
+        payload = sample.text if sample.text is not None else self._feature_row(sample.features or [])
         history = [turn.model_dump() for turn in request.history] or None
         label = request.verdict.label if request.verdict is not None else None
         try:
@@ -165,6 +185,12 @@ class CascadeService:
         return ExplainResponse(answer=explanation.text, history=explanation.history, cost=explanation.cost,
                                prompt_tokens=explanation.prompt_tokens, completion_tokens=explanation.completion_tokens,
                                latency_ms=_ms_since(started))
+
+    def _feature_row(self, features: list[float]) -> np.ndarray:
+        try:
+            return feature_rows([features], self.settings.n_features)[0]
+        except InvalidSamples as exc:
+            raise InvalidSamples([("sample.features", problem) for _, problem in exc.problems]) from None
 
     async def budget(self) -> BudgetState:
         """The app's budget now, and which guarantee covers its threshold."""
@@ -279,19 +305,19 @@ class CascadeService:
                 continue
             answers.take_rationale(int(index[position]), outcome)
 
-    def _record_batch(self, triage: Triage) -> None:
+    def _record_batch(self, defer: np.ndarray, small_ms: float) -> None:
         """Metrics known once per batch: deferrals, small-tier cost and latency, the budget's state."""
         metrics = self.metrics
-        deferrals = int(np.count_nonzero(triage.defer))
+        deferrals = int(np.count_nonzero(defer))
         if deferrals:
             metrics.deferrals.inc(deferrals)
         if self._cost.small_per_call > 0:
-            metrics.cost.inc(self._cost.small_per_call * len(triage.defer), tags={"tier": "small"})
+            metrics.cost.inc(self._cost.small_per_call * len(defer), tags={"tier": "small"})
         state = self._controller.state()
         if state:  # a replica's shared budget has no state before its first lease
             metrics.deferral_rate.set(state["realised_rate"])
             metrics.threshold.set(state["threshold"])
-        metrics.latency.observe(triage.small_ms, tags={"tier": "small"})
+        metrics.latency.observe(small_ms, tags={"tier": "small"})
 
     def _record(self, answers: "Answers", defer: np.ndarray, total_ms: float) -> None:
         """Metrics known once the request is answered: samples per answering tier, expert cost, latency."""

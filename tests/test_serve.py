@@ -66,7 +66,8 @@ def test_a_verdict_carries_label_probability_tier_score_threshold_cost_and_laten
     assert verdict["source"] == "small" and verdict["degraded"] is False
     assert verdict["deferral_score"] <= verdict["threshold"]
     assert verdict["cost"] == pytest.approx(0.001)
-    assert set(verdict["latency_ms"]) == {"small", "total"}
+    assert set(verdict["latency_ms"]) == {"small", "policy", "total"}
+    assert 0 < verdict["latency_ms"]["policy"] < verdict["latency_ms"]["total"]
 
 
 def test_confident_samples_never_touch_the_expert(api_expert_down: TestClient,
