@@ -10,8 +10,8 @@ sections, each one heavy job, merged into ``experiments/benchmarks/results/exper
   prefill reaches (prefill FLOPs ~ 2 x parameters x prompt tokens).
 - ``modes``: vLLM samples/s and load time with ``enforce_eager`` and ``prefix_caching`` on and off.
 
-    flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_experts --section experts
-    flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_experts --section modes --samples 150
+    python -m experiments.benchmarks.bench_experts --section experts
+    python -m experiments.benchmarks.bench_experts --section modes --samples 150
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ a paired bootstrap interval of AUROC(``--default``) - AUROC(baseline) over the s
 ``--merge`` keeps the rows of an earlier report on the same mails, so the grid and the baseline can
 run as two shorter jobs:
 
-    flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_prompts \\
+    python -m experiments.benchmarks.bench_prompts \\
         --grid 0x1x256 2x32x96 4x20x64 4x32x64
-    flock /tmp/cascade-heavy.lock python -m experiments.benchmarks.bench_prompts \\
+    python -m experiments.benchmarks.bench_prompts \\
         --grid --baseline bfbc707 --merge
 
 On a slow machine ``--part I/N`` scores only every N-th mail from the I-th on (grid and
