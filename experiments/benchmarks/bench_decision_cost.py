@@ -30,6 +30,7 @@ from threadpoolctl import threadpool_limits
 from cascade.expert_cost import PredictedExpertCost
 from cascade.types import CostModel
 from policies import ConfidencePolicy, DeferralData, LearnedPolicy, simulate
+from experiments.benchmarks.results_io import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BATCHES = (1, 64, 1024, 100_000)
@@ -113,9 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "numpy": np.__version__, "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                   "targets": TARGETS, "rows": decision_cost()}
         report["load_average"] = os.getloadavg()[0]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "decision_cost.json").write_text(json.dumps(report, indent=2))
-    (args.out / "decision_cost.md").write_text(markdown(report))
+    write_results(args.out, "decision_cost", report, markdown)
     print(json.dumps(report, indent=2))
     return report
 

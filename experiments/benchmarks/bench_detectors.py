@@ -32,6 +32,7 @@ from cascade import data
 from cascade.calibration import calibration_summary, ece, make_calibrator
 from cascade.config import CascadeConfig
 from cascade.small import SmallTier
+from experiments.benchmarks.results_io import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CALIBRATORS = ("temperature", "platt", "isotonic")
@@ -148,9 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         rows = merge_rows(rows)
     out = {"benchmark": "detectors", "when": datetime.now(UTC).isoformat(timespec="seconds"),
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "detectors.json").write_text(json.dumps(out, indent=1))
-    (RESULTS / "detectors.md").write_text(markdown(out))
+    write_results(RESULTS, "detectors", out, markdown, indent=1)
     print(json.dumps(out, indent=1))
     return out
 

@@ -38,6 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from cascade.types import CostModel
 from experiments.benchmarks.adherence_e2e import QUANTILE, RawPool, TunerFactory, null_cell, run_splits
+from experiments.benchmarks.results_io import write_results
 from policies import (
     AcceptedErrorTuner, BudgetTuner, ConfidencePolicy, CostTuner, DeferralData, EntropyPolicy, JointTuner,
     MarginPolicy, OnlineController, OraclePolicy, PosthocPolicy, RandomPolicy, RateTuner, deferral_curve,
@@ -343,9 +344,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         report["adherence"].append(adherence_block("SpamAssassin", *spam, (600, 600), args.splits, spam_tuners))
     report["burst_cap"] = burst_cap()
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "policies.json").write_text(json.dumps(report, indent=2))
-    (args.out / "policies.md").write_text(markdown(report))
+    write_results(args.out, "policies", report, markdown)
     print(json.dumps(report, indent=2))
     return report
 

@@ -31,6 +31,7 @@ from scipy import stats
 
 from cascade.config import CascadeConfig
 from policies import ConfidencePolicy, LearnedPolicy, expected_deferral_gain
+from experiments.benchmarks.results_io import write_results
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -207,10 +208,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         case["seconds"] = time.perf_counter() - started
         report["cases"][name] = case
         print(f"{name}: done in {case['seconds']:.0f} s", flush=True)
-        args.out.mkdir(parents=True, exist_ok=True)
         report["load_average"] = os.getloadavg()[0]
-        (args.out / "policy_comparison.json").write_text(json.dumps(report, indent=2))
-        (args.out / "policy_comparison.md").write_text(markdown(report))
+        write_results(args.out, "policy_comparison", report, markdown)
     print(markdown(report))
     return report
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import tempfile
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from cascade.config import CascadeConfig
+from experiments.benchmarks.results_io import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL_ID = "expert-model"
@@ -184,9 +184,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         model = str(build_tiny_llama(Path(tempfile.mkdtemp(prefix="cascade-tiny-")) / "tiny-llama"))
     result = benchmark(model, args.batches)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_llm.json").write_text(json.dumps(result, indent=2))
-    (args.out / "serve_llm.md").write_text(markdown(result))
+    write_results(args.out, "serve_llm", result, markdown)
     print(markdown(result))
 
 
