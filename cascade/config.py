@@ -95,7 +95,9 @@ class ExpertConfig(_Section):
     api_key_env: str | None = Field(
         None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="kind 'openai': NAME of the environment variable holding the API key, sent as a bearer token")
-    dtype: Literal["bfloat16", "float16", "float32", "auto"] = "bfloat16"
+    dtype: Literal["bfloat16", "float16", "float32", "auto"] = Field(
+        "auto", description="engine dtype (vllm, transformers); auto: bfloat16 on a GPU or a CPU with bf16 "
+                            "instructions, float32 on other CPUs (see cascade.experts.dtype)")
     max_model_len: int = Field(2048, gt=0)
     kv_cache_gib: float = Field(1.0, gt=0)
     max_num_seqs: int = Field(16, gt=0)

@@ -39,7 +39,7 @@ class _Counter:
         return _scores(self.value)
 
 
-LLM = ExpertConfig(kind="transformers", model="some-model", shots=4)
+LLM = ExpertConfig(kind="transformers", model="some-model", shots=4, dtype="bfloat16")
 
 
 @pytest.mark.parametrize("change", [
@@ -53,6 +53,19 @@ def test_every_answer_changing_field_changes_the_fingerprint(change: dict[str, o
 def test_fields_that_do_not_change_answers_keep_the_fingerprint() -> None:
     same = LLM.model_copy(update={"timeout_s": 99.0, "max_retries": 7, "api_key_env": "KEY", "retry_backoff_s": 2.0})
     assert expert_fingerprint(same, "text") == expert_fingerprint(LLM, "text")
+
+
+def test_auto_dtype_is_keyed_by_the_type_it_resolves_to_on_this_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cascade.experts import dtype as dtypes
+
+    auto = LLM.model_copy(update={"dtype": "auto"})
+    monkeypatch.setattr(dtypes, "_cuda_half_type", lambda: None)
+    monkeypatch.setattr(dtypes, "_cpu_flags", lambda: frozenset({"avx2", "amx_bf16"}))
+    on_bf16_cpu = expert_fingerprint(auto, "text")
+    assert on_bf16_cpu == expert_fingerprint(LLM, "text")  # the same numbers as an explicit bfloat16
+    monkeypatch.setattr(dtypes, "_cpu_flags", lambda: frozenset({"avx2"}))
+    assert expert_fingerprint(auto, "text") == expert_fingerprint(LLM.model_copy(update={"dtype": "float32"}), "text")
+    assert expert_fingerprint(auto, "text") != on_bf16_cpu  # scores from a bf16 machine are not reused
 
 
 def test_prompt_format_library_versions_and_modality_are_in_the_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:

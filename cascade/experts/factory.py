@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
 
 from cascade.config import ExpertConfig
 from cascade.data import Dataset
+from cascade.experts.dtype import resolve_dtype
 from cascade.experts.knn_vote import KnnVoteExpert
 from cascade.experts.engines.base import Engine
 from cascade.experts.labels import SPELLINGS
@@ -22,6 +24,8 @@ from cascade.experts.llm import LLMExpert
 from cascade.experts.protocol import Expert
 from cascade.experts.retrieval import NeighbourRetriever
 from cascade.types import CostModel
+
+_log = logging.getLogger(__name__)
 
 
 def make_expert(config: ExpertConfig, cost: CostModel | None = None, pool: Dataset | None = None) -> Expert:
@@ -67,10 +71,13 @@ def make_expert(config: ExpertConfig, cost: CostModel | None = None, pool: Datas
 
 def _engine(config: ExpertConfig, model_dir: object, tokenizer: object) -> Engine:
     batch_size = config.batch_size or config.max_num_seqs
+    dtype = resolve_dtype(config.dtype)  # 'auto': bfloat16 only where the hardware computes it natively
+    if dtype != config.dtype:
+        _log.info("expert.dtype auto resolved to %s on this machine", dtype)
     if config.kind == "vllm":
         from cascade.experts.engines.vllm_local import VllmEngine
 
-        return VllmEngine(model_dir, dtype=config.dtype, max_model_len=config.max_model_len,  # type: ignore[arg-type]
+        return VllmEngine(model_dir, dtype=dtype, max_model_len=config.max_model_len,  # type: ignore[arg-type]
                           kv_cache_gib=config.kv_cache_gib, max_num_seqs=config.max_num_seqs,
                           max_choices=len(SPELLINGS) * len(config.labels), enforce_eager=config.enforce_eager,
                           prefix_caching=config.prefix_caching)
@@ -84,7 +91,7 @@ def _engine(config: ExpertConfig, model_dir: object, tokenizer: object) -> Engin
                             backoff_s=config.retry_backoff_s, api_key=_api_key(config))
     from cascade.experts.engines.hf_transformers import TransformersEngine
 
-    return TransformersEngine(model_dir, tokenizer, dtype=config.dtype, batch_size=batch_size)  # type: ignore[arg-type]
+    return TransformersEngine(model_dir, tokenizer, dtype=dtype, batch_size=batch_size)
 
 
 def _api_key(config: ExpertConfig) -> str | None:

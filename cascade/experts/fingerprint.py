@@ -1,7 +1,7 @@
 """What an expert's answers depend on, for caches of its scores.
 
 The fingerprint holds the config fields that change answers (not timeouts, retries or the API
-key's variable name), the prompt exactly as built (template strings, the system message, the
+key's variable name; ``dtype`` as resolved on this machine), the prompt exactly as built (template strings, the system message, the
 prompt-format and label-scoring versions), the model's identity (its config, tokenizer files and
 weight sizes) and the versions of the libraries that compute the numbers (vLLM, torch,
 transformers). Change any of them and a score cache keyed by the fingerprint misses.
@@ -21,6 +21,7 @@ from typing import Any
 
 from cascade.config import ExpertConfig
 from cascade.experts.builder import PROMPT_FORMAT
+from cascade.experts.dtype import resolve_dtype
 from cascade.experts.labels import SCORING_FORMAT
 from cascade.experts.prompts import default_template
 
@@ -45,6 +46,8 @@ def expert_fingerprint(config: ExpertConfig, modality: str) -> dict[str, Any]:
         "libraries": {name: _version(name) for name in _LIBRARIES[config.kind]},
     }
     models: dict[str, str] = {}
+    if config.kind in LLM_KINDS and config.kind != "openai":  # the server's dtype is the server's
+        fingerprint["config"]["dtype"] = resolve_dtype(config.dtype)  # 'auto' differs between machines
     if config.kind in LLM_KINDS:
         template = default_template("features" if modality == "features" else "text", config.labels, config.template)
         fingerprint["prompt"] = {"template": asdict(template), "prompt_format": PROMPT_FORMAT,

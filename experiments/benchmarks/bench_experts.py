@@ -6,8 +6,9 @@ sections, each one heavy job, merged into ``experiments/benchmarks/results/exper
 
 - ``experts``: AUROC, accuracy, samples/s and prompt tokens of the no-LLM control vote, SmolLM2 on
   transformers and on vLLM with the same prompts (throughput ratio, probability differences), and
-  vLLM zero-shot; the fraction of this machine's measured bf16 matmul throughput that vLLM's
-  prefill reaches (prefill FLOPs ~ 2 x parameters x prompt tokens).
+  vLLM zero-shot; the fraction of this machine's measured matmul throughput (in bf16 and in the
+  engine's dtype, ``expert.dtype`` resolved here) that vLLM's prefill reaches (prefill FLOPs ~
+  2 x parameters x prompt tokens).
 - ``modes``: vLLM samples/s and load time with ``enforce_eager`` and ``prefix_caching`` on and off.
 
     python -m experiments.benchmarks.bench_experts --section experts
@@ -30,6 +31,7 @@ from sklearn.metrics import roc_auc_score
 from cascade.config import CascadeConfig, ExpertConfig
 from cascade.data.roles import load_roles
 from cascade.experts import ExpertResult, LLMExpert, make_expert
+from cascade.experts.dtype import resolve_dtype
 from experiments.held_out import evaluation_index
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,11 +54,12 @@ def summary(result: ExpertResult, y: np.ndarray, samples_per_s: float) -> dict[s
             "truncated_rate": float(result.truncated.mean())}
 
 
-def matmul_tflops(size: int = 1024, repeats: int = 5) -> float:
-    """Measured bf16 matrix-multiply throughput of this CPU with torch (TFLOP/s, best of ``repeats``)."""
+def matmul_tflops(dtype: str = "bfloat16", size: int = 1024, repeats: int = 5) -> float:
+    """Measured ``dtype`` matrix-multiply throughput of this CPU with torch (TFLOP/s, best of ``repeats``)."""
     import torch
 
-    a, b = torch.randn(size, size, dtype=torch.bfloat16), torch.randn(size, size, dtype=torch.bfloat16)
+    kind = getattr(torch, dtype)
+    a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
     torch.matmul(a, b)
     best = np.inf
     for _ in range(repeats):
@@ -88,7 +91,8 @@ def sample(samples: int) -> tuple[CascadeConfig, Any, list[str], np.ndarray]:
 
 def describe(config: CascadeConfig, pool: Any, y: np.ndarray) -> dict[str, Any]:
     e = config.expert
-    return {"model": e.model, "dtype": e.dtype, "config": str(CONFIG.relative_to(ROOT)), "mails": len(y),
+    return {"model": e.model, "dtype": resolve_dtype(e.dtype), "dtype_setting": e.dtype,
+            "config": str(CONFIG.relative_to(ROOT)), "mails": len(y),
             "positive_rate": float(np.mean(y == 1)), "pool": len(pool), "shots": e.shots,
             "shot_max_tokens": e.shot_max_tokens, "max_input_tokens": e.max_input_tokens,
             "batch_size": e.batch_size or e.max_num_seqs,
@@ -96,8 +100,9 @@ def describe(config: CascadeConfig, pool: Any, y: np.ndarray) -> dict[str, Any]:
 
 
 def run_experts(samples: int) -> dict[str, Any]:
-    peak = matmul_tflops()  # before any engine holds the cores
     config, pool, texts, y = sample(samples)
+    peak = matmul_tflops("bfloat16")  # before any engine holds the cores
+    engine_peak = matmul_tflops(resolve_dtype(config.expert.dtype))
     shipped = config.expert
     report = describe(config, pool, y)
     control_config = config.control_expert or ExpertConfig(kind="knn-vote", shots=shipped.shots)
@@ -135,7 +140,8 @@ def run_experts(samples: int) -> dict[str, Any]:
     params = parameter_count(shipped.model)
     prefill = 2 * params * report["vllm_few_shot"]["mean_prompt_tokens"] * report["vllm_few_shot"]["samples_per_s"]
     report["prefill"] = {"parameters": params, "matmul_bf16_tflops": peak, "prefill_tflops": prefill / 1e12,
-                         "fraction_of_matmul": prefill / 1e12 / peak}
+                         "fraction_of_matmul": prefill / 1e12 / peak, "matmul_engine_dtype_tflops": engine_peak,
+                         "fraction_of_engine_dtype_matmul": prefill / 1e12 / engine_peak}
     print("prefill", report["prefill"], flush=True)
     return report
 
@@ -195,11 +201,12 @@ def experts_lines(report: dict[str, Any]) -> list[str]:
         f"- Throughput on the same {report['shots']}-shot prompts: vLLM batched / transformers (batches of "
         f"{report['batch_size']}) = **{comparison['speedup']:.2f}x**.",
         f"- Same prompts, same scores: spam probability differs by {comparison['mean_abs_prob_diff']:.4f} on average "
-        f"(max {comparison['max_abs_prob_diff']:.4f}) between vLLM and transformers (bf16 kernels differ).",
+        f"(max {comparison['max_abs_prob_diff']:.4f}) between vLLM and transformers (their kernels differ).",
         f"- Prefill: 2 × {prefill['parameters'] / 1e6:.0f} M parameters × prompt tokens/s = "
         f"{prefill['prefill_tflops'] * 1e3:.2f} GFLOP/s, **{prefill['fraction_of_matmul']:.1%}** of the "
-        f"{prefill['matmul_bf16_tflops'] * 1e3:.0f} GFLOP/s a 1024² bf16 torch matmul reaches on this CPU (best of 5, "
-        "measured before the engines start).",
+        f"{prefill['matmul_bf16_tflops'] * 1e3:.0f} GFLOP/s a 1024² bf16 torch matmul reaches on this CPU, and "
+        f"{prefill['fraction_of_engine_dtype_matmul']:.1%} of the {prefill['matmul_engine_dtype_tflops'] * 1e3:.0f} "
+        f"GFLOP/s of a {report['dtype']} matmul, the engine's dtype (best of 5, measured before the engines start).",
         f"- Does the LLM add anything beyond its examples? {report['shots']}-shot SmolLM2 AUROC "
         f"{report['vllm_few_shot']['auroc']:.3f} vs {report['control']['auroc']:.3f} for the plain vote of the same "
         f"retrieved labels: {verdict}.",

@@ -39,6 +39,7 @@ from sklearn.metrics import roc_auc_score
 from cascade.config import CascadeConfig
 from cascade.data.roles import load_roles
 from cascade.experts import LLMExpert, NeighbourRetriever, make_expert
+from cascade.experts.dtype import resolve_dtype
 from experiments.held_out import evaluation_index
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,8 @@ if __name__ == "__main__":
     d = config.dataset
     train = data.load_splits(d.name, seed=config.experiment.seed, train_fraction=d.train_fraction,
                              calibration_fraction=d.calibration_fraction)["train"]
-    with make_expert(config.expert.model_copy(update={"kind": request["kind"]}), pool=train) as expert:
+    update = {"kind": request["kind"], "dtype": request["dtype"]}
+    with make_expert(config.expert.model_copy(update=update), pool=train) as expert:
         expert.judge(request["texts"][:4])
         start = time.perf_counter()
         result = expert.judge(request["texts"])
@@ -105,15 +107,17 @@ def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "v
     texts, y = list(test.texts or []), test.y
     points = [grid_point(spec) for spec in grid]
     retrievers = {k: NeighbourRetriever(roles.train, k=k) for k in sorted({p[0] for p in points if p[0]})}
-    expert_config = config.expert.model_copy(update={"shots": 0, "kind": kind})
+    dtype = resolve_dtype(config.expert.dtype)
+    expert_config = config.expert.model_copy(update={"shots": 0, "kind": kind, "dtype": dtype})
     report: dict[str, Any] = {"config": str(CONFIG.relative_to(ROOT)), "model": config.expert.model, "engine": kind,
+                              "dtype": dtype,
                               "mails": len(texts), "spam_rate": float(np.mean(y)), "cpus": os.cpu_count(),
                               "mail_ids": [str(i) for i in test.ids], "labels": [int(v) for v in y], "rows": [],
                               "part": f"{index}/{parts}"}
     if points:
         run_grid(points, texts, y, expert_config, retrievers, config.expert.max_model_len, report, save)
     if baseline:
-        report["baseline"] = {"commit": baseline, **run_baseline(baseline, texts, y, kind)}
+        report["baseline"] = {"commit": baseline, **run_baseline(baseline, texts, y, kind, dtype)}
         save(report)
     return report
 
@@ -145,8 +149,9 @@ def run_grid(points: list[tuple[int, int, int]], texts: list[str], y: np.ndarray
 
 def merge(report: dict[str, Any], earlier: dict[str, Any]) -> dict[str, Any]:
     """``report`` plus the rows (and baseline parts) of ``earlier`` it lacks; both must cover the same mails."""
-    if earlier.get("mail_ids") != report["mail_ids"] or earlier.get("engine") != report["engine"]:
-        raise SystemExit("--merge: the earlier report scored other mails or another engine; run the grid again")
+    if (earlier.get("mail_ids") != report["mail_ids"] or earlier.get("engine") != report["engine"]
+            or earlier.get("dtype", "bfloat16") != report["dtype"]):
+        raise SystemExit("--merge: the earlier report scored other mails, another engine or dtype; run the grid again")
     merged = {**earlier, **{k: v for k, v in report.items() if k != "rows"}}
     names = {r["prompt"] for r in report["rows"]}
     merged["rows"] = [r for r in earlier.get("rows", []) if r["prompt"] not in names] + report["rows"]
@@ -163,8 +168,10 @@ def compare(report: dict[str, Any], default: tuple[int, int, int]) -> dict[str, 
             **paired_auroc_difference(y, np.asarray(rows[0]["spam_prob"]), np.asarray(report["baseline"]["spam_prob"]))}
 
 
-def run_baseline(commit: str, texts: list[str], y: np.ndarray, kind: str = "vllm") -> dict[str, Any]:
-    """The shipped config's expert as of ``commit`` on the same mails, in a subprocess on that code."""
+def run_baseline(commit: str, texts: list[str], y: np.ndarray, kind: str = "vllm",
+                 dtype: str = "float32") -> dict[str, Any]:
+    """The shipped config's expert as of ``commit`` on the same mails, in a subprocess on that code, computing
+    in ``dtype`` (the grid's, so the two compare like with like)."""
     with tempfile.TemporaryDirectory() as folder:
         tree = Path(folder) / "tree"
         tree.mkdir()
@@ -173,7 +180,7 @@ def run_baseline(commit: str, texts: list[str], y: np.ndarray, kind: str = "vllm
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
         request = Path(folder) / "request.json"
         request.write_text(json.dumps({"config": str(tree / "experiments/configs/spamassassin.yaml"), "texts": texts,
-                                       "kind": kind}))
+                                       "kind": kind, "dtype": dtype}))
         script = Path(folder) / "baseline.py"
         script.write_text(_BASELINE)
         out = Path(folder) / "out.npz"
@@ -191,7 +198,7 @@ def markdown(report: dict[str, Any]) -> str:
         rows.append(report["baseline"])
     lines = [
         "# Prompt size vs AUROC (`experiments/benchmarks/bench_prompts.py`)", "",
-        f"{report['model']} ({report['engine']} engine, bf16, CPU), {report['mails']} test mails of `{report['config']}` "
+        f"{report['model']} ({report['engine']} engine, {report.get('dtype', 'bfloat16')}, CPU), {report['mails']} test mails of `{report['config']}` "
         f"(part {report.get('part', '1/1')} of its stratified test sample) "
         f"(spam rate {report['spam_rate']:.1%}), shots retrieved by MiniLM from its train split; one engine "
         f"(loaded in {report.get('engine_load_s', float('nan')):.0f} s), each row one batched call over all mails on "
