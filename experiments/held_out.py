@@ -89,12 +89,28 @@ def evaluation_index(dataset: Dataset, cap: int | None, seed: int) -> np.ndarray
     return stratified_subsample(dataset.y, dataset.groups, cap, seed)
 
 
+def held_out_evaluation_index(roles: DataRoles, cap: int | None, seed: int) -> np.ndarray:
+    """The held-out samples the harness scores (indices into ``roles.calibration``, sorted): all of
+    them, or ``cap`` of them split between the fit and the certify part in proportion to their sizes,
+    each part subsampled on its own (stratified). Subsampling the union instead would draw the same
+    stratified sample that cut the certify part, and leave the fit part empty."""
+    n = len(roles.fit_index) + len(roles.certify_index)
+    if cap is None or cap >= n:
+        return np.arange(len(roles.calibration))
+    n_fit = int(round(cap * len(roles.fit_index) / n))
+    chosen = []
+    for index, size in ((roles.fit_index, n_fit), (roles.certify_index, cap - n_fit)):
+        part = roles.calibration.subset(index)
+        chosen.append(index[evaluation_index(part, size, seed)] if size > 0 else index[:0])
+    return np.sort(np.concatenate(chosen))
+
+
 def score_held_out(config: CascadeConfig, roles: DataRoles, small_tier: Any, refresh: bool = False,
                    progress: bool = True, held_out_experts: bool = True) -> HeldOut:
     """Small tier on the fit, certify and test evaluation subsets; expert and control expert on the
     test subset, and on the fit and certify subsets when ``held_out_experts``."""
     seed, cap = config.experiment.seed, config.experiment.test_samples
-    held_index = evaluation_index(roles.calibration, cap, seed)
+    held_index = held_out_evaluation_index(roles, cap, seed)
     engines: dict[str, Any] = {}  # one expert (one engine) per tier for the whole run, made on a cache miss
     try:
         held = _score(config, roles.calibration.subset(held_index), roles.train, small_tier, refresh, progress,

@@ -66,6 +66,8 @@ class PosthocPolicy(PolicyBase):
         features = as_features(features)
         check_outcomes(len(features), small_correct, expert_correct, cost)
         gain = deferral_gain(small_correct, expert_correct).astype(int)
+        if len(gain) == 0:
+            raise ValueError("no samples to fit on: the features have 0 rows")
         if len(np.unique(gain)) < 2:
             raise ValueError(f"the deferral gain takes a single value ({gain[0]}) on this split: nothing to learn")
         design = self._design(features)

@@ -46,3 +46,20 @@ def test_a_cut_that_leaves_a_part_empty_names_the_field() -> None:
 def test_certify_fraction_is_validated_at_config_load() -> None:
     with pytest.raises(ConfigError, match="dataset.certify_fraction"):
         CascadeConfig.from_dict({"dataset": {"name": "spamassassin", "certify_fraction": 1.0}})
+
+
+@pytest.mark.parametrize(("certify_fraction", "cap"), [(0.5, 60), (0.5, 119), (0.25, 40), (0.75, 100)])
+def test_the_harness_subsample_of_the_held_out_data_keeps_both_parts(spamassassin: object, certify_fraction: float,
+                                                                       cap: int) -> None:
+    # regression: one stratified draw of `cap` from fit + certify repeated the draw that cut the
+    # certify part, so with cap <= |certify| the fit part got no sample at all
+    from experiments.held_out import held_out_evaluation_index
+
+    roles = load_roles(_config(certify_fraction=certify_fraction))
+    index = held_out_evaluation_index(roles, cap, seed=0)
+    in_fit, in_certify = np.isin(index, roles.fit_index), np.isin(index, roles.certify_index)
+    assert len(index) == len(set(index.tolist())) and np.all(in_fit ^ in_certify)
+    share = len(roles.fit_index) / len(roles.calibration)  # each part rounds per (label, group) stratum
+    assert abs(in_fit.sum() - cap * share) <= 2 and abs(in_certify.sum() - cap * (1 - share)) <= 2
+    assert np.array_equal(index, held_out_evaluation_index(roles, cap, seed=0))
+    assert np.array_equal(held_out_evaluation_index(roles, None, seed=0), np.arange(len(roles.calibration)))
