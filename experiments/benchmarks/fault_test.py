@@ -226,8 +226,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Fault load test",
         "",
-        f"Machine: {machine['cpus']} CPUs, **shared** (other jobs ran beside this one; load average "
-        f"{_load(machine['load_average_at_start'])} at the start), load generator on the same machine, loopback "
+        f"Machine: {machine['cpus']} CPUs (load average {_load(machine['load_average_at_start'])} at the start; "
+        f"above {machine['cpus']} means other jobs shared the cores), load generator on the same machine, loopback "
         f"only. Expert: {setup['engine']} on `{setup['model']}`; 2 router replicas sharing one budget; expert "
         f"timeout {setup['serve']['expert_timeout_s']:g} s; breaker opens after {setup['serve']['breaker']['failures']} "
         f"failures (at once when the replica is gone), checks the expert's readiness every "
