@@ -202,7 +202,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"(part {report.get('part', '1/1')} of its stratified test sample) "
         f"(spam rate {report['spam_rate']:.1%}), shots retrieved by MiniLM from its train split; one engine "
         f"(loaded in {report.get('engine_load_s', float('nan')):.0f} s), each row one batched call over all mails on "
-        f"{report['cpus']} shared CPU cores (load average {report.get('load_average', 'n/a')} at the end).", "",
+        f"{report['cpus']} CPU cores (load average {report.get('load_average', 'n/a')} at the end).", "",
         "| prompt | AUROC | accuracy | mean prompt tokens | max | samples/s |",
         "|---|---:|---:|---:|---:|---:|",
     ]
