@@ -42,6 +42,7 @@ import numpy as np
 
 from cascade.config import CascadeConfig
 from experiments.benchmarks.load_test import MAX_CLIENTS, MAX_SECONDS, run_load
+from experiments.benchmarks.results_io import library_logs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PATHS = ("router", "bare", "floor")
@@ -235,7 +236,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, model = serving_args(__doc__, clients=8, seconds=8.0, argv=argv)
     if args.section == "throughput-optimized":
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"  # read by Serve's processes as they start
-    results = benchmark(args.section, model, args.seconds)
+    with library_logs("bench_serve"):
+        results = benchmark(args.section, model, args.seconds)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "serve.json"
     merged = json.loads(path.read_text()) if path.is_file() else {}

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from cascade.config import CascadeConfig
-from experiments.benchmarks.results_io import write_results
+from experiments.benchmarks.results_io import library_logs, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL_ID = "expert-model"
@@ -183,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         from cascade.models import build_tiny_llama
 
         model = str(build_tiny_llama(Path(tempfile.mkdtemp(prefix="cascade-tiny-")) / "tiny-llama"))
-    result = benchmark(model, args.batches)
+    with library_logs("bench_serve_llm"):
+        result = benchmark(model, args.batches)
     write_results(args.out, "serve_llm", result, markdown)
     print(markdown(result))
 

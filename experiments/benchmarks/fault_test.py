@@ -41,6 +41,7 @@ import numpy as np
 from cascade.config import CascadeConfig
 from experiments.benchmarks.bench_serve import bench_config, held_out_texts, serving_args
 from experiments.benchmarks.load_test import run_load
+from experiments.benchmarks.results_io import library_logs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOKEN = "fault-test-token"
@@ -293,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     chooser.add_argument("--phases", nargs="+", choices=list(VICTIMS), default=["baseline", "router", "expert"])
     chosen, rest = chooser.parse_known_args(argv)
     args, model = serving_args(__doc__, clients=32, seconds=60.0, argv=rest)
-    results = fault_test(model, args.clients, args.seconds, args.out, chosen.phases)
+    with library_logs("fault_test"):
+        results = fault_test(model, args.clients, args.seconds, args.out, chosen.phases)
     (args.out / "fault.md").write_text(markdown(results))
     print(markdown(results))
 
