@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -101,6 +103,19 @@ def _config(path: str):  # type: ignore[no-untyped-def]
     return CascadeConfig.from_yaml(path)
 
 
+@contextmanager
+def _library_logs(name: str) -> Iterator[Console]:
+    """vLLM, Ray and transformers output (also from their child processes) to ``$CASCADE_HOME/logs/NAME.log``;
+    yields the console for progress and results, on the terminal."""
+    from cascade.logs import library_output_to
+    from cascade.paths import home
+
+    log = home() / "logs" / f"{name}.log"
+    console.print(f"library logs (vLLM, Ray, transformers) go to {log}", highlight=False, soft_wrap=True)
+    with library_output_to(log) as terminal:
+        yield Console(file=terminal, width=console.width)
+
+
 @app.command("init")
 def init_command(
     data_file: str = typer.Argument(..., help="your data: a .csv, .jsonl or .parquet file"),
@@ -128,13 +143,16 @@ def experiment_run(
     """Score each tier once (cached), sweep every policy, write plots + report + JSON."""
     from experiments.run import run_experiment
     from experiments.report import frontier_table
+    from experiments.scoring import progress_to
 
-    out = run_experiment(_config(config), results_root=results, refresh=refresh)
-    numbers = json.loads((out / "results.json").read_text())
-    for expert in numbers["scalars"]:
-        console.print(f"\n[bold]cascade with {expert}[/bold] (test accuracy at each deferral budget)")
-        console.print(frontier_table(numbers, expert))
-    console.print(f"\nreport: {out / 'report.md'}\nplots:  {out}/*.png")
+    cfg = _config(config)
+    with _library_logs("experiment") as terminal, progress_to(terminal):
+        out = run_experiment(cfg, results_root=results, refresh=refresh)
+        numbers = json.loads((out / "results.json").read_text())
+        for expert in numbers["scalars"]:
+            terminal.print(f"\n[bold]cascade with {expert}[/bold] (test accuracy at each deferral budget)")
+            terminal.print(frontier_table(numbers, expert))
+        terminal.print(f"\nreport: {out / 'report.md'}\nplots:  {out}/*.png")
 
 
 @app.command("tune")
@@ -168,8 +186,11 @@ def tune_command(
         raw["artifact_dir"] = artifact_dir
     from cascade.config import CascadeConfig
 
+    from experiments.scoring import progress_to
+
     cfg = CascadeConfig.from_dict(raw, source=config)
-    certificate = tune(cfg)
+    with _library_logs("tune") as terminal, progress_to(terminal):
+        certificate = tune(cfg)
     console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']}")
     console.print(f"achieved on the {certificate['part']} part: {certificate['achieved']} (n={certificate['n']})")
     fitted = json.loads((Path(cfg.artifact_dir) / "policy_fit.json").read_text())
@@ -188,14 +209,15 @@ def serve_command(
     from deployments.app import run
 
     cfg = _config(config)
-    if tune:
-        from experiments.tune import tune as tune_budget
-
-        certificate = tune_budget(cfg)
-        console.print(f"tuned: threshold {certificate['threshold']:.4g}: {certificate['statement']}")
     if port is not None:
         cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"port": port})})
-    run(cfg, blocking=True, on_ready=lambda url: console.print(f"cascade serving at {url} (docs: {url}/docs)"))
+    with _library_logs("serve") as terminal:
+        if tune:
+            from experiments.tune import tune as tune_budget
+
+            certificate = tune_budget(cfg)
+            terminal.print(f"tuned: threshold {certificate['threshold']:.4g}: {certificate['statement']}")
+        run(cfg, blocking=True, on_ready=lambda url: terminal.print(f"cascade serving at {url} (docs: {url}/docs)"))
 
 
 @app.command("detect")
@@ -237,14 +259,11 @@ def demo_command(
     requests: int = typer.Option(300, help="test mails to send through the running app"),
 ) -> None:
     """Fetch, run the SpamAssassin experiment, tune a 20% budget, serve it, send real traffic."""
-    from cascade.logs import library_output_to
-    from cascade.paths import home
     from experiments.demo import demo
 
-    log = home() / "logs" / "demo.log"
-    console.print(f"library logs (vLLM, Ray, transformers) go to {log}")
-    with library_output_to(log) as terminal:
-        demo(_config(config), requests=requests, console=Console(file=terminal, width=console.width))
+    cfg = _config(config)
+    with _library_logs("demo") as terminal:
+        demo(cfg, requests=requests, console=terminal)
 
 
 def main() -> None:

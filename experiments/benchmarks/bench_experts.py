@@ -179,7 +179,10 @@ def run_modes(samples: int) -> dict[str, Any]:
                 rows.append({"enforce_eager": eager, "prefix_caching": prefix, "load_s": load_s,
                              **summary(result, y, speed)})
             print(rows[-1], flush=True)
-    return {"modes": {"mails": len(texts), "rows": rows, "load_average": round(os.getloadavg()[0], 2)}}
+    prompt = {"shots": config.expert.shots, "shot_max_tokens": config.expert.shot_max_tokens,
+              "max_input_tokens": config.expert.max_input_tokens}
+    return {"modes": {"mails": len(texts), "rows": rows, "load_average": round(os.getloadavg()[0], 2),
+                      "prompt": prompt}}
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -243,7 +246,11 @@ def _rate(samples_per_s: float) -> str:
 
 def modes_lines(modes: dict[str, Any]) -> list[str]:
     ran = [r for r in modes["rows"] if "error" not in r]
-    lines = [f"## vLLM engine modes on CPU ({modes['mails']} mails, same prompts; load average "
+    prompt = modes.get("prompt")
+    which = ("the same prompts in every mode: unrecorded" if prompt is None else
+             f"the same prompts in every mode: {prompt['shots']} shots cut to {prompt['shot_max_tokens']} tokens, "
+             f"the mail to {prompt['max_input_tokens']}")
+    lines = [f"## vLLM engine modes on CPU ({modes['mails']} mails, {which}; load average "
              f"{modes['load_average']} at the end)", "",
              "| enforce_eager | prefix_caching | load s | samples/s | AUROC |", "|---|---|---:|---:|---:|"]
     lines += [f"| {r['enforce_eager']} | {r['prefix_caching']} | {r['load_s']:.0f} | {r['samples_per_s']:.2f} | "

@@ -7,11 +7,16 @@ with the expert of an older commit (its own prompt and label scoring, run from `
 in a subprocess), the reference a compact prompt must match. Writes
 ``experiments/benchmarks/results/prompts.{json,md}`` with every row's per-mail spam probability, and
 a paired bootstrap interval of AUROC(``--default``) - AUROC(baseline) over the same mails.
+Each row also says what the prompt does inside the cascade: the accuracy on the same mails when
+the config's small tier answers and its least confident 10 % / 20 % go to the expert (the
+confidence policy at a fixed rate). A prompt that ranks better can still be worse there: a model
+biased to one label answers the deferred mails worse at its 0.5 threshold. ``--render`` recomputes
+those columns and the comparison from the saved report without scoring anything.
 ``--merge`` keeps the rows of an earlier report on the same mails, so the grid and the baseline can
 run as two shorter jobs:
 
     python -m experiments.benchmarks.bench_prompts \\
-        --grid 0x1x256 2x32x96 4x20x64 4x32x64
+        --grid 0x1x256 2x32x96 4x20x64 6x8x48 5x12x60
     python -m experiments.benchmarks.bench_prompts \\
         --grid --baseline bfbc707 --merge
 
@@ -41,6 +46,9 @@ from cascade.data.roles import load_roles
 from cascade.experts import LLMExpert, NeighbourRetriever, make_expert
 from cascade.experts.dtype import resolve_dtype
 from experiments.held_out import evaluation_index
+from experiments.scoring import score_small
+
+CASCADE_RATES = (0.1, 0.2)
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -113,13 +121,32 @@ def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "v
                               "dtype": dtype,
                               "mails": len(texts), "spam_rate": float(np.mean(y)), "cpus": os.cpu_count(),
                               "mail_ids": [str(i) for i in test.ids], "labels": [int(v) for v in y], "rows": [],
-                              "part": f"{index}/{parts}"}
+                              "part": f"{index}/{parts}", "small": small_tier_outputs(config, roles, test)}
     if points:
         run_grid(points, texts, y, expert_config, retrievers, config.expert.max_model_len, report, save)
     if baseline:
         report["baseline"] = {"commit": baseline, **run_baseline(baseline, texts, y, kind, dtype)}
         save(report)
     return report
+
+
+def small_tier_outputs(config: CascadeConfig, roles: Any, test: Any) -> dict[str, list[float]]:
+    """The config's small tier (fitted or read from the experiment's cache) on the same mails: its answer
+    and its confidence, what the cascade columns defer on."""
+    from experiments.run import fit_small_tier
+
+    small, _ = fit_small_tier(config, roles)
+    probs = score_small(small, test, 0.0).probs
+    return {"pred": [int(v) for v in probs.argmax(1)], "confidence": [round(float(v), 6) for v in probs.max(1)]}
+
+
+def cascade_accuracy(report: dict[str, Any], spam_prob: list[float], rate: float) -> float:
+    """Accuracy on the report's mails when the small tier's least confident ``rate`` go to this prompt's answer."""
+    y = np.asarray(report["labels"])
+    pred = np.asarray(report["small"]["pred"]).copy()
+    deferred = np.argsort(np.asarray(report["small"]["confidence"]), kind="stable")[: int(round(rate * len(y)))]
+    pred[deferred] = (np.asarray(spam_prob)[deferred] >= 0.5).astype(int)
+    return float(np.mean(pred == y))
 
 
 def run_grid(points: list[tuple[int, int, int]], texts: list[str], y: np.ndarray, expert_config: Any,
@@ -203,11 +230,22 @@ def markdown(report: dict[str, Any]) -> str:
         f"(spam rate {report['spam_rate']:.1%}), shots retrieved by MiniLM from its train split; one engine "
         f"(loaded in {report.get('engine_load_s', float('nan')):.0f} s), each row one batched call over all mails on "
         f"{report['cpus']} CPU cores (load average {report.get('load_average', 'n/a')} at the end).", "",
-        "| prompt | AUROC | accuracy | mean prompt tokens | max | samples/s |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| prompt | AUROC | accuracy | ham called spam | spam called ham | mean prompt tokens | max | samples/s"
+        + "".join(f" | cascade, {rate:.0%} deferred" for rate in CASCADE_RATES if "small" in report) + " |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(CASCADE_RATES) if "small" in report else 0),
     ]
-    lines += [f"| {r['prompt']} | {r['auroc']:.3f} | {r['accuracy']:.3f} | {r['mean_prompt_tokens']:.0f} | "
-              f"{r['max_prompt_tokens']} | {r['samples_per_s']:.2f} |" for r in rows]
+    y = np.asarray(report["labels"])
+    for r in rows:
+        answer = np.asarray(r["spam_prob"]) >= 0.5
+        cascade = "".join(f" | {cascade_accuracy(report, r['spam_prob'], rate):.3f}" for rate in CASCADE_RATES
+                          if "small" in report)
+        lines.append(f"| {r['prompt']} | {r['auroc']:.3f} | {r['accuracy']:.3f} | {int(np.sum(answer & (y == 0)))} | "
+                     f"{int(np.sum(~answer & (y == 1)))} | {r['mean_prompt_tokens']:.0f} | {r['max_prompt_tokens']} | "
+                     f"{r['samples_per_s']:.2f}{cascade} |")
+    if "small" in report:
+        small_accuracy = float(np.mean(np.asarray(report["small"]["pred"]) == y))
+        lines += ["", f"Cascade columns: the config's small tier (accuracy {small_accuracy:.3f} alone on these mails) "
+                      "answers, its least confident mails go to the row's prompt (spam when P(spam) >= 0.5)."]
     if report.get("comparison"):
         c = report["comparison"]
         lines += ["", f"Paired bootstrap ({c['resamples']} resamples of the same mails): AUROC({c['default']}) − "
@@ -218,10 +256,12 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", nargs="*", default=["0x1x256", "2x32x96", "4x20x64", "4x32x64"],
+    parser.add_argument("--grid", nargs="*", default=["0x1x256", "2x32x96", "4x20x64", "6x8x48", "5x12x60"],
                         help="grid points SHOTSxSHOT_CAPxQUERY_CAP (none: only the baseline)")
-    parser.add_argument("--default", type=grid_point, default="4x20x64",
+    parser.add_argument("--default", type=grid_point, default="6x8x48",
                         help="the shipped configs' point, compared with the baseline")
+    parser.add_argument("--render", action="store_true",
+                        help="recompute the small tier, the cascade columns and the comparison; score nothing")
     parser.add_argument("--merge", action="store_true", help="keep the rows of the earlier report in --out")
     parser.add_argument("--part", default="1/1", help="I/N: score only the I-th of N equal parts of the mails")
     parser.add_argument("--combine", type=int, default=None, help="join the N-part files present; score nothing")
@@ -234,6 +274,20 @@ def main() -> None:
         report = combine([json.loads(f.read_text()) for f in sorted(args.out.glob(f"prompts-part*of{args.combine}.json"))])
         report["comparison"] = compare(report, args.default)
         write(args.out / "prompts.json", report)
+        print(markdown(report))
+        return
+    if args.render:
+        target = args.out / "prompts.json"
+        report = json.loads(target.read_text())
+        config = CascadeConfig.from_yaml(CONFIG)
+        roles = load_roles(config)
+        test = roles.test.subset(evaluation_index(roles.test, config.experiment.test_samples, config.experiment.seed))
+        test = test.subset(np.flatnonzero(np.isin([str(i) for i in test.ids], report["mail_ids"])))
+        if [str(i) for i in test.ids] != report["mail_ids"]:
+            raise SystemExit("--render: the saved report scored other mails than the config's test sample")
+        report["small"] = small_tier_outputs(config, roles, test)
+        report["comparison"] = compare(report, args.default)
+        write(target, report)
         print(markdown(report))
         return
     index, parts = (int(v) for v in args.part.split("/"))
@@ -278,6 +332,9 @@ def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
               "rows": [joined([next(r for r in p["rows"] if r["prompt"] == name) for p in ordered])
                        for name in sorted(names)]}
     report["baseline"] = joined([p["baseline"] for p in ordered]) if all(p.get("baseline") for p in ordered) else None
+    report.pop("small", None)
+    if all("small" in p for p in ordered):
+        report["small"] = {key: sum((p["small"][key] for p in ordered), []) for key in ("pred", "confidence")}
     return report
 
 
