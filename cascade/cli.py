@@ -141,8 +141,9 @@ def experiment_run(
     refresh: bool = typer.Option(False, help="rescore every tier, ignoring the cache"),
 ) -> None:
     """Score each tier once (cached), sweep every policy, write plots + report + JSON."""
-    from experiments.run import run_experiment
+    from experiments.console import print_markdown
     from experiments.report import frontier_table
+    from experiments.run import run_experiment
     from experiments.scoring import progress_to
 
     cfg = _config(config)
@@ -151,7 +152,7 @@ def experiment_run(
         numbers = json.loads((out / "results.json").read_text())
         for expert in numbers["scalars"]:
             terminal.print(f"\n[bold]cascade with {expert}[/bold] (test accuracy at each deferral budget)")
-            terminal.print(frontier_table(numbers, expert))
+            print_markdown(terminal, frontier_table(numbers, expert))
         terminal.print(f"\nreport: {out / 'report.md'}\nplots:  {out}/*.png")
 
 

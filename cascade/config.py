@@ -102,8 +102,8 @@ class ExpertConfig(_Section):
     kv_cache_gib: float = Field(1.0, gt=0)
     max_num_seqs: int = Field(16, gt=0)
     enforce_eager: bool = Field(True, description=(
-        "vLLM: run without graph capture / compilation. On a 2-core CPU compiled mode loaded ~65 s slower for "
-        "~8% more samples/s (bench_experts --section modes): eager wins below ~1,300 samples per engine start"))
+        "vLLM: run without graph capture / compilation. On a 2-core CPU compiled mode loaded ~50 s slower for "
+        "~12% more samples/s (bench_experts --section modes): eager wins below ~1,000 samples per engine start"))
     prefix_caching: bool = Field(True, description=(
         "vLLM: reuse the KV cache of shared prompt prefixes (the system message every prompt starts with, the "
         "earlier turns of a rationale conversation)"))

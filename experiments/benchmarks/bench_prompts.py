@@ -15,8 +15,7 @@ those columns and the comparison from the saved report without scoring anything.
 ``--merge`` keeps the rows of an earlier report on the same mails, so the grid and the baseline can
 run as two shorter jobs:
 
-    python -m experiments.benchmarks.bench_prompts \\
-        --grid 0x1x256 2x32x96 4x20x64 6x8x48 5x12x60
+    python -m experiments.benchmarks.bench_prompts                # the recorded grid (GRID)
     python -m experiments.benchmarks.bench_prompts \\
         --grid --baseline bfbc707 --merge
 
@@ -49,6 +48,8 @@ from experiments.held_out import evaluation_index
 from experiments.scoring import score_small
 
 CASCADE_RATES = (0.1, 0.2)
+GRID = ["6x8x48", "5x12x60", "4x20x64", "4x24x48", "4x32x64", "3x28x80", "2x32x96", "2x44x96", "1x56x150"]
+"""the recorded grid (prompts.md): shots x shot cap x query cap, all but one at <= 300 prompt tokens"""
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -256,7 +257,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", nargs="*", default=["0x1x256", "2x32x96", "4x20x64", "6x8x48", "5x12x60"],
+    parser.add_argument("--grid", nargs="*", default=GRID,
                         help="grid points SHOTSxSHOT_CAPxQUERY_CAP (none: only the baseline)")
     parser.add_argument("--default", type=grid_point, default="6x8x48",
                         help="the shipped configs' point, compared with the baseline")
