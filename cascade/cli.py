@@ -218,7 +218,13 @@ def serve_command(
 
             certificate = tune_budget(cfg)
             terminal.print(f"tuned: threshold {certificate['threshold']:.4g}: {certificate['statement']}")
-        run(cfg, blocking=True, on_ready=lambda url: terminal.print(f"cascade serving at {url} (docs: {url}/docs)"))
+        try:
+            run(cfg, blocking=True, on_ready=lambda url: terminal.print(f"cascade serving at {url} (docs: {url}/docs)"))
+        finally:
+            import ray
+
+            ray.shutdown()  # inside the redirect: Ray's last streamed replica lines go to the log too
+        terminal.print("stopped")
 
 
 @app.command("detect")
