@@ -113,7 +113,12 @@ def _library_logs(name: str) -> Iterator[Console]:
     log = home() / "logs" / f"{name}.log"
     console.print(f"library logs (vLLM, Ray, transformers) go to {log}", highlight=False, soft_wrap=True)
     with library_output_to(log) as terminal:
-        yield Console(file=terminal, width=console.width)
+        try:
+            yield Console(file=terminal, width=console.width)
+        finally:
+            ray = sys.modules.get("ray")
+            if ray is not None and ray.is_initialized():
+                ray.shutdown()  # still redirected: the last lines Ray streams from its workers go to the log
 
 
 @app.command("init")
@@ -186,7 +191,6 @@ def tune_command(
     if artifact_dir:
         raw["artifact_dir"] = artifact_dir
     from cascade.config import CascadeConfig
-
     from experiments.scoring import progress_to
 
     cfg = CascadeConfig.from_dict(raw, source=config)
@@ -218,13 +222,8 @@ def serve_command(
 
             certificate = tune_budget(cfg)
             terminal.print(f"tuned: threshold {certificate['threshold']:.4g}: {certificate['statement']}")
-        try:
-            run(cfg, blocking=True, on_ready=lambda url: terminal.print(f"cascade serving at {url} (docs: {url}/docs)"))
-        finally:
-            import ray
-
-            ray.shutdown()  # inside the redirect: Ray's last streamed replica lines go to the log too
-        terminal.print("stopped")
+        run(cfg, blocking=True, on_ready=lambda url: terminal.print(f"cascade serving at {url} (docs: {url}/docs)"))
+    console.print("stopped")
 
 
 @app.command("detect")

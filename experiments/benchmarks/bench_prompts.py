@@ -109,10 +109,8 @@ def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "v
     """Score the grid and the baseline; ``save`` gets the report after each row (a killed job keeps them)."""
     config = CascadeConfig.from_yaml(CONFIG)
     roles = load_roles(config)
-    test = roles.test.subset(evaluation_index(roles.test, mails or config.experiment.test_samples,
-                                              config.experiment.seed))
     index, parts = part
-    test = test.subset(np.arange(len(test))[index - 1::parts])  # every N-th: the sample is sorted by group
+    test = test_mails(config, roles, mails, part)
     texts, y = list(test.texts or []), test.y
     points = [grid_point(spec) for spec in grid]
     retrievers = {k: NeighbourRetriever(roles.train, k=k) for k in sorted({p[0] for p in points if p[0]})}
@@ -129,6 +127,20 @@ def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "v
         report["baseline"] = {"commit": baseline, **run_baseline(baseline, texts, y, kind, dtype)}
         save(report)
     return report
+
+
+def test_mails(config: CascadeConfig, roles: Any, mails: int | None, part: tuple[int, int] = (1, 1)) -> Any:
+    """The experiment's stratified test sample (``mails`` of them, default its ``test_samples``), or the
+    ``part`` = (I, N) of it: every N-th mail from the I-th on (the sample is sorted by group)."""
+    test = roles.test.subset(evaluation_index(roles.test, mails or config.experiment.test_samples,
+                                              config.experiment.seed))
+    index, parts = part
+    return test.subset(np.arange(len(test))[index - 1::parts])
+
+
+def default_point(config: CascadeConfig) -> tuple[int, int, int]:
+    """The shipped config's grid point (shots, shot cap, query cap): what ``--default`` compares by default."""
+    return config.expert.shots, config.expert.shot_max_tokens, config.expert.max_input_tokens
 
 
 def small_tier_outputs(config: CascadeConfig, roles: Any, test: Any) -> dict[str, list[float]]:
@@ -259,8 +271,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", nargs="*", default=GRID,
                         help="grid points SHOTSxSHOT_CAPxQUERY_CAP (none: only the baseline)")
-    parser.add_argument("--default", type=grid_point, default="6x8x48",
-                        help="the shipped configs' point, compared with the baseline")
+    parser.add_argument("--default", type=grid_point, default=None,
+                        help="the grid point compared with the baseline (default: the config's expert)")
     parser.add_argument("--render", action="store_true",
                         help="recompute the small tier, the cascade columns and the comparison; score nothing")
     parser.add_argument("--merge", action="store_true", help="keep the rows of the earlier report in --out")
@@ -271,6 +283,7 @@ def main() -> None:
     parser.add_argument("--kind", default="vllm", choices=["vllm", "transformers"], help="engine for every row")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    args.default = args.default or default_point(CascadeConfig.from_yaml(CONFIG))
     if args.combine:
         report = combine([json.loads(f.read_text()) for f in sorted(args.out.glob(f"prompts-part*of{args.combine}.json"))])
         report["comparison"] = compare(report, args.default)
@@ -282,8 +295,7 @@ def main() -> None:
         report = json.loads(target.read_text())
         config = CascadeConfig.from_yaml(CONFIG)
         roles = load_roles(config)
-        test = roles.test.subset(evaluation_index(roles.test, config.experiment.test_samples, config.experiment.seed))
-        test = test.subset(np.flatnonzero(np.isin([str(i) for i in test.ids], report["mail_ids"])))
+        test = test_mails(config, roles, report["mails"])
         if [str(i) for i in test.ids] != report["mail_ids"]:
             raise SystemExit("--render: the saved report scored other mails than the config's test sample")
         report["small"] = small_tier_outputs(config, roles, test)
