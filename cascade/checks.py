@@ -56,6 +56,37 @@ def config_problems(config: CascadeConfig) -> list[str]:
     for field, expert in (("expert", config.expert), ("control_expert", config.control_expert)):
         if expert is not None:
             problems += _expert_problems(field, expert, modality, classes, shown)
+    return problems + budget_problems(config)
+
+
+def budget_problems(config: CascadeConfig) -> list[str]:
+    """A budget the app could not serve as certified: a hard cap below the target rate, or a hard cap on
+    a certificate about accepted answers that the config does not say may override it.
+
+    >>> from cascade.config import CascadeConfig
+    >>> CascadeConfig.from_dict({"dataset": {"name": "spamassassin"},
+    ...                          "budget": {"kind": "rate", "target": 0.2, "hard_cap": 0.1}})
+    Traceback (most recent call last):
+    ...
+    cascade.config.ConfigError: <config>: invalid config
+      budget.target: a deferral-rate target of 0.2 is above budget.hard_cap 0.1; the cap would refuse it at serving time (lower the target or raise the cap)
+    """
+    budget = config.budget
+    problems = []
+    if budget.kind == "rate" and budget.hard_cap is not None and budget.target > budget.hard_cap:
+        problems.append(f"budget.target: a deferral-rate target of {budget.target} is above budget.hard_cap "
+                        f"{budget.hard_cap}; the cap would refuse it at serving time (lower the target or raise the cap)")
+    if budget.kind == "rate" and budget.target > 1:
+        problems.append(f"budget.target: a deferral rate must be in (0, 1], got {budget.target}")
+    if budget.kind in ("accepted-error", "joint") and budget.hard_cap is not None and not budget.cap_overrides_certificate:
+        problems.append(f"budget.hard_cap: a hard cap makes the small tier answer samples the certified rule defers, "
+                        f"which the {budget.kind} certificate does not cover; remove it, or set "
+                        f"budget.cap_overrides_certificate: true to serve it with those answers flagged certified: false")
+    if budget.kind == "joint" and budget.max_rate is None:
+        problems.append("budget.max_rate: a joint budget needs the deferral-rate bound max_rate")
+    if budget.kind in ("accepted-error", "joint") and budget.delta is None:
+        problems.append(f"budget.delta: a {budget.kind} budget is certified by Learn-then-Test, which needs a failure "
+                        "probability (e.g. 0.1)")
     return problems
 
 

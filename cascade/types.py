@@ -88,7 +88,11 @@ class Verdict(BaseModel):
     threshold: float
     cost: float = Field(ge=0)
     latency_ms: dict[str, float] = Field(default_factory=dict)
-    degraded: bool = False
+    degraded: bool = Field(False, description="the rule deferred this sample but the small tier answered it (the "
+                                              "expert failed or timed out, or the sample was forced)")
+    forced: bool = Field(False, description="the rule deferred this sample; the hard cap or a router replica "
+                                            "without lease allowance made the small tier answer it")
+    certified: bool = Field(False, description="the served certificate covers this answer (see GET /v1/budget)")
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     rationale: str | None = None

@@ -31,6 +31,10 @@ class Triage:
     scores: np.ndarray
     thresholds: np.ndarray
     defer: np.ndarray
+    forced: np.ndarray
+    """deferred by the rule, answered by the small tier (hard cap or no lease allowance)"""
+    covered: np.ndarray
+    """the certificate covers the decision (:class:`policies.online.Decisions`)"""
     small_ms: float
     policy_ms: float = 0.0
     """the batch's policy scores, budget decisions and batch metrics, in milliseconds"""
@@ -38,10 +42,9 @@ class Triage:
     def split(self, sizes: Sequence[int]) -> list[Triage]:
         """One triage per request, for requests of ``sizes`` samples in order."""
         bounds = np.cumsum(sizes)[:-1]
-        columns = (self.small.probabilities, self.small.features, self.scores, self.thresholds, self.defer)
-        return [Triage(SmallScores(probabilities, features), scores, thresholds, defer, self.small_ms, self.policy_ms)
-                for probabilities, features, scores, thresholds, defer
-                in zip(*(np.split(column, bounds) for column in columns))]
+        columns = (self.small.probabilities, self.small.features, *(getattr(self, name) for name in _COLUMNS))
+        return [Triage(SmallScores(probabilities, features), *rest, small_ms=self.small_ms, policy_ms=self.policy_ms)
+                for probabilities, features, *rest in zip(*(np.split(column, bounds) for column in columns))]
 
     @classmethod
     def join(cls, parts: Sequence[Triage]) -> Triage:
@@ -50,9 +53,11 @@ class Triage:
             return parts[0]
         small = SmallScores(np.concatenate([p.small.probabilities for p in parts]),
                             np.concatenate([p.small.features for p in parts]))
-        return cls(small, *(np.concatenate([getattr(p, name) for p in parts])
-                            for name in ("scores", "thresholds", "defer")), max(p.small_ms for p in parts),
-                   max(p.policy_ms for p in parts))
+        return cls(small, *(np.concatenate([getattr(p, name) for p in parts]) for name in _COLUMNS),
+                   small_ms=max(p.small_ms for p in parts), policy_ms=max(p.policy_ms for p in parts))
+
+
+_COLUMNS = ("scores", "thresholds", "defer", "forced", "covered")
 
 
 @dataclass

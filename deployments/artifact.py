@@ -41,19 +41,22 @@ class ServedPolicy:
     n_features: int | None = None
 
     def controller(self, config: CascadeConfig) -> Any:
-        """A fresh :class:`~policies.OnlineController` at the fitted threshold, with the certificate's tie
-        rule, clamped to the certified side: a cost budget never defers more than certified, an
-        accepted-error budget never accepts more, a joint budget keeps its certified threshold."""
+        """A fresh :class:`~policies.OnlineController` serving the certified rule (threshold and tie rule),
+        allowed to move only where the certificate still covers it: rate and cost budgets above the
+        certified threshold (cost: never below it), accepted-error and joint budgets among the grid
+        rules that passed Learn-then-Test; ``budget.served_rule: certified`` never moves it."""
         from policies.online import OnlineController
 
-        budget, certificate = config.budget, self.certificate or {}
-        clamp_below = budget.kind in ("cost", "joint")
-        clamp_above = budget.kind in ("accepted-error", "joint")
-        return OnlineController(target=target_rate(config, self.certificate), threshold=self.threshold,
+        budget, certificate = config.budget, self.certificate
+        tie_break = float((certificate or {}).get("tie_break", 1.0))
+        by_rules = budget.kind in ("accepted-error", "joint")
+        coverage = None if certificate is None else ("rules" if by_rules else "above")
+        rules = (certificate or {}).get("passed_rules") if by_rules else None
+        return OnlineController(target=target_rate(config, certificate), threshold=self.threshold,
                                 learning_rate=budget.learning_rate, hard_cap=budget.hard_cap, window=budget.window,
-                                tie_break=float(certificate.get("tie_break", 1.0)), tie_seed=certificate.get("tie_seed"),
-                                min_threshold=self.threshold if clamp_below else None,
-                                max_threshold=self.threshold if clamp_above else None)
+                                tie_break=tie_break, tie_seed=(certificate or {}).get("tie_seed"),
+                                min_threshold=self.threshold if budget.kind == "cost" else None,
+                                coverage=coverage, rules=rules, adapt=budget.served_rule == "track")
 
 
 def target_rate(config: CascadeConfig, certificate: dict[str, Any] | None) -> float:

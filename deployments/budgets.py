@@ -6,7 +6,7 @@
   :class:`~policies.leases.LeasedBudget`, reads and target changes go to the one holder
   (:mod:`deployments.holder`) through the callables it is given.
 
-Both answer the same calls: ``decide`` (per batch, never awaits), ``state`` (the latest view, for
+Both answer the same calls: ``triage`` (per batch, never awaits), ``state`` (the latest view, for
 metrics), ``current`` and ``set_target`` (the app's budget now; awaited only by ``/v1/budget``).
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from deployments.answers import Payload
 from policies.leases import LeasedBudget
-from policies.online import OnlineController
+from policies.online import Decisions, OnlineController
 
 
 class BudgetUnavailable(RuntimeError):
@@ -37,8 +37,8 @@ class LocalBudget:
     def threshold(self) -> float:
         return self.controller.threshold
 
-    def decide(self, scores: np.ndarray, samples: Payload | None = None) -> np.ndarray:
-        return self.controller.decide(scores, samples)
+    def triage(self, scores: np.ndarray, samples: Payload | None = None) -> Decisions:
+        return self.controller.triage(scores, samples)
 
     def state(self) -> dict[str, Any]:
         return self.controller.state()
@@ -65,8 +65,8 @@ class SharedBudget:
     def threshold(self) -> float:
         return self.leased.threshold
 
-    def decide(self, scores: np.ndarray, samples: Payload | None = None) -> np.ndarray:
-        return self.leased.decide(scores, samples)
+    def triage(self, scores: np.ndarray, samples: Payload | None = None) -> Decisions:
+        return self.leased.triage(scores, samples)
 
     def state(self) -> dict[str, Any]:
         return self.leased.state()

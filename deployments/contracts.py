@@ -13,6 +13,7 @@ from cascade.config import CascadeConfig
 from deployments.answers import Payload
 from deployments.artifact import ServedPolicy
 from deployments.schemas import Modality
+from policies.online import Decisions
 
 TierProbe = Callable[[], Awaitable[bool]]
 """Answers whether a tier can serve now (False or an exception: it cannot)."""
@@ -37,7 +38,7 @@ class Budget(Protocol):
     hard_cap: float | None
     threshold: float
 
-    def decide(self, scores: np.ndarray, samples: Payload | None = None) -> np.ndarray: ...
+    def triage(self, scores: np.ndarray, samples: Payload | None = None) -> Decisions: ...
 
     def state(self) -> dict[str, Any]: ...
 
@@ -57,6 +58,7 @@ class ServiceSettings:
     expert_timeout_s: float
     max_samples_per_request: int
     budget_kind: str = "rate"
+    served_rule: str = "track"
     certificate: dict[str, Any] | None = None
     breaker_failures: int = 3
     breaker_cooldown_s: float = 5.0
@@ -69,7 +71,8 @@ class ServiceSettings:
         return cls(name=config.name, label_names=served.label_names, modality=served.modality,
                    expert_name=config.expert.display_name,
                    expert_timeout_s=serve.expert_timeout_s, max_samples_per_request=serve.max_samples_per_request,
-                   budget_kind=config.budget.kind, certificate=served.certificate,
+                   budget_kind=config.budget.kind, served_rule=str(config.budget.served_rule),
+                   certificate=served.certificate,
                    breaker_failures=serve.breaker.failures, breaker_cooldown_s=serve.breaker.cooldown_s,
                    readiness_timeout_s=serve.readiness_timeout_s, n_features=served.n_features)
 

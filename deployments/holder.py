@@ -61,6 +61,9 @@ class BudgetHolder:
         target = with_knobs(self._config, user_config, HOLDER_KNOBS).budget.target
         if "target" not in user_config.get("budget", {}) or target == self._declared:
             return
+        if self._config.budget.served_rule == "certified":
+            raise ConfigError("user_config.budget.target: this app serves the certified rule as it is "
+                              "(budget.served_rule: certified); a target does not move it")
         if self._config.budget.kind != "rate":
             raise ConfigError(f"user_config.budget.target: only a rate budget's target changes at run time; this "
                               f"app's budget is '{self._config.budget.kind}'")

@@ -32,5 +32,10 @@ class CascadeMetrics:
         self.fallbacks = Counter("cascade_fallbacks_total",
                                  "deferred samples answered by the small tier because the expert failed",
                                  tag_keys=("reason",))
+        self.forced = Counter("cascade_forced_accepts_total",
+                              "samples the rule deferred that the hard cap or a missing lease allowance left to the "
+                              "small tier")
+        self.uncertified = Counter("cascade_uncertified_answers_total",
+                                   "answers the served certificate does not cover (verdict certified: false)")
         self.rejected = Counter("cascade_rejected_inputs_total", "requests refused as bad input, by status code",
                                 tag_keys=("status",))

@@ -100,7 +100,7 @@ class ExplainResponse(BaseModel):
 class GuaranteeNow(BaseModel):
     """The guarantee in force for the threshold served now (:func:`policies.online.guarantee_now`)."""
 
-    status: Literal["certified", "defers-less", "defers-more", "tracking", "uncertified"]
+    status: Literal["certified", "defers-less", "tracking", "overridden", "uncertified"]
     statement: str
     certified_threshold: float | None = Field(None, description="the threshold the certificate is about")
 
@@ -119,6 +119,11 @@ class BudgetState(BaseModel):
     capped: bool = Field(description="the hard cap binds: no deferral is allowed now")
     certificate: dict[str, Any] | None = None
     guarantee: GuaranteeNow = Field(description="which guarantee covers the current threshold")
+    served_rule: Literal["certified", "track"] = Field(
+        "track", description="'certified': the certified rule as it is; 'track': moved to hold the target")
+    forced_in_window: int = Field(0, description="samples in the window the rule deferred but the small tier "
+                                                 "answered (hard cap or missing lease allowance)")
+    forced_total: int = Field(0, description="such forced acceptances since the budget started")
     replicas: int | None = Field(None, description="router replicas sharing this budget now (None: in-process)")
 
 

@@ -103,6 +103,7 @@ class CascadeService:
         small_ms, scores, defer = triage.small_ms, triage.scores, triage.defer
         n = len(samples)
         answers = Answers.from_small(triage.small.probabilities, self._cost.small_per_call)
+        answers.degraded[triage.forced] = True
         deferred = np.flatnonzero(defer)
         expert_ms = 0.0
         if deferred.size:
@@ -114,6 +115,9 @@ class CascadeService:
                 self.metrics.fallbacks.inc(deferred.size, tags={"reason": reason})
             else:
                 self.metrics.latency.observe(expert_ms, tags={"tier": "expert"})
+        certified = triage.covered.copy()
+        if self.settings.budget_kind in ("accepted-error", "joint"):
+            certified &= ~answers.degraded  # a small-tier answer to a deferred sample is no accepted answer
         label_index = answers.probabilities.argmax(axis=1)
         probability = np.clip(answers.probabilities[np.arange(n), label_index], 0.0, 1.0)
         total_ms = _ms_since(started)
@@ -124,7 +128,7 @@ class CascadeService:
                 cost=float(answers.cost[i]),
                 latency_ms={"small": small_ms, "policy": triage.policy_ms, **({"expert": expert_ms} if defer[i] else {}),
                             "total": total_ms},
-                degraded=bool(answers.degraded[i]),
+                degraded=bool(answers.degraded[i]), forced=bool(triage.forced[i]), certified=bool(certified[i]),
                 prompt_tokens=int(answers.prompt_tokens[i]) if answers.source[i] == "expert" else None,
                 completion_tokens=int(answers.completion_tokens[i]) if answers.source[i] == "expert" else None,
                 rationale=answers.rationales[i],
@@ -132,6 +136,8 @@ class CascadeService:
             for i in range(n)
         ]
         self._record(answers, defer, total_ms)
+        if not certified.all():
+            self.metrics.uncertified.inc(int(n - np.count_nonzero(certified)))
         answered_by = {tier: int(np.count_nonzero(answers.source == tier)) for tier in ("small", "expert")}
         return DetectResponse.model_construct(verdicts=verdicts, answered_by=answered_by,
                                               degraded=int(answers.degraded.sum()))
@@ -142,9 +148,10 @@ class CascadeService:
         started = time.perf_counter()
         scores = np.asarray(self._policy.score(small.features), dtype=float)
         thresholds = np.full(len(scores), self._controller.threshold)
-        defer = np.asarray(self._controller.decide(scores, payload), dtype=bool)
-        self._record_batch(defer, small_ms)
-        return Triage(small, scores, thresholds, defer, small_ms, _ms_since(started))
+        decisions = self._controller.triage(scores, payload)
+        self._record_batch(decisions.defer, decisions.forced, small_ms)
+        return Triage(small, scores, thresholds, decisions.defer, decisions.forced, decisions.covered, small_ms,
+                      _ms_since(started))
 
     async def triage_batch(self, payloads: list[Payload]) -> list[Triage | BaseException]:
         """:meth:`triage` once for several requests' samples, split back per request. When the small tier
@@ -205,12 +212,17 @@ class CascadeService:
             hard_cap=hard_cap, cap_remaining=state["cap_remaining"] if hard_cap is not None else None,
             capped=hard_cap is not None and state["cap_remaining"] == 0, certificate=self.settings.certificate,
             guarantee=GuaranteeNow(**guarantee, certified_threshold=state["certified_threshold"]),
+            served_rule="track" if state.get("adapt", True) else "certified",
+            forced_in_window=state.get("forced_in_window", 0), forced_total=state.get("forced_total", 0),
             replicas=state.get("replicas"),
         )
 
     async def set_budget(self, update: BudgetUpdate) -> BudgetState:
         """Check ``update``, then set the app's target (every router replica decides with it)."""
         hard_cap = self._controller.hard_cap
+        if self.settings.served_rule == "certified":
+            raise InvalidBudget("this app serves the certified rule as it is (budget.served_rule: certified); a "
+                                "target does not move it")
         if hard_cap is not None and update.target > hard_cap:
             raise InvalidBudget(f"target {update.target} is above the configured hard cap {hard_cap}")
         try:
@@ -305,12 +317,15 @@ class CascadeService:
                 continue
             answers.take_rationale(int(index[position]), outcome)
 
-    def _record_batch(self, defer: np.ndarray, small_ms: float) -> None:
-        """Metrics known once per batch: deferrals, small-tier cost and latency, the budget's state."""
+    def _record_batch(self, defer: np.ndarray, forced: np.ndarray, small_ms: float) -> None:
+        """Metrics known once per batch: deferrals, forced acceptances, small-tier cost and latency, the budget's state."""
         metrics = self.metrics
         deferrals = int(np.count_nonzero(defer))
         if deferrals:
             metrics.deferrals.inc(deferrals)
+        if forced.any():
+            metrics.forced.inc(int(np.count_nonzero(forced)))
+            metrics.fallbacks.inc(int(np.count_nonzero(forced)), tags={"reason": "forced"})
         if self._cost.small_per_call > 0:
             metrics.cost.inc(self._cost.small_per_call * len(defer), tags={"tier": "small"})
         state = self._controller.state()

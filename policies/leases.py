@@ -10,7 +10,10 @@ Why the hard cap holds over the app's traffic: a lease is granted only from room
 ``cap - (deferrals among the last window-1 reported decisions) - (allowance still reserved by
 other leases)``; reported deferrals join the window after every decision reported before them, so
 any ``window`` consecutive reported decisions hold at most the cap. An unreported lease expires
-after ``ttl_s``; the replica stops using it earlier (its clock starts when it asked).
+after ``ttl_s``; the replica stops using it earlier (its clock starts when it asked). Without a hard
+cap there is nothing to protect: a replica defers whatever the rule defers, lease or not. With one,
+what the rule defers beyond the replica's allowance is *forced* (answered by the small tier),
+returned per sample and reported, so the app's status and the verdicts say so.
 
 >>> from policies.online import OnlineController
 >>> ledger = BudgetLedger(OnlineController(target=0.1, threshold=0.5, hard_cap=0.1, window=100), lease_deferrals=8)
@@ -29,14 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from policies.online import OnlineController
-from policies.ties import NO_TIE_BREAK, defer_mask, tie_keys
+from policies.online import Decisions, OnlineController, capped, keys_for_ties
+from policies.ties import NO_TIE_BREAK, defer_mask
 
 
 @dataclass(frozen=True)
 class Lease:
     """May defer up to ``deferrals`` samples scoring above ``threshold`` (ties by the certificate's
-    rule: ``tie_break``, ``tie_seed``), for ``ttl_s`` seconds."""
+    rule: ``tie_break``, ``tie_seed``), for ``ttl_s`` seconds; ``covered``: the certificate covers
+    this rule; ``coverage``: how (:class:`~policies.online.OnlineController`)."""
 
     lease_id: int
     threshold: float
@@ -45,6 +49,8 @@ class Lease:
     state: dict[str, Any] = field(default_factory=dict)
     tie_break: float = NO_TIE_BREAK
     tie_seed: int | None = None
+    covered: bool = False
+    coverage: str | None = None
 
 
 @dataclass
@@ -54,6 +60,7 @@ class Report:
     replica: str
     decisions: int = 0
     wanted: int = 0
+    forced: int = 0
     used: dict[int, int] = field(default_factory=dict)
     closed: list[int] = field(default_factory=list)
 
@@ -65,6 +72,7 @@ class Report:
         """Fold a later report into this one (when this one could not be delivered)."""
         self.decisions += later.decisions
         self.wanted += later.wanted
+        self.forced += later.forced
         for lease_id, count in later.used.items():
             self.used[lease_id] = self.used.get(lease_id, 0) + count
         self.closed += later.closed
@@ -101,7 +109,7 @@ class BudgetLedger:
             deferred = min(report.deferred, report.decisions)
             mask = np.zeros(report.decisions, dtype=bool)
             mask[report.decisions - deferred:] = True
-            self.controller.record(mask, report.wanted)
+            self.controller.record(mask, report.wanted, report.forced)
         for lease_id, count in report.used.items():
             if lease_id in self._reserved:
                 self._reserved[lease_id] = max(self._reserved[lease_id] - count, 0)
@@ -115,7 +123,8 @@ class BudgetLedger:
         self._reserved[lease_id] = grant
         self._expires[lease_id] = self._clock() + self.ttl_s
         return Lease(lease_id=lease_id, threshold=self.controller.threshold, deferrals=grant, ttl_s=self.ttl_s,
-                     state=self.state(), tie_break=self.controller.tie_break, tie_seed=self.controller.tie_seed)
+                     state=self.state(), tie_break=self.controller.tie_break, tie_seed=self.controller.tie_seed,
+                     covered=self.controller.covers_rule(), coverage=self.controller.coverage)
 
     def set_target(self, target: float) -> None:
         """Change the app's target (refused above the hard cap, as the controller refuses it)."""
@@ -186,27 +195,34 @@ class LeasedBudget:
     def threshold(self) -> float:
         return self._threshold
 
-    def decide(self, scores: np.ndarray, samples: Sequence[str] | np.ndarray | None = None) -> np.ndarray:
-        """Defer mask for a batch (the highest scores above the threshold, within the allowance);
-        ``samples`` break ties at the threshold by the certificate's rule, as the controller does."""
+    def triage(self, scores: np.ndarray, samples: Sequence[str] | np.ndarray | None = None) -> Decisions:
+        """:class:`~policies.online.Decisions` for a batch: the rule's deferrals, within the allowance when
+        there is a hard cap (its highest scores first); ``samples`` break ties at the threshold by the
+        certificate's rule, as the controller does."""
         scores = np.asarray(scores, dtype=float).reshape(-1)
         wanted = self._wanted(scores, samples)
         lease = self._lease if self._clock() < self._valid_until else None
-        allowance = self._left if lease is not None else 0
         defer = wanted
-        if np.count_nonzero(wanted) > allowance:
-            defer = np.zeros(len(scores), dtype=bool)
-            if allowance:
-                candidates = np.flatnonzero(wanted)
-                defer[candidates[np.argpartition(-scores[candidates], allowance - 1)[:allowance]]] = True
+        if self.hard_cap is not None:
+            defer = capped(scores, wanted, self._left if lease is not None else 0)
+        forced = wanted & ~defer
         deferred = int(np.count_nonzero(defer))
         self._pending.decisions += len(scores)
         self._pending.wanted += int(np.count_nonzero(wanted))
+        self._pending.forced += int(np.count_nonzero(forced))
         if lease is not None and deferred:
             self._left -= deferred
             self._pending.used[lease.lease_id] = self._pending.used.get(lease.lease_id, 0) + deferred
         self.sync()
-        return defer
+        rule = self._lease
+        covered = np.full(len(scores), rule is not None and rule.covered)
+        if rule is not None and rule.coverage == "rules":
+            covered &= ~forced
+        return Decisions(defer, forced, covered)
+
+    def decide(self, scores: np.ndarray, samples: Sequence[str] | np.ndarray | None = None) -> np.ndarray:
+        """The defer mask of :meth:`triage`."""
+        return self.triage(scores, samples).defer
 
     async def start(self) -> None:
         """Get the first lease now (a router replica calls this before taking traffic)."""
@@ -217,13 +233,9 @@ class LeasedBudget:
     def _wanted(self, scores: np.ndarray, samples: Sequence[str] | np.ndarray | None) -> np.ndarray:
         rule = self._lease
         if samples is None or rule is None or rule.tie_seed is None or rule.tie_break >= NO_TIE_BREAK:
-            return scores > self._threshold
-        tied = np.flatnonzero(scores == self._threshold)
-        keys = np.zeros(len(scores))
-        if tied.size:
-            chosen = samples[tied] if isinstance(samples, np.ndarray) else [samples[i] for i in tied]
-            keys[tied] = tie_keys(chosen, rule.tie_seed)
-        return defer_mask(scores, self._threshold, rule.tie_break, keys)
+            return defer_mask(scores, self._threshold)
+        return defer_mask(scores, self._threshold, rule.tie_break,
+                          keys_for_ties(scores, self._threshold, samples, rule.tie_seed))
 
     def state(self) -> dict[str, Any]:
         """The app's budget state as of this replica's last exchange."""

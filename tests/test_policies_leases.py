@@ -28,9 +28,9 @@ class RecordingController(OnlineController):
         super().__init__(**kwargs)
         self.appended: list[np.ndarray] = []
 
-    def record(self, deferred: Any, wanted: int) -> None:
+    def record(self, deferred: Any, wanted: int, forced: int = 0) -> None:
         self.appended.append(np.asarray(deferred, dtype=bool).copy())
-        super().record(deferred, wanted)
+        super().record(deferred, wanted, forced)
 
 
 async def settle() -> None:
@@ -150,13 +150,50 @@ def test_an_expired_lease_is_not_used() -> None:
         async def exchange(report: Report) -> Lease:
             return ledger.exchange(report)
 
-        budget = LeasedBudget("a", exchange, threshold=0.0, hard_cap=None, ttl_s=5.0, clock=clock)
+        budget = LeasedBudget("a", exchange, threshold=0.0, hard_cap=0.5, ttl_s=5.0, clock=clock)
         budget.decide(np.array([-1.0]))
         await settle()
         clock.now += 5.0
-        return budget.decide(np.array([1.0, 2.0]))
+        return budget.triage(np.array([1.0, 2.0]))
 
-    assert not asyncio.run(run()).any()
+    decisions = asyncio.run(run())
+    assert not decisions.defer.any() and decisions.forced.all()
+
+
+def test_without_a_hard_cap_a_replica_defers_what_the_rule_defers_lease_or_not() -> None:
+    async def run() -> tuple[np.ndarray, np.ndarray]:
+        ledger = BudgetLedger(OnlineController(target=0.5, threshold=0.0, window=100), lease_deferrals=2)
+
+        async def exchange(report: Report) -> Lease:
+            return ledger.exchange(report)
+
+        budget = LeasedBudget("a", exchange, threshold=0.0, hard_cap=None)
+        first = budget.triage(np.array([0.9, 0.8, 0.7]))   # no lease yet
+        await settle()
+        return first, budget.triage(np.full(40, 1.0))      # far beyond one lease's 2 deferrals
+
+    first, burst = asyncio.run(run())
+    assert first.defer.all() and burst.defer.all() and not first.forced.any() and not burst.forced.any()
+
+
+def test_forced_acceptances_reach_the_ledger_and_its_status() -> None:
+    async def run() -> tuple[Any, dict[str, Any]]:
+        ledger = BudgetLedger(OnlineController(target=0.1, threshold=0.0, hard_cap=0.1, window=100,
+                                               coverage="rules"), lease_deferrals=4)
+
+        async def exchange(report: Report) -> Lease:
+            return ledger.exchange(report)
+
+        budget = LeasedBudget("a", exchange, threshold=0.0, hard_cap=0.1)
+        await budget.start()
+        decisions = budget.triage(np.full(10, 1.0))        # 4 allowed, 6 forced
+        await settle()
+        return decisions, ledger.state()
+
+    decisions, state = asyncio.run(run())
+    assert decisions.defer.sum() == 4 and decisions.forced.sum() == 6
+    assert np.array_equal(decisions.covered, decisions.defer)
+    assert state["forced_in_window"] == 6 and state["forced_total"] == 6
 
 
 def test_a_failed_exchange_keeps_its_report_for_the_next_one() -> None:

@@ -94,34 +94,48 @@ def drifting_scores(rng, n=20000, shift=-1.0):
     return rng.normal(0, 1, n) + np.linspace(0, shift, n)
 
 
+PASSED = [(-0.5, 1.0), (0.0, 1.0), (0.42, 0.3), (0.84, 1.0)]   # grid rules that passed Learn-then-Test
+
+
 @pytest.mark.parametrize("shift", [-1.5, 1.5])
-def test_an_accepted_error_budget_never_accepts_more_than_certified_under_drift(shift):
+def test_an_accepted_error_budget_moves_only_among_the_rules_that_passed(shift):
     scores = drifting_scores(np.random.default_rng(3), shift=shift)
-    controller = OnlineController(target=0.2, threshold=0.84, learning_rate=0.01, max_threshold=0.84)
-    thresholds = []
+    controller = OnlineController(target=0.2, threshold=0.84, learning_rate=0.01, coverage="rules", rules=PASSED)
+    served = set()
     for start in range(0, len(scores), 50):
-        controller.decide(scores[start:start + 50])
-        thresholds.append(controller.threshold)
-    assert max(thresholds) <= 0.84
-    if shift > 0:   # higher scores want a higher threshold (defer less), which the clamp refuses
-        assert thresholds[-1] == 0.84
-    else:           # lower scores: the controller may defer more, below the certified threshold
-        assert min(thresholds) < 0.0
+        decisions = controller.triage(scores[start:start + 50])
+        served.add((controller.threshold, controller.tie_break))
+        assert decisions.covered.all()
+    assert served <= set(PASSED)
+    if shift > 0:   # higher scores want a higher threshold (defer less): no passed rule defers less
+        assert (controller.threshold, controller.tie_break) == (0.84, 1.0)
+    else:           # lower scores: it may defer more, on passed rules only
+        assert min(served)[0] == -0.5
+
+
+def test_the_rules_must_contain_the_certified_one():
+    with pytest.raises(ValueError, match="not among the passed rules"):
+        OnlineController(target=0.2, threshold=0.3, coverage="rules", rules=PASSED)
 
 
 def test_a_cost_budget_never_defers_more_than_certified_under_drift():
     rng = np.random.default_rng(4)
-    controller = OnlineController(target=0.2, threshold=0.84, learning_rate=0.01, min_threshold=0.84)
+    controller = OnlineController(target=0.2, threshold=0.84, learning_rate=0.01, min_threshold=0.84,
+                                  coverage="above")
     scores = drifting_scores(rng, shift=1.5)
     certified = scores > 0.84
     mask = np.concatenate([controller.decide(scores[s:s + 50]) for s in range(0, len(scores), 50)])
     assert not (mask & ~certified).any() and controller.threshold >= 0.84
 
 
-def test_a_joint_budget_keeps_its_certified_threshold():
-    controller = OnlineController(target=0.2, threshold=0.5, learning_rate=0.05, min_threshold=0.5, max_threshold=0.5)
-    controller.decide(np.random.default_rng(5).normal(2, 1, 500))
-    assert controller.threshold == 0.5
+@pytest.mark.parametrize("coverage, rules", [("above", None), ("rules", PASSED)])
+def test_serving_the_certified_rule_never_moves_it(coverage, rules):
+    controller = OnlineController(target=0.2, threshold=0.84, learning_rate=0.05, coverage=coverage, rules=rules,
+                                  adapt=False)
+    scores = np.random.default_rng(5).normal(2, 1, 500)
+    decisions = controller.triage(scores)
+    assert controller.threshold == 0.84 and controller.state()["adapt"] is False
+    assert np.array_equal(decisions.defer, scores > 0.84)
 
 
 def test_the_controller_breaks_ties_with_the_certificate_rule():
@@ -135,23 +149,55 @@ def test_the_controller_breaks_ties_with_the_certificate_rule():
     assert 0.2 < mask.mean() < 0.4
 
 
-def test_the_served_guarantee_says_whether_the_certificate_covers_the_threshold_now():
+def test_forced_acceptances_are_returned_counted_and_leave_a_rules_certificate():
+    controller = OnlineController(target=0.1, threshold=0.0, hard_cap=0.1, window=50, coverage="rules")
+    decisions = controller.triage(np.linspace(1, 2, 20))   # the rule defers all 20; the cap allows 5
+    assert decisions.defer.sum() == 5 and decisions.forced.sum() == 15
+    assert not (decisions.defer & decisions.forced).any()
+    assert np.array_equal(decisions.covered, decisions.defer)
+    state = controller.state()
+    assert (state["forced_in_window"], state["forced_total"]) == (15, 15)
+    controller.triage(np.full(50, -1.0))                   # a window later nothing forced is left in it
+    assert (controller.state()["forced_in_window"], controller.state()["forced_total"]) == (0, 15)
+
+
+def test_forced_acceptances_stay_covered_by_a_rate_certificate():
+    controller = OnlineController(target=0.1, threshold=0.0, hard_cap=0.1, window=50, coverage="above")
+    decisions = controller.triage(np.linspace(1, 2, 20))
+    assert decisions.forced.sum() == 15 and decisions.covered.all()
+
+
+def test_the_served_guarantee_says_whether_the_certificate_covers_what_is_served():
     from policies import guarantee_now
 
-    certificate = {"statement": "P(accepted_error > 0.05) ≤ 0.1"}
+    certificate = {"statement": "the certificate"}
     rng = np.random.default_rng(6)
-    rate = OnlineController(target=0.1, threshold=0.0, learning_rate=0.01)
-    assert guarantee_now("rate", certificate, rate.state())["status"] == "certified"
-    rate.decide(rng.normal(0, 1, 2000))
-    moved = guarantee_now("rate", certificate, rate.state())
+    up = OnlineController(target=0.1, threshold=0.0, learning_rate=0.01, coverage="above")
+    assert guarantee_now("rate", certificate, up.state())["status"] == "certified"
+    up.decide(rng.normal(0, 1, 2000))     # 50 % deferred wants the threshold up: a subset, still covered
+    assert guarantee_now("rate", certificate, up.state())["status"] == "defers-less"
+    down = OnlineController(target=0.9, threshold=0.0, learning_rate=0.01, coverage="above")
+    down.decide(rng.normal(0, 1, 2000))
+    moved = guarantee_now("rate", certificate, down.state())
     assert moved["status"] == "tracking" and "not the current" in moved["statement"]
-    error = OnlineController(target=0.1, threshold=0.0, learning_rate=0.01, max_threshold=0.0)
-    error.decide(rng.normal(0, 1, 2000))   # a 50 % rate wants the threshold up: clamped, still certified
-    assert guarantee_now("accepted-error", certificate, error.state())["status"] == "certified"
-    error.set_target(0.9)
-    error.decide(rng.normal(0, 1, 2000))
-    assert guarantee_now("accepted-error", certificate, error.state())["status"] == "defers-more"
-    assert guarantee_now("rate", None, rate.state())["status"] == "uncertified"
+    error = OnlineController(target=0.9, threshold=0.84, learning_rate=0.01, coverage="rules", rules=PASSED)
+    error.decide(rng.normal(0, 1, 2000))  # moves to a lower passed rule: still certified
+    assert error.threshold < 0.84 and guarantee_now("accepted-error", certificate, error.state())["status"] == "certified"
+    capped = OnlineController(target=0.1, threshold=0.84, hard_cap=0.1, window=100, coverage="rules", rules=PASSED)
+    capped.decide(np.full(50, 2.0))
+    overridden = guarantee_now("accepted-error", certificate, capped.state())
+    assert overridden["status"] == "overridden" and "certified: false" in overridden["statement"]
+    assert guarantee_now("rate", None, up.state())["status"] == "uncertified"
+
+
+def test_a_snapshot_restores_rule_tracking_state_and_forced_counts():
+    controller = OnlineController(target=0.9, threshold=0.84, learning_rate=0.01, hard_cap=0.95, window=100,
+                                  coverage="rules", rules=PASSED)
+    controller.decide(np.random.default_rng(7).normal(0, 1, 300))
+    restored = OnlineController.restore(controller.snapshot())
+    assert restored.state() == controller.state()
+    more = np.random.default_rng(8).normal(0, 1, 300)
+    assert np.array_equal(restored.decide(more), controller.decide(more))
 
 
 def test_a_starting_threshold_outside_the_clamp_is_refused():

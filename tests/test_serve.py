@@ -302,12 +302,15 @@ def test_a_batch_triage_splits_back_into_each_requests_share() -> None:
 
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
     batch = Triage(SmallScores(probabilities, probabilities), np.array([0.1, 0.2, 0.4, 0.5]), np.full(4, 0.3),
-                   np.array([False, False, True, True]), small_ms=2.0)
+                   np.array([False, False, True, False]), forced=np.array([False, False, False, True]),
+                   covered=np.array([True, True, True, False]), small_ms=2.0)
     first, second = batch.split([1, 3])
     assert first.defer.tolist() == [False] and second.scores.tolist() == [0.2, 0.4, 0.5]
+    assert second.forced.tolist() == [False, False, True] and second.covered.tolist() == [True, True, False]
     rejoined = Triage.join([first, second])
     assert np.array_equal(rejoined.small.probabilities, probabilities)
-    assert rejoined.defer.tolist() == batch.defer.tolist()
+    for column in ("defer", "forced", "covered"):
+        assert getattr(rejoined, column).tolist() == getattr(batch, column).tolist()
 
 
 def test_app_builder_refuses_unknown_args_by_name() -> None:

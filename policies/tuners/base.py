@@ -33,6 +33,9 @@ class Solution:
     feasible: np.ndarray | None = None
     rule: tuple[np.ndarray, np.ndarray] | None = None
     """the chosen fixed rule ``(threshold, tie_break)`` per set, for tuners testing a fixed grid"""
+    passed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    """tuners testing a fixed grid: ``(thresholds, tie_breaks, passed)``, ``passed`` an ``(m, k)`` mask of
+    the grid rules whose tests rejected (certified together)"""
 
 
 class Cut(NamedTuple):
@@ -104,6 +107,7 @@ class BudgetTuner(BaseEstimator):
             part=part,
             tie_break=tie_break,
             tie_seed=tie_seed if keys is not None else None,
+            passed_rules=_passed_rules(solution),
         )
         return self
 
@@ -212,6 +216,14 @@ class BudgetTuner(BaseEstimator):
 
     def _infeasible(self, n: int, best: dict[str, float]) -> str:
         raise NotImplementedError
+
+
+def _passed_rules(solution: Solution) -> list[tuple[float, float]] | None:
+    """The first set's certified grid rules, ordered as the grid is (deferring most first)."""
+    if solution.passed is None:
+        return None
+    thresholds, tie_breaks, passed = solution.passed
+    return [(float(thresholds[j]), float(tie_breaks[j])) for j in np.flatnonzero(passed[0])]
 
 
 def check_rate(name: str, value: float) -> None:

@@ -96,7 +96,8 @@ class JointTuner(BudgetTuner):
             "certifiable_defer_rate": rate_upper.min(axis=1),
         }
         bound = {"accepted_error": at_pick(error_upper), "defer_rate": at_pick(rate_upper)}
-        return Solution(pick, bound, best, feasible, rule=(grid.threshold[pick], grid.tie_break[pick]))
+        return Solution(pick, bound, best, feasible, rule=(grid.threshold[pick], grid.tie_break[pick]),
+                        passed=(grid.threshold, grid.tie_break, rate_ok & error_ok))
 
     def _method(self) -> str:
         k = len(as_grid(self.grid, "grid").threshold)

@@ -69,7 +69,7 @@ class AcceptedErrorTuner(BudgetTuner):
             "defer_rate": 1.0 - np.take_along_axis(accepted, lowest, 1)[:, 0] / data.n,
         }
         return Solution(pick, {"accepted_error": bound}, best, feasible,
-                        rule=(grid.threshold[pick], grid.tie_break[pick]))
+                        rule=(grid.threshold[pick], grid.tie_break[pick]), passed=(grid.threshold, grid.tie_break, valid))
 
     def _method(self) -> str:
         return (f"Learn-then-Test (binomial p-values, Bonferroni over {len(as_grid(self.grid, 'grid').threshold)} "
