@@ -61,12 +61,13 @@ class ServedPolicy:
 
 def target_rate(config: CascadeConfig, certificate: dict[str, Any] | None) -> float:
     """The deferral rate the controller holds: the budget's target for a rate budget, else the rate
-    the tuned threshold achieved on the calibration split."""
+    the tuned threshold achieved on the certify part (at most the hard cap)."""
     if config.budget.kind == "rate":
         return config.budget.target
     if certificate is None or "defer_rate" not in certificate.get("achieved", {}):
         raise ArtifactError(f"a '{config.budget.kind}' budget needs the certificate's achieved defer_rate to serve")
-    return float(certificate["achieved"]["defer_rate"])
+    rate = float(certificate["achieved"]["defer_rate"])
+    return rate if config.budget.hard_cap is None else min(rate, config.budget.hard_cap)
 
 
 def load_served(config: CascadeConfig) -> ServedPolicy:

@@ -88,3 +88,22 @@ def test_docstring_examples_run(module: str) -> None:
                          ids=lambda p: p.name)
 def test_every_shipped_config_passes_the_cross_field_checks(path: Path) -> None:
     assert CascadeConfig.from_yaml(path).name
+
+
+def test_a_hard_cap_on_an_accepted_error_budget_is_refused_at_load_unless_it_may_override() -> None:
+    from cascade.config import CascadeConfig, ConfigError
+
+    budget = {"kind": "accepted-error", "target": 0.02, "delta": 0.1, "hard_cap": 0.1}
+    with pytest.raises(ConfigError, match="budget.hard_cap: a hard cap makes the small tier answer"):
+        CascadeConfig.from_dict({"dataset": {"name": "spamassassin"}, "budget": budget})
+    allowed = CascadeConfig.from_dict({"dataset": {"name": "spamassassin"},
+                                       "budget": {**budget, "cap_overrides_certificate": True}})
+    assert allowed.budget.served_rule == "certified"
+
+
+def test_a_rate_target_above_the_hard_cap_is_refused_at_load() -> None:
+    from cascade.config import CascadeConfig, ConfigError
+
+    with pytest.raises(ConfigError, match="budget.target: a deferral-rate target of 0.2 is above budget.hard_cap 0.1"):
+        CascadeConfig.from_dict({"dataset": {"name": "spamassassin"},
+                                 "budget": {"kind": "rate", "target": 0.2, "hard_cap": 0.1}})

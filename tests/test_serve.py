@@ -173,6 +173,29 @@ def test_the_hard_cap_refuses_deferrals_beyond_it(config: CascadeConfig, knn_exp
     assert answered == [8, 2] and budget["capped"] is True and budget["cap_remaining"] == 0
 
 
+def test_a_cap_overriding_an_accepted_error_certificate_flags_every_forced_answer(
+        config: CascadeConfig, knn_expert: Any, tiers: Tiers, kept_and_deferred: KeptDeferred) -> None:
+    import dataclasses
+
+    served, small = tiers
+    certificate = {"kind": "accepted-error", "statement": "P(accepted_error > 0.05) ≤ 0.1", "tie_break": 1.0,
+                   "tie_seed": None, "achieved": {"defer_rate": 0.2},
+                   "passed_rules": [[served.threshold - 0.1, 1.0], [served.threshold, 1.0]]}
+    capped = config.model_copy(update={"budget": config.budget.model_validate({
+        "kind": "accepted-error", "target": 0.05, "delta": 0.1, "hard_cap": 0.1, "window": 20,
+        "cap_overrides_certificate": True})})
+    api = client(in_process_app(capped, knn_expert, (dataclasses.replace(served, certificate=certificate), small)))
+    kept, deferred = kept_and_deferred
+    verdicts = detect(api, deferred[:8]).json()["verdicts"] + detect(api, kept[:4]).json()["verdicts"]
+    forced = [v for v in verdicts if v["forced"]]
+    assert len(forced) == 6 and sum(v["source"] == "expert" for v in verdicts) == 2   # cap: 2 per 20 requests
+    assert all(v["source"] == "small" and v["degraded"] and not v["certified"] for v in forced)
+    assert all(v["certified"] for v in verdicts if not v["forced"])
+    budget = api.get("/v1/budget").json()
+    assert budget["guarantee"]["status"] == "overridden" and budget["served_rule"] == "certified"
+    assert (budget["forced_in_window"], budget["forced_total"]) == (6, 6)
+
+
 def test_explain_answers_about_a_verdict(api: TestClient, kept_and_deferred: KeptDeferred) -> None:
     verdict = detect(api, kept_and_deferred[1][:1]).json()["verdicts"][0]
     response = api.post("/v1/explain", json={"sample": {"text": kept_and_deferred[1][0]}, "verdict": verdict})

@@ -71,7 +71,8 @@ def deploy_bare_detector(config: CascadeConfig, route_prefix: str = "/bare") -> 
                 verdicts = [Verdict.model_construct(  # the router's verdict fields; this path never defers
                     id=sample.id, label=str(labels[label_index[i]]), probability=float(top[i]), source="small",
                     deferral_score=float(1.0 - top[i]), threshold=1.0, cost=cost, latency_ms={"total": total_ms},
-                    degraded=False, prompt_tokens=None, completion_tokens=None, rationale=None)
+                    degraded=False, forced=False, certified=False, prompt_tokens=None, completion_tokens=None,
+                    rationale=None)
                     for i, sample in enumerate(body.samples)]
                 result = DetectResponse.model_construct(verdicts=verdicts, answered_by={"small": len(verdicts)},
                                                         degraded=0)
