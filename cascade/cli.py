@@ -169,6 +169,9 @@ def tune_command(
     max_error: float = typer.Option(None, help="budget: accepted (non-deferred) answers at most this wrong"),
     max_rate: float = typer.Option(None, help="with --max-error: also defer at most this share (joint budget)"),
     delta: float = typer.Option(None, help="failure probability: the guarantee holds with probability 1-delta"),
+    certify_reuse: str = typer.Option(None, help="budget.certify_reuse: 'refuse' a second, different tuning on the "
+                                                 "same certify part, or 'spend-delta' (the certificate states the δ "
+                                                 "spent on the part over all its tunings)"),
     artifact_dir: str = typer.Option(None, help="where to write the artifact (default: the config's artifact_dir)"),
 ) -> None:
     """Fit the policy on the fit part, certify a threshold on the certify part; write the artifact Serve loads."""
@@ -185,8 +188,12 @@ def tune_command(
         budget.update(kind="cost", target=cost)
     elif max_error is not None:
         budget.update(kind="joint" if max_rate is not None else "accepted-error", target=max_error, max_rate=max_rate)
+    if budget["kind"] != cfg.budget.kind:
+        budget["served_rule"] = None  # another kind: its own default (certified for accepted-error and joint)
     if delta is not None:
         budget["delta"] = delta
+    if certify_reuse is not None:
+        budget["certify_reuse"] = certify_reuse
     raw = cfg.model_dump(mode="json") | {"budget": budget}
     if artifact_dir:
         raw["artifact_dir"] = artifact_dir

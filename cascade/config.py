@@ -153,11 +153,30 @@ class BudgetConfig(_Section):
     n_grid: int = Field(20, ge=1, le=1000, description="accepted-error / joint: thresholds Learn-then-Test tests "
                                                        "(quantiles of the fit part's scores)")
     hard_cap: float | None = Field(None, gt=0, le=1, description="serving: max deferral rate over the window")
+    cap_overrides_certificate: bool = Field(
+        False, description="accepted-error / joint: allow a hard cap although it makes the small tier answer samples "
+                           "the certified rule defers; each such answer is flagged certified: false and counted")
+    served_rule: Literal["certified", "track"] | None = Field(
+        None, description="serving: 'certified' serves the certified rule as it is; 'track' moves it to hold the "
+                          "target rate (rate: anywhere, the status says when the certificate stops covering it; "
+                          "cost: only to defer less; accepted-error / joint: only among the grid rules that passed "
+                          "Learn-then-Test). Default: track for rate and cost, certified for accepted-error and joint")
     window: int = Field(1000, gt=0, description="serving: sliding-window length in requests")
     learning_rate: float = Field(0.05, gt=0, description="serving: online threshold step size")
     tie_seed: int | None = Field(
         0, ge=0, description="seed of the per-sample keys that break ties at the threshold (tuning, harness and "
                              "serving alike); null accepts every tied sample")
+    certify_reuse: Literal["refuse", "spend-delta"] = Field(
+        "refuse", description="a second, different tuning on a certify part already used to tune: 'refuse' it, or "
+                              "'spend-delta' (the certificate states the δ spent on that part over all its tunings, "
+                              "Bonferroni; in-expectation tunings are not covered by it)")
+
+    @model_validator(mode="after")
+    def _resolve_served_rule(self) -> "BudgetConfig":
+        """Fill ``served_rule`` with its per-kind default, so a dumped config says what is served."""
+        if self.served_rule is None:
+            self.served_rule = "certified" if self.kind in ("accepted-error", "joint") else "track"
+        return self
 
 
 class BreakerConfig(_Section):

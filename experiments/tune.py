@@ -14,6 +14,11 @@ The artifact directory (``config.artifact_dir``) is what the Ray Serve app loads
 
 A learned policy with ``policy.crossfit_folds`` > 0 also learns from out-of-fold outputs over the
 train split (:func:`experiments.run.cross_fitted`); rule policies spend no extra expert calls.
+
+Each tuning is counted against its certify part (:mod:`policies.certify_ledger`): a different
+tuning on a part already used is refused unless ``budget.certify_reuse`` is ``spend-delta``, and the
+certificate records ``certify_uses`` and ``delta_spent``. Re-running the same config (into any
+artifact directory, on any port) is the same tuning and counts once.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import Any
 from cascade.config import CascadeConfig
 from cascade.data.roles import load_roles
 from experiments.held_out import NEEDS_EXPERT, held_out_needs_experts
+from experiments.scoring import content_hash, dataset_hash
+from policies.certify_ledger import CertifyLedger
 
 
 def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
@@ -38,6 +45,9 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     from experiments.scoring import score_small
 
     roles = load_roles(config)
+    ledger, part, tuning = CertifyLedger(), dataset_hash(roles.certify), _tuning(config)
+    label = f"the certify part of {config.dataset.name} (n={len(roles.certify_index)}, seed {config.experiment.seed})"
+    ledger.check(part, label, tuning, config.budget.certify_reuse)  # before any fitting: refuse early
     small_tier, _ = fit_small_tier(config, roles)
     policy = make_policy(config.policy.kind, n_classes=small_tier.n_classes, **config.policy.params)
     seed = config.budget.tie_seed
@@ -63,9 +73,10 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     else:
         certify, expert_cost = score_small(small_tier, roles.certify, config.cost.small_per_call), None
         keys = None if seed is None else tie_keys(roles.certify.X, seed)
+    spent = ledger.record(part, label, tuning, tuner.delta, config.budget.certify_reuse, config.artifact_dir)
     tuner.fit(policy.score(certify.features), certify.correct, expert_cost, tie_keys=keys, tie_seed=seed,
               part="certify")
-    hop = Hop(policy, float(tuner.threshold_), tuner.certificate_)
+    hop = Hop(policy, float(tuner.threshold_), spent.apply(tuner.certificate_))
     root = Path(config.artifact_dir)
     staging = root.with_name(root.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -73,12 +84,25 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     small_tier.save(staging / "small")
     hop.save(staging / "hop")
     config.to_yaml(staging / "config.yaml")
-    certificate = tuner.certificate_.model_dump(mode="json")
+    certificate = hop.certificate.model_dump(mode="json")
     (staging / "certificate.json").write_text(json.dumps(certificate, indent=2))
     (staging / "policy_fit.json").write_text(json.dumps(policy_fit(config, policy, len(fit.y), training), indent=2))
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)
     return certificate
+
+
+# settings that cannot change what a tuning finds: where it is saved, how it is served, what the harness sweeps
+NOT_TUNING = {"name": True, "artifact_dir": True, "serve": True,
+              "budget": {"hard_cap", "window", "learning_rate", "served_rule", "cap_overrides_certificate",
+                         "certify_reuse"},
+              "experiment": {"results_dir", "random_seeds", "splits", "budgets", "scoring", "ray_data_concurrency",
+                             "ray_data_num_cpus"}}
+
+
+def _tuning(config: CascadeConfig) -> str:
+    """The tuning's identity in the certify ledger: a hash of every setting that may change its outcome."""
+    return content_hash(config.model_dump(mode="json", exclude=NOT_TUNING))
 
 
 def policy_fit(config: CascadeConfig, policy: Any, fit_samples: int, training: Any) -> dict[str, Any]:

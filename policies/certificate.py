@@ -56,6 +56,16 @@ class Certificate(BaseModel):
     """a sample scoring exactly ``threshold`` is deferred when its tie key exceeds this (1: never)"""
     tie_seed: int | None = None
     """seed of the tie keys (:func:`policies.ties.tie_keys`); None when ties were not broken"""
+    passed_rules: list[tuple[float, float]] | None = None
+    """Learn-then-Test: every grid rule ``(threshold, tie_break)`` that passed, valid simultaneously
+    (the family-wise error control covers them all); serving may move only among them. None for
+    conformal tuners, whose certificate is about ``threshold`` alone"""
+    certify_uses: int = 1
+    """distinct tunings on this certify part so far, this one included (:mod:`policies.certify_ledger`);
+    above 1 the single-tuning guarantee no longer covers choosing among them"""
+    delta_spent: float | None = None
+    """the δ spent on this certify part over all its tunings (Bonferroni sum): with probability ≥ 1 -
+    ``delta_spent`` every bound certified on it holds. None for an in-expectation certificate"""
 
     @property
     def holds(self) -> bool:

@@ -3,6 +3,7 @@ the serving tests' tuned SpamAssassin cascade (config, tiers, texts, the knn-vot
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,17 @@ from cascade import data
 from cascade.config import CascadeConfig, ExpertConfig
 from cascade.models import build_tiny_llama
 from serving import KeptDeferred, Tiers, load_tiers, split_by_score, tune_artifact
+
+
+@pytest.fixture(scope="session", autouse=True)
+def certify_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The tests' tunings count their certify-part uses in a ledger of this session, not the user's."""
+    import policies.certify_ledger
+
+    root = tmp_path_factory.mktemp("certify-uses")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(policies.certify_ledger, "cache_dir", lambda name: root / name)
+        yield root
 
 
 @pytest.fixture(scope="session")

@@ -105,6 +105,12 @@ def test_the_hard_cap_holds_over_both_router_replicas_under_a_burst(
     assert budget["replicas"] == 2 and budget["observed"] == WINDOW
     assert by_expert <= HARD_CAP * WINDOW  # one cap for the app: each replica alone would allow this much
     assert by_expert >= HARD_CAP * WINDOW - 2 * 2 * LEASE  # and the room is used, less what leases still hold
+    verdicts = [r.json()["verdicts"][0] for r in responses]
+    forced = [v for v in verdicts if v["source"] == "small"]   # every one of these mails is deferred by the rule
+    assert all(v["forced"] and v["degraded"] for v in forced)  # none accepted silently
+    settled = _settled_budget(http)
+    assert settled["forced_total"] == settled["forced_in_window"] == len(forced) == WINDOW - by_expert
+    assert settled["guarantee"]["status"] == "defers-less"  # a rate bound carries over to fewer deferrals
 
 
 def test_a_restarted_holder_and_router_keep_target_threshold_and_window(

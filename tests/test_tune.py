@@ -18,8 +18,10 @@ CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "spam
 @pytest.fixture
 def raw(spamassassin: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     import experiments.scoring
+    import policies.certify_ledger
 
     monkeypatch.setattr(experiments.scoring, "cache_dir", lambda name: (tmp_path / "cache" / name))
+    monkeypatch.setattr(policies.certify_ledger, "cache_dir", lambda name: (tmp_path / "cache" / name))
     (tmp_path / "cache" / "scores").mkdir(parents=True)
     raw = CascadeConfig.from_yaml(CONFIG).model_dump(mode="json")
     raw["dataset"]["max_samples"] = 500
@@ -66,9 +68,11 @@ def test_cross_fitting_feeds_a_learned_policy_only_and_the_artifact_says_what_it
     assert record["extra_expert_usage"] == {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
     scored_for_the_rule = len(list(scores.glob("*.json")))
     raw["policy"] = {"kind": "learned", "crossfit_folds": 3}
+    raw["budget"]["certify_reuse"] = "spend-delta"  # a second policy tuned on the same certify part
     learned = CascadeConfig.from_dict(raw)
     certificate = tune(learned, progress=False)
     assert certificate["part"] == "certify" and certificate["n"] == load_roles(learned).sizes()["certify"]
+    assert certificate["certify_uses"] == 2 and certificate["delta_spent"] is None
     assert len(list(scores.glob("*.json"))) == scored_for_the_rule + 3  # one cached expert run per fold
     record = json.loads((Path(learned.artifact_dir) / "policy_fit.json").read_text())
     pool = len(labelled_pool(learned, load_roles(learned).train))

@@ -7,9 +7,9 @@
   nothing that produces those scores may have been fitted on these samples;
 * ``test``: touched only to report.
 
-``fit`` and ``certify`` are a stratified cut of the held-out (``calibration``) split at
-``dataset.certify_fraction``. The harness, ``cascade tune``, the demo and the Serve app all call
-:func:`load_roles`, so they agree sample for sample.
+``certify`` is a uniformly random draw of ``dataset.certify_fraction`` of the held-out
+(``calibration``) split and ``fit`` the rest (:func:`held_out_cut`). The harness, ``cascade tune``,
+the demo and the Serve app all call :func:`load_roles`, so they agree sample for sample.
 
 >>> from cascade.config import CascadeConfig
 >>> roles = load_roles(CascadeConfig.model_validate({"dataset": {"name": "spamassassin"}}))  # doctest: +SKIP
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cascade.config import CascadeConfig, ConfigError
-from cascade.data.dataset import Dataset, stratified_subsample
+from cascade.data.dataset import Dataset
 from cascade.data.registry import load_splits
 
 ROLES = ("train", "fit", "certify", "test")
@@ -55,14 +55,28 @@ class DataRoles:
 
 
 def held_out_cut(held_out: Dataset, certify_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(fit, certify)`` indices into ``held_out``, stratified on (label, group), deterministic in ``seed``."""
+    """``(fit, certify)`` sorted indices into ``held_out``; certify is a uniformly random subset.
+
+    Every subset of ``round(certify_fraction · n)`` samples is equally likely (one seeded
+    permutation, cut once; deterministic in ``seed``), so the certify samples are an exchangeable
+    draw of the held-out data, as split-conformal and Learn-then-Test need. A cut stratified on
+    (label, group) is not: it fixes each stratum's (rounded) count, so how often a sample is
+    certified depends on its label and group.
+
+    >>> import numpy as np
+    >>> from cascade.data import Dataset
+    >>> held_out = Dataset(name="toy", y=np.array([0, 0, 0, 1]), label_names=("ham", "spam"),
+    ...                    ids=np.arange(4).astype(str), groups=np.zeros(4, dtype=int), features=np.zeros((4, 1)))
+    >>> fit, certify = held_out_cut(held_out, 0.5, seed=0)
+    >>> len(certify), sorted(fit.tolist() + certify.tolist())
+    (2, [0, 1, 2, 3])
+    """
     n_certify = int(round(certify_fraction * len(held_out)))
     if not 0 < n_certify < len(held_out):
         raise ConfigError(f"dataset.certify_fraction: {certify_fraction} of {len(held_out)} held-out samples "
                           "leaves the fit or the certify part empty")
-    certify = np.sort(stratified_subsample(held_out.y, held_out.groups, n_certify, seed))
-    fit = np.setdiff1d(np.arange(len(held_out)), certify)
-    return fit, certify
+    order = np.random.default_rng(seed).permutation(len(held_out))
+    return np.sort(order[n_certify:]), np.sort(order[:n_certify])
 
 
 def load_roles(config: CascadeConfig) -> DataRoles:

@@ -2,8 +2,11 @@
 
 Split-conformal risk control (Angelopoulos et al., "Conformal Risk Control", 2022) on a bounded,
 monotone loss: the threshold keeps ``(Σ loss + B) / (n + 1) ≤ target`` on the certify set,
-which bounds the expected loss on a new exchangeable request. The high-probability rate tuner
-uses the Clopper-Pearson bound instead (a fixed-sequence Learn-then-Test over all thresholds).
+which bounds the expected loss on a new exchangeable request. The expectation is taken over the
+draw of the certify part *and* the new request: it is a bound on average over certify draws, not
+for the one threshold deployed, which may exceed the target on a given draw. The high-probability
+rate tuner uses the Clopper-Pearson bound instead (a fixed-sequence Learn-then-Test over all
+thresholds), which holds for the deployed threshold with probability ≥ 1-δ over the draw.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ class RateTuner(BudgetTuner):
     """Deferral rate ≤ ``target``: in expectation (``delta=None``) or with probability ≥ 1-δ.
 
     In expectation it is the split-conformal quantile (conformal risk control on the 0/1 deferral
-    loss): at most ``⌊(n+1)β⌋ - 1`` certify samples lie above the threshold. With ``delta`` it
-    keeps the Clopper-Pearson upper bound of the deferral rate at or below the target. A certify
+    loss): at most ``⌊(n+1)β⌋ - 1`` certify samples lie above the threshold, so
+    ``E[defer_rate] ≤ β`` with the expectation over the certify draw and a new request; the
+    threshold picked on one draw may defer more than ``β``. With ``delta`` it keeps the
+    Clopper-Pearson upper bound of the deferral rate at or below the target, which bounds that
+    chance by ``δ``. A certify
     part too small to certify even one deferral (``β < 1/(n+1)``; with ``δ``: ``(1-β)^n > δ``) is
     refused, naming the smallest target it can certify and the ``n`` the target needs.
 
@@ -77,12 +83,17 @@ class RateTuner(BudgetTuner):
 
     def _statement(self) -> str:
         if self.delta is None:
-            return f"E[defer_rate] ≤ {self.target} on new requests exchangeable with the certify part"
+            return (f"E[defer_rate] ≤ {self.target} on new requests exchangeable with the certify part, the "
+                    f"expectation taken over the draw of the certify part and a new request; a single deployed "
+                    f"threshold may exceed {self.target} on a given draw")
         return f"P(defer_rate > {self.target}) ≤ {self.delta} over the draw of the certify part"
 
 
 class CostTuner(BudgetTuner):
     """Expected cost per 1k requests ≤ ``target_per_1k`` (conformal risk control).
+
+    The expectation is over the draw of the certify part and a new request: the threshold picked
+    on one draw may cost more than the target per 1k.
 
     The per-request cost is ``small_cost + expert_cost · [deferred]``; conformal risk control
     needs a bound on it fixed before the data are seen, ``max_expert_cost``: the most one expert
@@ -146,7 +157,9 @@ class CostTuner(BudgetTuner):
 
     def _statement(self) -> str:
         return (f"E[cost_per_1k] ≤ {self.target_per_1k} on new requests exchangeable with the certify part, "
-                f"given that one expert call costs at most {self.max_expert_cost:.6g}")
+                f"given that one expert call costs at most {self.max_expert_cost:.6g}, the expectation taken over "
+                f"the draw of the certify part and a new request; a single deployed threshold may exceed "
+                f"{self.target_per_1k} on a given draw")
 
     def _infeasible(self, n: int, best: dict[str, float]) -> str:
         return (
