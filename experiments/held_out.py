@@ -92,16 +92,15 @@ def evaluation_index(dataset: Dataset, cap: int | None, seed: int) -> np.ndarray
 def held_out_evaluation_index(roles: DataRoles, cap: int | None, seed: int) -> np.ndarray:
     """The held-out samples the harness scores (indices into ``roles.calibration``, sorted): all of
     them, or ``cap`` of them split between the fit and the certify part in proportion to their sizes,
-    each part subsampled on its own (stratified). Subsampling the union instead would draw the same
-    stratified sample that cut the certify part, and leave the fit part empty."""
+    each part subsampled on its own by a seeded uniform draw: a uniform subsample of the certify
+    part is still exchangeable with served traffic (a stratified one would not be)."""
     n = len(roles.fit_index) + len(roles.certify_index)
     if cap is None or cap >= n:
         return np.arange(len(roles.calibration))
     n_fit = int(round(cap * len(roles.fit_index) / n))
-    chosen = []
-    for index, size in ((roles.fit_index, n_fit), (roles.certify_index, cap - n_fit)):
-        part = roles.calibration.subset(index)
-        chosen.append(index[evaluation_index(part, size, seed)] if size > 0 else index[:0])
+    rng = np.random.default_rng(seed)
+    chosen = [index[np.sort(rng.permutation(len(index))[:size])]
+              for index, size in ((roles.fit_index, n_fit), (roles.certify_index, cap - n_fit))]
     return np.sort(np.concatenate(chosen))
 
 
