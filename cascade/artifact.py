@@ -35,7 +35,7 @@ class ArtifactError(RuntimeError):
 def write_json(path: str | Path, kind: str, payload: dict[str, Any]) -> None:
     """Write ``payload`` as JSON tagged with its kind and the format version."""
     body = {"format": kind, "format_version": FORMAT_VERSION, **payload}
-    Path(path).write_text(json.dumps(body, indent=2, sort_keys=True, default=_json_default))
+    Path(path).write_text(json.dumps(body, indent=2, sort_keys=True, default=json_default))
 
 
 def read_json(path: str | Path, kind: str) -> dict[str, Any]:
@@ -140,7 +140,12 @@ def verify_manifest(directory: str | Path, kind: str) -> dict[str, Any]:
     return dict(manifest.get("meta", {}))
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps``'s ``default`` for cascade's values: numpy scalars and arrays, paths.
+
+    >>> json.dumps({"n": np.int64(3), "p": np.array([0.5])}, default=json_default)
+    '{"n": 3, "p": [0.5]}'
+    """
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):

@@ -37,6 +37,7 @@ from deployments.contracts import (
     TierProbe,
 )
 from deployments.metrics import CascadeMetrics
+from policies.ties import canonical
 from deployments.schemas import (
     BudgetState,
     BudgetUpdate,
@@ -146,7 +147,7 @@ class CascadeService:
         """Policy scores and the budget's decisions for a batch of small-tier answers to ``payload``
         (one controller call; the samples break ties at the threshold)."""
         started = time.perf_counter()
-        scores = np.asarray(self._policy.score(small.features), dtype=float)
+        scores = canonical(self._policy.score(small.features))  # the values the rule compares and verdicts report
         thresholds = np.full(len(scores), self._controller.threshold)
         decisions = self._controller.triage(scores, payload)
         self._record_batch(decisions.defer, decisions.forced, small_ms)

@@ -14,6 +14,7 @@ Steps, each cached or pure numpy after the first run:
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
+from cascade.artifact import ArtifactError, json_default
 from cascade.config import CascadeConfig
 from cascade.data.roles import DataRoles, load_roles
 from experiments import plots
@@ -32,6 +34,7 @@ from experiments.scoring import TierScores, content_hash, dataset_hash
 from experiments.sweep import Curve, auroc_curve, sweep
 
 RATE_GRID = np.linspace(0.0, 1.0, 101)
+log = logging.getLogger(__name__)
 
 
 def run_experiment(config: CascadeConfig, results_root: str | Path | None = None, refresh: bool = False,
@@ -82,7 +85,10 @@ def fit_small_tier(config: CascadeConfig, roles: DataRoles) -> tuple[Any, float]
                        config.experiment.seed)
     folder = cache_dir("small") / key[:24]
     if (folder / "manifest.json").is_file():
-        return SmallTier.load(folder), 0.0
+        try:
+            return SmallTier.load(folder), 0.0
+        except ArtifactError as exc:  # damaged, or written in an earlier format: fit again
+            log.warning("small-tier cache entry not reused, refitting: %s", exc)
     start = time.perf_counter()
     small.fit(roles.train, roles.fit)
     elapsed = time.perf_counter() - start
@@ -143,7 +149,11 @@ def learned_choice(policy: Any) -> dict[str, Any]:
 
 def frontier_tables(config: CascadeConfig, fit: Scored, test: Scored,
                     training: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Curves and scalars for every expert x policy (plus random mean, oracle and the upper hull)."""
+    """Curves and scalars for every expert x policy (plus random mean, oracle and the upper hull).
+
+    With ``budget.tie_seed`` set, every curve splits tied scores with the test samples' tie keys,
+    as the served rule does (:func:`experiments.sweep.sweep`).
+    """
     curves: dict[str, Any] = {}
     scalars: dict[str, Any] = {}
     small = test.small
@@ -151,7 +161,8 @@ def frontier_tables(config: CascadeConfig, fit: Scored, test: Scored,
     binary = small.probs.shape[1] == 2 and len(np.unique(small.y)) == 2
     for expert_name, expert in test.experts.items():
         def run(scores: np.ndarray) -> Curve:
-            return sweep(scores, small.pred, expert.pred, small.y, expert_cost=expert.cost, small_cost=small.cost)
+            return sweep(scores, small.pred, expert.pred, small.y, expert_cost=expert.cost, small_cost=small.cost,
+                         tie_keys=test.tie_keys)
 
         scores, skipped, learned = {}, {}, None
         for kind in (*config.experiment.policies, "oracle"):
@@ -178,7 +189,8 @@ def frontier_tables(config: CascadeConfig, fit: Scored, test: Scored,
         for kind, curve in by_policy.items():
             row = _curve_scalars(curve, oracle, small_acc, expert_acc, budgets)
             if binary and kind in scores:
-                auroc = auroc_curve(scores[kind], small.positive_prob, expert.positive_prob, small.y, budgets)
+                auroc = auroc_curve(scores[kind], small.positive_prob, expert.positive_prob, small.y, budgets,
+                                    tie_keys=test.tie_keys)
                 for budget, value in zip(budgets, auroc):
                     row["at_budget"][f"{budget:g}"]["auroc"] = float(value)
             per_policy[kind] = row
@@ -212,7 +224,8 @@ def _mean_curve(curves: list[Curve]) -> Curve:
         return np.interp(RATE_GRID, curve.defer_rate, getattr(curve, name))
 
     mean = {name: np.mean([on_grid(c, name) for c in curves], axis=0) for name in ("accuracy", "f1", "cost_per_1k")}
-    return Curve(threshold=np.full(len(RATE_GRID), np.nan), defer_rate=RATE_GRID, **mean)
+    undefined = np.full(len(RATE_GRID), np.nan)
+    return Curve(threshold=undefined, tie_break=undefined, defer_rate=RATE_GRID, **mean)
 
 
 def tier_summary(config: CascadeConfig, test: Scored, small_tier: Any, roles: DataRoles) -> dict[str, Any]:
@@ -248,13 +261,6 @@ def write_outputs(out: Path, results: dict[str, Any], test: Scored) -> None:
     plot_reliability(test.small.probs, test.small.y, out / "reliability.png")
     if results["budget_adherence"]:
         plots.budget_adherence(results["budget_adherence"], out / "budget_adherence.png")
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=json_default))
     (out / "report.md").write_text(markdown_report(results))
 
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(type(value).__name__)

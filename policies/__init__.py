@@ -1,7 +1,8 @@
 """Deferral policies, budget tuners with statistical guarantees, and online deferral control.
 
 Everything works on numpy arrays (no Ray, no vLLM), so it is testable in milliseconds. A sample
-is deferred to the next tier when ``score > threshold`` (strictly).
+is deferred to the next tier when ``score > threshold``, or, tied with it, when its tie key says so
+(:mod:`policies.ties`: one rule for tuning, harness and serving).
 
 >>> import numpy as np
 >>> from policies import ConfidencePolicy, RateTuner, simulate

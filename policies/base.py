@@ -1,7 +1,8 @@
 """The deferral-policy contract: fit on held-out outcomes; ``score`` is higher for "defer first".
 
 A policy only ranks samples. Whether a sample is deferred is decided elsewhere, always with the
-same rule: **a sample is deferred when ``score > threshold`` (strictly)**. Thresholds come from
+same rule: **a sample is deferred when ``score > threshold``, or when it ties with the threshold and
+its tie key exceeds the tie cut** (:func:`policies.ties.defer_mask`). Thresholds come from
 the budget tuners (:mod:`policies.tuners`) or the online controller (:mod:`policies.online`).
 
 Features are a 2-D array whose first ``n_classes`` columns are the small tier's *calibrated*

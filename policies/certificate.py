@@ -2,7 +2,8 @@
 
 Metrics are named ``defer_rate`` (share of requests sent to the expert), ``accepted_error``
 (error rate of the small tier's non-deferred answers) and ``cost_per_1k`` (cost units per 1,000
-requests). A sample is deferred when ``score > threshold``.
+requests). A sample is deferred when ``score > threshold``, or when it ties with the threshold and
+its tie key exceeds ``tie_break`` (:func:`policies.ties.defer_mask`).
 
 >>> c = Certificate(kind="rate", method="conformal risk control", threshold=0.42,
 ...                 target={"defer_rate": 0.2}, achieved={"defer_rate": 0.19},

@@ -20,12 +20,17 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from policies.baselines import deferral_gain
+from policies.ties import canonical
 from policies.tuners import BudgetTuner
 
 
-def deferral_curve(scores: ArrayLike, small_correct: ArrayLike, expert_correct: ArrayLike) -> np.ndarray:
-    """Accuracy after deferring the ``k`` highest scores, ``k = 0..n`` (ties in a stable order)."""
-    order = np.argsort(-np.asarray(scores, dtype=float), kind="stable")
+def deferral_curve(scores: ArrayLike, small_correct: ArrayLike, expert_correct: ArrayLike,
+                   tie_keys: ArrayLike | None = None) -> np.ndarray:
+    """Accuracy after deferring the ``k`` highest scores, ``k = 0..n``: in ``(canonical score, tie key)``
+    order, as the served rule splits ties (:mod:`policies.ties`); without keys, ties in index order."""
+    canonical_scores = canonical(scores).reshape(-1)
+    keys = np.zeros(len(canonical_scores)) if tie_keys is None else np.asarray(tie_keys, dtype=float).reshape(-1)
+    order = np.lexsort((-keys, -canonical_scores))
     gain = deferral_gain(small_correct, expert_correct)[order]
     n = len(gain)
     base = np.asarray(small_correct, dtype=float).reshape(-1).mean()

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from policies.online import Decisions, OnlineController, capped, keys_for_ties
-from policies.ties import NO_TIE_BREAK, defer_mask
+from policies.online import Decisions, OnlineController, capped
+from policies.ties import NO_TIE_BREAK, defer_mask, keys_for_ties
 
 
 @dataclass(frozen=True)

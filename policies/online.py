@@ -46,7 +46,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from policies.ties import NO_TIE_BREAK, defer_mask, tie_keys, tied
+from policies.ties import NO_TIE_BREAK, defer_mask, keys_for_ties
 
 Coverage = Literal["rules", "above"]
 
@@ -299,20 +299,6 @@ def capped(scores: np.ndarray, wanted: np.ndarray, allowance: int) -> np.ndarray
         candidates = np.flatnonzero(wanted)
         defer[candidates[np.argpartition(-scores[candidates], allowance - 1)[:allowance]]] = True
     return defer
-
-
-def keys_for_ties(scores: np.ndarray, threshold: float, samples: Sequence[str] | np.ndarray, seed: int,
-                  offset: int = 0) -> np.ndarray | None:
-    """Tie keys for the samples tied at ``threshold`` (zero elsewhere), ``None`` when none is tied;
-    ``samples[offset + i]`` is the sample of ``scores[i]``."""
-    at = np.flatnonzero(tied(scores, threshold))
-    if not at.size:
-        return None
-    keys = np.zeros(len(scores))
-    rows = at + offset
-    chosen = samples[rows] if isinstance(samples, np.ndarray) else [samples[i] for i in rows]
-    keys[at] = tie_keys(chosen, seed)
-    return keys
 
 
 def guarantee_now(kind: str, certificate: dict[str, Any] | None, state: dict[str, Any]) -> dict[str, str]:

@@ -2,7 +2,9 @@
 
 Tier ``h`` answers a sample unless hop ``h`` defers it to tier ``h + 1``: the hop's policy scores
 tier ``h``'s features (its calibrated probabilities, plus any extra columns) and the sample moves
-on when ``score > threshold``. The last tier always answers. Only samples that reach a hop are
+on when ``score > threshold``, or, for a score tied with the threshold, when the sample's tie key
+is above the certificate's tie cut (:mod:`policies.ties`; keys hashed from the samples with the
+certificate's ``tie_seed``). The last tier always answers. Only samples that reach a hop are
 scored there, as in serving.
 
 :meth:`Cascade.tune` fits each hop's threshold with a budget tuner on the calibration samples that
@@ -32,23 +34,52 @@ from cascade.artifact import read_json, verify_manifest, write_json, write_manif
 from policies.base import MANIFEST_KIND, PolicyBase
 from policies.certificate import Certificate
 from policies.registry import load_policy
+from policies.ties import NO_TIE_BREAK, defer_mask, keys_for_ties, tie_keys
 from policies.tuners import BudgetTuner
 
 HOP_FILE, HOP_KIND = "hop.json", "cascade.hop"
 CASCADE_FILE, CASCADE_KIND = "cascade.json", "cascade.cascade"
 
 
+Samples = Sequence[str] | np.ndarray
+"""what :func:`policies.ties.tie_keys` hashes: texts, or feature rows"""
+
+
 @dataclass
 class Hop:
-    """One escalation step: defer to the next tier when ``policy.score(features) > threshold``."""
+    """One escalation step: defer to the next tier when ``policy.score(features) > threshold``, or on
+    a tie when the sample's key is above the certificate's ``tie_break`` (:func:`policies.ties.defer_mask`).
+
+    Without a certificate, or with one whose ties were not broken (``tie_seed`` None), a tie stays.
+    """
 
     policy: PolicyBase
     threshold: float
     certificate: Certificate | None = None
 
-    def defer(self, features: ArrayLike) -> np.ndarray:
-        """Boolean mask of the samples this hop sends on."""
-        return self.policy.score(features) > self.threshold
+    @property
+    def tie_seed(self) -> int | None:
+        """Seed of the certificate's tie keys; None when the rule breaks no ties."""
+        return None if self.certificate is None else self.certificate.tie_seed
+
+    @property
+    def tie_break(self) -> float:
+        """The certificate's tie cut; :data:`~policies.ties.NO_TIE_BREAK` when the rule breaks no ties."""
+        return NO_TIE_BREAK if self.certificate is None or self.tie_seed is None else self.certificate.tie_break
+
+    def defer(self, features: ArrayLike, samples: Samples | None = None) -> np.ndarray:
+        """Boolean mask of the samples this hop sends on; ``samples`` (the texts or feature rows the
+        tuner's tie keys were hashed from, aligned with ``features``) are needed when the certificate
+        splits ties, and only the tied ones are hashed."""
+        scores = self.policy.score(features)
+        if self.tie_seed is None or self.tie_break >= NO_TIE_BREAK:
+            return defer_mask(scores, self.threshold)
+        if samples is None or len(samples) != len(scores):
+            raise ValueError(f"this hop's certificate splits ties at threshold {self.threshold} by keys hashed from "
+                             f"the samples (tie_seed={self.tie_seed}): pass the {len(scores)} samples (texts or "
+                             f"feature rows), got {'none' if samples is None else len(samples)}")
+        keys = keys_for_ties(scores, self.threshold, samples, self.tie_seed)
+        return defer_mask(scores, self.threshold, self.tie_break, keys)
 
     def save(self, directory: str | Path) -> None:
         """Policy, threshold and certificate in one checksummed directory."""
@@ -81,8 +112,9 @@ class Cascade:
         if len(self.tiers) != len(self.hops) + 1:
             raise ValueError(f"{len(self.hops)} hops connect {len(self.hops) + 1} tiers, got {len(self.tiers)} names")
 
-    def route(self, tier_features: Sequence[ArrayLike]) -> np.ndarray:
-        """Index of the tier that answers each sample, given every tier's features (the last may be omitted)."""
+    def route(self, tier_features: Sequence[ArrayLike], samples: Samples | None = None) -> np.ndarray:
+        """Index of the tier that answers each sample, given every tier's features (the last may be omitted)
+        and, for hops whose certificates split ties, the samples (see :meth:`Hop.defer`)."""
         if len(tier_features) < len(self.hops):
             raise ValueError(f"need features for the first {len(self.hops)} tiers, got {len(tier_features)}")
         answer = np.zeros(len(np.asarray(tier_features[0])), dtype=int)
@@ -90,7 +122,7 @@ class Cascade:
             reaching = np.flatnonzero(answer == h)
             if len(reaching):
                 features = np.asarray(tier_features[h])[reaching]
-                answer[reaching[hop.defer(features)]] = h + 1
+                answer[reaching[hop.defer(features, _take(samples, reaching))]] = h + 1
         return answer
 
     def evaluate(
@@ -98,9 +130,10 @@ class Cascade:
         tier_features: Sequence[ArrayLike],
         tier_correct: Sequence[ArrayLike],
         tier_cost: Sequence[ArrayLike | float],
+        samples: Samples | None = None,
     ) -> dict[str, Any]:
         """Accuracy, share of samples answered per tier and cost per 1k (a sample pays every tier it visits)."""
-        answer = self.route(tier_features)
+        answer = self.route(tier_features, samples)
         n = len(answer)
         correct = np.vstack([np.broadcast_to(np.asarray(c, dtype=float), n) for c in tier_correct])
         cost = np.cumsum(np.vstack([np.broadcast_to(np.asarray(c, dtype=float), n) for c in tier_cost]), axis=0)
@@ -120,10 +153,19 @@ class Cascade:
         tier_correct: Sequence[ArrayLike],
         tier_cost: Sequence[ArrayLike | float] | None = None,
         tiers: Sequence[str] | None = None,
+        samples: Samples | None = None,
+        tie_seed: int | None = None,
     ) -> Cascade:
-        """Fit each hop's threshold on the calibration samples that reach it (policies already fitted)."""
+        """Fit each hop's rule on the calibration samples that reach it (policies already fitted).
+
+        With ``samples`` and ``tie_seed``, each tuner breaks ties with the keys
+        ``tie_keys(samples, tie_seed)`` of the samples reaching its hop, and its certificate records
+        the rule; :meth:`route` then needs the same samples.
+        """
         if len(policies) != len(tuners):
             raise ValueError(f"got {len(policies)} policies but {len(tuners)} tuners")
+        if (samples is None) != (tie_seed is None):
+            raise ValueError("samples and tie_seed go together: the tie keys are tie_keys(samples, tie_seed)")
         n = len(np.asarray(tier_features[0]))
         reaching = np.arange(n)
         hops = []
@@ -134,9 +176,11 @@ class Cascade:
             expert_cost = None
             if tier_cost is not None:
                 expert_cost = np.broadcast_to(np.asarray(tier_cost[h + 1], dtype=float), n)[reaching]
-            tuner.fit(scores, np.asarray(tier_correct[h])[reaching], expert_cost)
-            hops.append(Hop(policy, tuner.threshold_, tuner.certificate_))
-            reaching = reaching[scores > tuner.threshold_]
+            keys = None if tie_seed is None else tie_keys(_take(samples, reaching), tie_seed)
+            tuner.fit(scores, np.asarray(tier_correct[h])[reaching], expert_cost, tie_keys=keys, tie_seed=tie_seed)
+            hop = Hop(policy, tuner.threshold_, tuner.certificate_)
+            hops.append(hop)
+            reaching = reaching[defer_mask(scores, hop.threshold, hop.tie_break, keys)]
         return cls(hops, tiers)
 
     def save(self, directory: str | Path) -> None:
@@ -154,3 +198,12 @@ class Cascade:
         path = Path(directory)
         tiers = read_json(path / CASCADE_FILE, CASCADE_KIND)["tiers"]
         return cls([Hop.load(path / f"hop-{h}") for h in range(len(tiers) - 1)], tiers)
+
+
+def _take(samples: Samples | None, index: np.ndarray) -> Samples | None:
+    """The samples at ``index``, kept as the type they came in (so their tie keys do not change)."""
+    if samples is None:
+        return None
+    if isinstance(samples, np.ndarray):
+        return samples[index]
+    return [samples[i] for i in index]

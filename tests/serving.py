@@ -60,8 +60,10 @@ def tune_artifact(artifact_dir: Path) -> CascadeConfig:
 def split_by_score(tiers: Tiers, texts: list[str]) -> KeptDeferred:
     """Texts the fitted policy keeps (most confident first) and defers (most uncertain first)
     at its starting threshold."""
+    from policies.ties import canonical
+
     served, small = tiers
-    scores = served.policy.score(small.features(texts))
+    scores = canonical(served.policy.score(small.features(texts)))
     order = np.argsort(scores)
     return ([texts[i] for i in order if scores[i] <= served.threshold],
             [texts[i] for i in order[::-1] if scores[i] > served.threshold])

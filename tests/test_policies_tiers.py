@@ -1,9 +1,10 @@
-"""N-tier cascades over arrays: routing, accounting, per-hop tuning."""
+"""N-tier cascades over arrays: routing, accounting, per-hop tuning, ties split as certified."""
 
 import numpy as np
 import pytest
 
 from policies import Cascade, ConfidencePolicy, CostTuner, Hop, RateTuner, simulate
+from policies.ties import defer_mask, tie_keys, tied
 
 
 def three_tiers(n, seed):
@@ -84,3 +85,53 @@ def test_tuning_passes_the_next_tiers_cost_to_a_cost_budget():
 def test_a_cascade_needs_one_tier_name_more_than_hops():
     with pytest.raises(ValueError, match="1 hops connect 2 tiers"):
         Cascade([Hop(ConfidencePolicy(), 0.2)], tiers=["small", "medium", "large"])
+
+
+def plateau_tier(n, seed):
+    """A tier whose calibrated top probability takes 5 values (isotonic plateaus): confidence scores
+    0.45, 0.35, 0.25, 0.15, 0.05 for 10 %, 15 %, 25 %, 25 %, 25 % of the samples."""
+    rng = np.random.default_rng(seed)
+    top = rng.choice([0.55, 0.65, 0.75, 0.85, 0.95], size=n, p=[0.10, 0.15, 0.25, 0.25, 0.25])
+    return np.column_stack([top, 1 - top]), rng.random(n) < top
+
+
+def test_a_hop_splits_a_tie_the_way_its_certificate_says():
+    features, correct = plateau_tier(600, seed=0)
+    texts = [f"request {i}" for i in range(600)]
+    policy = ConfidencePolicy()
+    scores, keys = policy.score(features), tie_keys(texts, seed=4)
+    certificate = RateTuner(0.3).fit(scores, correct, tie_keys=keys, tie_seed=4).certificate_
+    hop = Hop(policy, certificate.threshold, certificate)
+    defer = hop.defer(features, texts)
+    at_threshold = tied(scores, hop.threshold)
+    assert defer[at_threshold].any() and not defer[at_threshold].all()
+    assert np.array_equal(defer, defer_mask(scores, certificate.threshold, certificate.tie_break, keys))
+    assert defer.mean() == certificate.achieved["defer_rate"]
+
+
+def test_a_hop_that_splits_ties_needs_the_samples():
+    features, correct = plateau_tier(600, seed=0)
+    policy = ConfidencePolicy()
+    keys = tie_keys([f"request {i}" for i in range(600)], seed=4)
+    certificate = RateTuner(0.3).fit(policy.score(features), correct, tie_keys=keys, tie_seed=4).certificate_
+    with pytest.raises(ValueError, match="pass the 600 samples"):
+        Hop(policy, certificate.threshold, certificate).defer(features)
+
+
+def test_tune_splits_ties_with_the_samples_and_route_serves_the_certified_rates():
+    (small, small_correct), (medium, medium_correct) = plateau_tier(1000, seed=1), plateau_tier(1000, seed=2)
+    rows = np.random.default_rng(3).normal(size=(1000, 4))   # tabular samples: keys hash the feature rows
+    cascade = Cascade.tune([ConfidencePolicy(), ConfidencePolicy()], [RateTuner(0.3), RateTuner(0.2)],
+                           [small, medium], [small_correct, medium_correct], samples=rows, tie_seed=4)
+    first, second = (hop.certificate for hop in cascade.hops)
+    assert (first.tie_seed, second.tie_seed) == (4, 4) and first.tie_break < 1 and second.tie_break < 1
+    answer = cascade.route([small, medium], samples=rows)
+    reached = answer >= 1
+    assert reached.mean() == first.achieved["defer_rate"] >= 0.9 * 0.3   # a tie at the threshold does not starve it
+    assert (answer[reached] == 2).mean() == second.achieved["defer_rate"] >= 0.9 * 0.2
+
+
+def test_tune_takes_samples_and_tie_seed_together():
+    features, correct = plateau_tier(100, seed=0)
+    with pytest.raises(ValueError, match="samples and tie_seed go together"):
+        Cascade.tune([ConfidencePolicy()], [RateTuner(0.3)], [features], [correct, correct], tie_seed=4)

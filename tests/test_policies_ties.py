@@ -5,13 +5,17 @@ each of 300 splits certifies on 400 and measures the other 9,600. Keys come from
 content. Slack: the mean realised rate over the splits may exceed the target by at most 3 standard
 errors of that mean (Monte-Carlo error); it must reach 0.9 x target. Accepting every tie whole
 (no tie-breaking) realises far less, deferring every tie far more: both fail these checks.
+
+Scores are compared on a canonical grid (9 decimals), so a score recomputed with different float
+round-off keeps the decision it got when the rule was tuned.
 """
 
 import numpy as np
 import pytest
 
-from policies import RateTuner, budget_adherence
-from policies.ties import defer_mask, tie_keys
+from experiments.sweep import sweep
+from policies import AcceptedErrorTuner, RateTuner, budget_adherence, threshold_grid
+from policies.ties import canonical, defer_mask, tie_keys, tied
 
 LEVELS = np.array([0.1, 0.3, 0.5, 0.7, 0.9])
 SHARES = np.array([0.35, 0.25, 0.16, 0.16, 0.08])   # top plateaus 8 %, 16 %, 16 %: every target falls inside a tie
@@ -74,3 +78,68 @@ def test_keys_are_uniform():
     counts = np.histogram(keys, bins=20, range=(0, 1))[0]
     expected = len(keys) / 20
     assert ((counts - expected) ** 2 / expected).sum() < 45.3   # chi-square(19) 99.9 % quantile
+
+
+RECOMPUTED = {   # the same scores with the round-off another process, order of operations or BLAS gives
+    "relative 1e-15 up": lambda s: s * (1 + 1e-15),
+    "relative 1e-15 down": lambda s: s * (1 - 1e-15),
+    "another formula for the same value": lambda s: np.sqrt(s) ** 2,
+}
+
+
+@pytest.fixture(scope="module")
+def tuned(plateaus):
+    scores, keys = plateaus
+    return RateTuner(target=0.2).fit(scores[:CERTIFY], tie_keys=keys[:CERTIFY], tie_seed=3).certificate_
+
+
+@pytest.mark.parametrize("recompute", RECOMPUTED.values(), ids=RECOMPUTED.keys())
+def test_a_score_recomputed_with_round_off_gets_the_tuned_decision(recompute, plateaus, tuned):
+    scores, keys = plateaus
+    recomputed = recompute(scores)
+    assert not np.array_equal(recomputed, scores)
+    rule = (tuned.threshold, tuned.tie_break)
+    assert np.array_equal(defer_mask(recomputed, *rule, keys), defer_mask(scores, *rule, keys))
+    assert np.array_equal(tied(recomputed, tuned.threshold), scores == tuned.threshold)
+
+
+@pytest.mark.parametrize("recompute", RECOMPUTED.values(), ids=RECOMPUTED.keys())
+def test_tuning_on_recomputed_scores_writes_the_same_canonical_rule(recompute, plateaus, tuned):
+    scores, keys = plateaus
+    again = RateTuner(target=0.2).fit(recompute(scores[:CERTIFY]), tie_keys=keys[:CERTIFY], tie_seed=3).certificate_
+    assert (again.threshold, again.tie_break) == (tuned.threshold, tuned.tie_break)
+    assert canonical(again.threshold) == again.threshold
+
+
+def test_a_learn_then_test_grid_is_canonical(plateaus):
+    scores, keys = plateaus
+    grid = threshold_grid(scores[CERTIFY:2 * CERTIFY] * (1 + 1e-15), tie_keys=keys[CERTIFY:2 * CERTIFY])
+    assert np.array_equal(canonical(grid.threshold), grid.threshold) and set(grid.threshold[:-1]) <= set(LEVELS)
+    plain = AcceptedErrorTuner(alpha=0.5, delta=0.1, grid=[0.1 + 0.2]).fit(scores[:CERTIFY], np.ones(CERTIFY))
+    assert plain.certificate_.threshold == 0.3
+
+
+def test_canonical_scores_are_ordered_and_a_canonical_threshold_stays_itself():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(0, 1, 4000) * 10.0 ** rng.integers(-12, 9, 4000),
+                             [0.0, -0.0, 5e-10, -5e-10, 1e6, -1e6, 999999.9999999999, np.inf, -np.inf]])
+    ordered = np.sort(values)
+    assert (np.diff(canonical(ordered)) >= 0).all()
+    assert np.array_equal(canonical(canonical(values)), canonical(values))
+    assert np.array_equal(canonical(LEVELS), LEVELS)
+    assert np.isnan(canonical(np.nan))
+
+
+def test_the_sweep_point_at_the_tuned_rate_is_the_tuned_rule(plateaus, tuned):
+    scores, keys = plateaus[0][:CERTIFY], plateaus[1][:CERTIFY]
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, CERTIFY)
+    small_pred, expert_pred = np.where(rng.random(CERTIFY) < 0.7, y, 1 - y), np.where(rng.random(CERTIFY) < 0.9, y, 1 - y)
+    cost = rng.uniform(0.5, 2.0, CERTIFY)
+    point = sweep(scores, small_pred, expert_pred, y, expert_cost=cost, tie_keys=keys).at_rate(
+        tuned.achieved["defer_rate"])
+    defer = defer_mask(scores, tuned.threshold, tuned.tie_break, keys)
+    assert (point["threshold"], point["tie_break"]) == (tuned.threshold, tuned.tie_break)
+    assert point["defer_rate"] == pytest.approx(defer.mean())
+    assert point["accuracy"] == pytest.approx(np.mean(np.where(defer, expert_pred, small_pred) == y))
+    assert point["cost_per_1k"] == pytest.approx(1000 * cost[defer].sum() / CERTIFY)

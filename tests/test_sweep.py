@@ -1,20 +1,26 @@
-"""The vectorised sweep equals the naive per-threshold loop; frontier metrics on hand-computed cases."""
+"""The vectorised sweep equals the naive per-rule loop; it splits ties with tie keys as serving does;
+frontier metrics on hand-computed cases."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from experiments.held_out import Scored
 from experiments.frontier import aiq, apgr, cpt, pgr, upper_hull
 from experiments.sweep import auroc_curve, sweep, sweep_naive
+from policies.ties import defer_mask
 
 
-def _random_case(seed: int, n: int = 300, ties: bool = False) -> dict[str, np.ndarray]:
+def _random_case(seed: int, n: int = 300, ties: bool = False, keys: bool = False) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     scores = rng.random(n)
     if ties:
         scores = np.round(scores, 1)
     return {
+        "tie_keys": rng.random(n) if keys else None,
         "scores": scores,
         "small_pred": rng.integers(0, 2, n),
         "expert_pred": rng.integers(0, 2, n),
@@ -26,18 +32,32 @@ def _random_case(seed: int, n: int = 300, ties: bool = False) -> dict[str, np.nd
 
 @pytest.mark.parametrize("seed", range(5))
 @pytest.mark.parametrize("ties", [False, True])
-def test_vectorised_sweep_equals_the_naive_loop(seed: int, ties: bool) -> None:
-    case = _random_case(seed, ties=ties)
+@pytest.mark.parametrize("keys", [False, True])
+def test_vectorised_sweep_equals_the_naive_loop(seed: int, ties: bool, keys: bool) -> None:
+    case = _random_case(seed, ties=ties, keys=keys)
     fast, slow = sweep(**case), sweep_naive(**case)
-    for name in ("threshold", "defer_rate", "accuracy", "f1", "cost_per_1k"):
+    for name in ("threshold", "tie_break", "defer_rate", "accuracy", "f1", "cost_per_1k"):
         np.testing.assert_allclose(getattr(fast, name), getattr(slow, name), err_msg=name)
 
 
-def test_sweep_thresholds_reproduce_their_deferral_rates() -> None:
-    case = _random_case(11, ties=True)
+@pytest.mark.parametrize("keys", [False, True])
+def test_sweep_rules_reproduce_their_deferral_rates(keys: bool) -> None:
+    case = _random_case(11, ties=True, keys=keys)
     curve = sweep(**case)
-    realised = [(case["scores"] > t).mean() for t in curve.threshold]
+    realised = [defer_mask(case["scores"], t, c, case["tie_keys"]).mean() for t, c in zip(curve.threshold, curve.tie_break)]
     np.testing.assert_allclose(realised, curve.defer_rate)
+
+
+def test_tie_keys_give_the_sweep_a_point_inside_every_tie() -> None:
+    case = _random_case(11, ties=True, keys=True)
+    assert len(sweep(**{**case, "tie_keys": None}).defer_rate) == len(np.unique(case["scores"])) + 1
+    np.testing.assert_allclose(sweep(**case).defer_rate, np.arange(301) / 300)
+
+
+def test_a_sweep_of_scores_with_round_off_is_the_sweep_of_the_scores() -> None:
+    case = _random_case(3, ties=True, keys=True)
+    exact, recomputed = sweep(**case), sweep(**{**case, "scores": case["scores"] * (1 + 1e-15)})
+    assert exact.as_dict() == recomputed.as_dict()
 
 
 def test_sweep_hand_computed_case() -> None:
@@ -53,6 +73,53 @@ def test_sweep_hand_computed_case() -> None:
     assert curve.cost_per_1k.tolist() == [0.0, 500.0, 1500.0, 2000.0]
     # at 75 %: predictions 1,1,1,1 vs truth 1,1,1,0: tp=3, fp=1 -> F1 = 6/7
     assert curve.f1[2] == pytest.approx(6 / 7)
+
+
+def _scored(rng: np.random.Generator, n: int, keys: bool) -> Scored:
+    """A part whose small tier's calibrated top probability takes 5 values (isotonic plateaus)."""
+    from experiments.scoring import TierScores
+
+    y = rng.integers(0, 2, n)
+    top = rng.choice([0.55, 0.65, 0.75, 0.85, 0.95], size=n)
+    small_pred = np.where(rng.random(n) < top, y, 1 - y)
+    expert_pred = np.where(rng.random(n) < 0.95, y, 1 - y)
+
+    def tier(name: str, pred: np.ndarray, confidence: np.ndarray) -> TierScores:
+        probs = np.where(pred[:, None] == np.arange(2), confidence[:, None], 1 - confidence[:, None])
+        zeros = np.zeros(n)
+        return TierScores(tier=name, ids=np.arange(n), y=y, probs=probs, cost=np.ones(n) if name == "expert" else zeros,
+                          latency_s=zeros, prompt_tokens=zeros, completion_tokens=zeros, features=probs)
+
+    return Scored(small=tier("small", small_pred, top), experts={"expert": tier("expert", expert_pred, np.full(n, 0.9))},
+                  tie_keys=rng.random(n) if keys else None)
+
+
+def test_the_harness_sweeps_with_the_test_parts_tie_keys() -> None:
+    from cascade.config import CascadeConfig
+    from experiments.run import frontier_tables
+
+    config = CascadeConfig.from_yaml(Path(__file__).resolve().parents[1] / "experiments" / "configs" / "spamassassin.yaml")
+    config = config.model_copy(update={"experiment": config.experiment.model_copy(
+        update={"policies": ["confidence"], "budgets": [0.2], "random_seeds": 1})})
+    fit, test = _scored(np.random.default_rng(0), 300, keys=False), _scored(np.random.default_rng(1), 400, keys=True)
+    curves, scalars = frontier_tables(config, fit, test)
+    curve = curves["expert"]["confidence"]
+    assert curve["defer_rate"] == (np.arange(401) / 400).tolist()   # every tie split, one sample at a time
+    served = defer_mask(1 - test.small.probs.max(axis=1), curve["threshold"][80], curve["tie_break"][80], test.tie_keys)
+    answer = np.where(served, test.experts["expert"].pred, test.small.pred)
+    assert served.mean() == 0.2
+    assert scalars["expert"]["policies"]["confidence"]["at_budget"]["0.2"]["accuracy"] == pytest.approx(
+        np.mean(answer == test.small.y))
+
+
+def test_auroc_curve_defers_tied_scores_in_tie_key_order() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    y, small, expert, keys = rng.integers(0, 2, 200), rng.random(200), rng.random(200), rng.random(200)
+    deferred = keys > np.median(keys)
+    value = auroc_curve(np.full(200, 0.5), small, expert, y, np.array([0.5]), tie_keys=keys)[0]
+    assert value == pytest.approx(roc_auc_score(y, np.where(deferred, expert, small)))
 
 
 def test_auroc_curve_ends_at_small_and_expert_auroc() -> None:

@@ -44,6 +44,7 @@ from policies import (
     MarginPolicy, OnlineController, OraclePolicy, PosthocPolicy, RandomPolicy, RateTuner, deferral_curve,
     make_policy, simulate, threshold_grid, tie_keys,
 )
+from policies.ties import tie_keys
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIMULATED_MAX_COST = 20.0   # above every simulated expert cost here (the cost tuner refuses data above its bound)
@@ -121,13 +122,14 @@ def tuner_costs(data: DeferralData, scores: np.ndarray, fit_scores: np.ndarray) 
 
 
 def oracle_dominates(fit_split: DeferralData, pool: DeferralData) -> bool:
+    keys = tie_keys(pool.features, 0)
     oracle = deferral_curve(OraclePolicy().score(pool.features, pool.small_correct, pool.expert_correct),
-                            pool.small_correct, pool.expert_correct)
+                            pool.small_correct, pool.expert_correct, keys)
     n_classes = pool.n_classes
     for policy in (ConfidencePolicy(n_classes), MarginPolicy(n_classes), EntropyPolicy(n_classes), RandomPolicy(),
                    PosthocPolicy(n_classes=n_classes)):
         policy.fit(fit_split.features, fit_split.small_correct, fit_split.expert_correct)
-        curve = deferral_curve(policy.score(pool.features), pool.small_correct, pool.expert_correct)
+        curve = deferral_curve(policy.score(pool.features), pool.small_correct, pool.expert_correct, keys)
         if np.any(curve > oracle + 1e-12):
             return False
     return True

@@ -73,17 +73,21 @@ def bench_config(artifact_dir: Path, model: str, port: int) -> CascadeConfig:
 
 
 def held_out_texts(config: CascadeConfig, count: int) -> tuple[list[str], list[str]]:
-    """Mails of the config's test role (never fitted or tuned on) that the tuned policy keeps on the
-    small tier, and ones it would defer."""
+    """Mails of the config's test role (never fitted or tuned on) that the tuned rule (threshold and
+    tie break, :func:`policies.ties.defer_mask`) keeps on the small tier, and ones it would defer."""
     from cascade.data.roles import load_roles
     from cascade.small import SmallTier
     from deployments.artifact import load_served
+    from policies.ties import NO_TIE_BREAK, defer_mask, tie_keys
 
     texts = list(load_roles(config).test.texts or [])[:count]
     served = load_served(config)
     scores = served.policy.score(SmallTier.load(served.small_dir).features(texts))
-    return ([t for t, s in zip(texts, scores) if s <= served.threshold],
-            [t for t, s in zip(texts, scores) if s > served.threshold])
+    certificate = served.certificate or {}
+    seed = certificate.get("tie_seed")
+    defer = defer_mask(scores, served.threshold, certificate.get("tie_break", NO_TIE_BREAK),
+                       None if seed is None else tie_keys(texts, seed))
+    return [t for t, d in zip(texts, defer) if not d], [t for t, d in zip(texts, defer) if d]
 
 
 def spread(values: Sequence[float]) -> dict[str, float]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from experiments.sweep import sweep, sweep_naive
+from policies.ties import defer_mask
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = (10_000, 100_000, 1_000_000)
@@ -57,7 +58,7 @@ def time_naive(case: dict[str, np.ndarray]) -> tuple[float, bool]:
     top = np.sort(case["scores"])[::-1][: NAIVE_THRESHOLDS - 1]
     start = time.perf_counter()
     for threshold in top:  # exactly the work of sweep_naive's loop, on a prefix of its thresholds
-        defer = case["scores"] > threshold
+        defer = defer_mask(case["scores"], threshold)
         pred = np.where(defer, case["expert_pred"], case["small_pred"])
         np.sum((pred == 1) & (case["y"] == 1)), np.sum((pred == 1) & (case["y"] != 1))
         np.sum((pred != 1) & (case["y"] == 1)), np.sum(case["expert_cost"][defer]), np.mean(pred == case["y"])

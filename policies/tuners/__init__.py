@@ -1,6 +1,7 @@
 """Budget tuners: pick a deferral threshold on a certify part and certify what it guarantees.
 
-A sample is deferred when ``score > threshold`` (strictly). Every tuner follows the sklearn
+A sample is deferred when ``score > threshold``, or tied with it and its tie key above the tie cut
+(:func:`policies.ties.defer_mask`). Every tuner follows the sklearn
 pattern: construct with the target, ``fit(scores, small_correct=None, expert_cost=None)`` on the
 certify part, read ``threshold_`` and ``certificate_``. Targets that cannot be met raise
 :class:`~policies.certificate.InfeasibleTarget` with the best achievable value.

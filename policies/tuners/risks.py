@@ -17,13 +17,15 @@ from typing import NamedTuple
 import numpy as np
 from numpy.typing import ArrayLike
 
-from policies.ties import NO_TIE_BREAK
+from policies.ties import NO_TIE_BREAK, canonical
 
 
 class RiskTable:
     """``m`` certify sets of ``n`` samples, sorted by score, with the counts every tuner needs.
 
-    Samples are ordered by ``(score, tie key)`` (see :mod:`policies.ties`). Candidate rules are
+    Samples are ordered by ``(score, tie key)``, scores on the canonical grid that serving compares
+    on (:func:`policies.ties.canonical`), so every threshold in the table is canonical and a served
+    :func:`~policies.ties.defer_mask` reproduces the tabulated decisions exactly. Candidate rules are
     indexed by a *position* in ``[-1, n]``: ``-1`` is ``-inf`` (defer all), ``p`` in ``[0, n)``
     accepts the ``p+1`` smallest in that order (``thresholds`` and ``tie_breaks`` give the rule),
     ``n`` is ``+inf`` (defer none). Without tie keys, or for samples with equal score *and* key,
@@ -32,6 +34,7 @@ class RiskTable:
 
     def __init__(self, scores: np.ndarray, small_correct: np.ndarray | None, expert_cost: np.ndarray | None,
                  tie_keys: np.ndarray | None = None) -> None:
+        scores = canonical(scores)
         m, n = scores.shape
         keys = np.zeros_like(scores) if tie_keys is None else tie_keys
         order = np.lexsort((keys, scores), axis=1)
@@ -65,9 +68,11 @@ class RiskTable:
     def locate(self, thresholds: np.ndarray, tie_breaks: np.ndarray) -> np.ndarray:
         """Positions ``(m, k)`` of ``k`` fixed rules: how many samples each accepts, minus one.
 
-        A rule ``(λ, τ)`` accepts ``s < λ``, and ``s == λ`` with key ``≤ τ`` (:mod:`policies.ties`).
+        A rule ``(λ, τ)`` accepts ``s < λ``, and ``s == λ`` with key ``≤ τ`` (:mod:`policies.ties`;
+        ``λ`` on the canonical grid).
         """
         score, key = self.ascending[:, :, None], self.ascending_keys[:, :, None]
+        thresholds = canonical(thresholds)
         accepts = (score < thresholds) | ((score == thresholds) & (key <= tie_breaks))
         return accepts.sum(axis=1) - 1
 
@@ -94,13 +99,14 @@ def threshold_grid(scores: ArrayLike, n_grid: int = 20, max_rate: float = 1.0,
     """``n_grid`` rules from data *other than the certify part* (e.g. the fit part's scores).
 
     Rule ``k`` defers about ``max_rate · (1 - k/n_grid)`` of ``scores`` (quantiles in ``(score,
-    tie key)`` order); the last defers nothing. Learn-then-Test is valid when the tested rules do
-    not depend on the certify data, which is why this grid must come from elsewhere.
+    tie key)`` order, scores on the canonical grid of :func:`policies.ties.canonical`); the last
+    defers nothing. Learn-then-Test is valid when the tested rules do not depend on the certify
+    data, which is why this grid must come from elsewhere.
 
     >>> threshold_grid(np.arange(10.0), n_grid=4).threshold.tolist()
     [2.0, 4.0, 7.0, inf]
     """
-    scores = np.asarray(scores, dtype=float).reshape(-1)
+    scores = canonical(scores).reshape(-1)
     if n_grid < 1 or len(scores) == 0:
         raise ValueError(f"a threshold grid needs n_grid ≥ 1 and scores to place it, got n_grid={n_grid} and "
                          f"{len(scores)} scores")
@@ -114,11 +120,12 @@ def threshold_grid(scores: ArrayLike, n_grid: int = 20, max_rate: float = 1.0,
 
 
 def as_grid(grid: Grid | ArrayLike | None, owner: str) -> Grid:
-    """A :class:`Grid` from a grid or plain thresholds (ties accepted); a clear error when missing."""
+    """A :class:`Grid` (thresholds canonical) from a grid or plain thresholds (ties accepted); a clear
+    error when missing."""
     if grid is None:
         raise ValueError(f"{owner} needs grid: candidate thresholds fixed before the certify part is seen, e.g. "
                          "threshold_grid(policy scores on the fit part)")
     if isinstance(grid, Grid):
-        return Grid(np.asarray(grid.threshold, dtype=float), np.asarray(grid.tie_break, dtype=float))
-    threshold = np.asarray(grid, dtype=float).reshape(-1)
+        return Grid(canonical(grid.threshold), np.asarray(grid.tie_break, dtype=float))
+    threshold = canonical(grid).reshape(-1)
     return Grid(threshold, np.full(len(threshold), NO_TIE_BREAK))
