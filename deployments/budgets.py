@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from deployments.answers import Payload
+from deployments.payloads import Payload
 from policies.leases import LeasedBudget
 from policies.online import Decisions, OnlineController
 

@@ -10,7 +10,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from cascade.config import CascadeConfig
-from deployments.answers import Payload
+from deployments.answers import SmallScores
+from deployments.payloads import Payload
 from deployments.artifact import ServedPolicy
 from deployments.schemas import Modality
 from policies.online import Decisions
@@ -28,8 +29,12 @@ class ExpertTier(Protocol):
                        history: list[dict[str, str]] | None = None, label: str | None = None) -> Any: ...
 
 
-class DeferralPolicy(Protocol):
-    def score(self, features: np.ndarray) -> np.ndarray: ...
+class SmallTierClient(Protocol):
+    """The small tier as the service asks it (:mod:`deployments.detector`): scores and readiness."""
+
+    async def score(self, payload: Payload) -> SmallScores: ...
+
+    async def ready(self) -> bool: ...
 
 
 class Budget(Protocol):

@@ -30,7 +30,7 @@ from cascade.config import CascadeConfig
 from cascade.data import Dataset
 from cascade.data.roles import load_roles
 from cascade.experts.errors import ExpertUnavailable
-from deployments.answers import Payload
+from deployments.payloads import Payload
 from deployments.artifact import served_modality
 from deployments.contracts import ExpertOverloaded
 

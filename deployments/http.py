@@ -1,4 +1,5 @@
-"""The cascade's HTTP API as a FastAPI app around a :class:`~deployments.service.CascadeService`.
+"""The cascade's HTTP API as a FastAPI app around a :class:`CascadeAPI`: the Ray Serve router
+(:class:`~deployments.router.CascadeRouter`) or, in one process, a :class:`~deployments.service.CascadeService`.
 
 Bad input never reaches the service: malformed JSON and an empty body are 400, a body that is not
 JSON is 415, anything over a size limit is 413 (chunked bodies too), every other validation failure
@@ -22,7 +23,8 @@ The app is plain FastAPI, so it runs in Ray Serve (the router) and under a test 
 # are local to build_http_app, as real annotation objects.
 
 import math
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -31,7 +33,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cascade import __version__
 from cascade.config import ServeConfig
-from deployments.answers import InvalidSamples
+from cascade.types import Sample
+from deployments.payloads import InvalidSamples
 from deployments.budgets import BudgetUnavailable
 from deployments.control import ControlAccess
 from deployments.guard import RequestGuard
@@ -40,15 +43,17 @@ from deployments.schemas import (
     BudgetUpdate,
     DetectResponse,
     ErrorResponse,
+    ExplainRequest,
     ExplainResponse,
     FieldProblem,
     Health,
+    Modality,
     Readiness,
     max_body_bytes,
     request_models,
 )
 from deployments.contracts import InvalidBudget, SmallTierUnavailable
-from deployments.service import CascadeService
+from deployments.metrics import CascadeMetrics
 
 ROUTES: tuple[str, ...] = ("/v1/detect", "/v1/explain", "/v1/budget", "/healthz", "/readyz")
 TIER_HEADER = "X-Cascade-Tier"
@@ -64,7 +69,26 @@ _CONTROL_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "no control token configured: changes are disabled"}}
 
 
-def build_http_app(service: CascadeService, limits: ServeConfig, access: ControlAccess) -> FastAPI:
+class CascadeAPI(Protocol):
+    """What the routes call: the router, or the service in one process."""
+
+    modality: Modality
+    metrics: CascadeMetrics
+
+    async def detect(self, samples: Sequence[Sample], rationale: bool = False) -> DetectResponse: ...
+
+    async def explain(self, request: ExplainRequest) -> ExplainResponse: ...
+
+    async def budget(self) -> BudgetState: ...
+
+    async def set_budget(self, update: BudgetUpdate) -> BudgetState: ...
+
+    def health(self) -> Health: ...
+
+    async def readiness(self) -> Readiness: ...
+
+
+def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAccess) -> FastAPI:
     """The FastAPI app: ``/v1/detect``, ``/v1/explain``, ``/v1/budget``, ``/healthz``, ``/readyz``, ``/docs``;
     ``access`` says who may ``PUT /v1/budget``."""
     models = request_models(limits, service.modality)

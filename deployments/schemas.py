@@ -29,7 +29,7 @@ class _Body(BaseModel):
 
 class DetectSample(Sample):
     """A sample as the API takes it: a :class:`~cascade.types.Sample` with a non-blank text; its
-    features are checked per request in numpy (:func:`deployments.answers.feature_rows`)."""
+    features are checked per request in numpy (:func:`deployments.payloads.feature_rows`)."""
 
     id: str | None = Field(None, max_length=256)
 

@@ -1,11 +1,15 @@
-"""The router's decision logic, free of Ray and HTTP: detector first, policy + controller, expert last.
+"""The cascade's decisions, free of Ray and HTTP: small tier first, policy + budget, expert last.
 
-:class:`CascadeService` takes the two tiers as plain async callables, so the same code runs in the
-Ray Serve router (callables that await deployment handles) and in-process (callables around a
-:class:`~cascade.small.SmallTier` and an expert). The expert is awaited only for the samples the
-controller defers (the router hands in a ``triage`` that runs small tier, policy and controller
-once per batch of requests); if the expert fails or times out those samples keep the small tier's
-verdict, flagged ``degraded``. A :class:`~deployments.breaker.CircuitBreaker` stops asking an expert that keeps
+One request goes ``payload`` (validate) → :meth:`CascadeService.triage_batch` (small tier, policy
+and budget, once for a batch of requests) → :meth:`CascadeService.answer` (the expert, awaited only
+for the deferred samples; the verdicts). :meth:`CascadeService.detect` runs the three for one
+request in this process; the Ray Serve router (:mod:`deployments.router`) runs the same three with
+``triage_batch`` inside its ``@serve.batch`` method. The tiers are components, not callbacks: the
+small tier answers ``score(payload)`` and ``ready()`` (:mod:`deployments.detector`), the expert
+``ajudge`` / ``aexplain``.
+
+If the expert fails or times out, the deferred samples keep the small tier's verdict, flagged
+``degraded``. A :class:`~deployments.breaker.CircuitBreaker` stops asking an expert that keeps
 failing, so while it is down deferred samples are answered at the small tier's speed: it opens at
 the first :class:`~cascade.experts.errors.ExpertUnavailable` (the replica died, the server refuses
 connections), and with an ``expert_probe`` the expert's readiness, checked in the background after
@@ -16,28 +20,28 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import numpy as np
 
 from cascade.experts.errors import ExpertUnavailable
 from cascade.types import CostModel, Sample, Verdict
-from deployments.answers import Answers, InvalidSamples, Payload, SmallScores, Triage, feature_rows, joined, payload_of, take
+from deployments.answers import Answers, Triage
+from deployments.payloads import InvalidSamples, Payload, feature_rows, joined, payload_of, take
 from deployments.breaker import CircuitBreaker
 from deployments.contracts import (
     Budget,
     CircuitOpen,
-    DeferralPolicy,
     ExpertOverloaded,
     ExpertTier,
     InvalidBudget,
     ServiceSettings,
+    SmallTierClient,
     SmallTierUnavailable,
     TierProbe,
 )
 from deployments.metrics import CascadeMetrics
-from policies.ties import canonical
 from deployments.schemas import (
     BudgetState,
     BudgetUpdate,
@@ -49,6 +53,8 @@ from deployments.schemas import (
     Modality,
     Readiness,
 )
+from policies.base import DeferralPolicy
+from policies.ties import canonical
 
 class CascadeService:
     """Answers detect / explain / budget requests; see the module docstring."""
@@ -56,16 +62,14 @@ class CascadeService:
     def __init__(
         self,
         settings: ServiceSettings,
-        small: Callable[[Payload], Awaitable[SmallScores]],
+        small: SmallTierClient,
         expert: ExpertTier,
         policy: DeferralPolicy,
         controller: Budget,
         cost: CostModel,
         metrics: CascadeMetrics | None = None,
-        small_probe: TierProbe | None = None,
         expert_probe: TierProbe | None = None,
         breaker: CircuitBreaker | None = None,
-        triage: Callable[[Payload], Awaitable[Triage]] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or CascadeMetrics()
@@ -75,10 +79,8 @@ class CascadeService:
         self._controller = controller
         self._cost = cost
         self._labels = np.asarray(settings.label_names)
-        self._small_probe = small_probe
         self._expert_probe = expert_probe
         self._expert_seen_up = expert_probe is None
-        self._triaged = triage or self._triage_alone
         self.breaker = breaker or CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s,
                                                  probed=expert_probe is not None)
         self._expert_check: asyncio.Task[None] | None = None
@@ -93,14 +95,45 @@ class CascadeService:
     def modality(self) -> Modality:
         return self.settings.modality
 
+    def payload(self, samples: Sequence[Sample]) -> Payload:
+        """The samples' texts or feature rows; :class:`InvalidSamples` (a 422 for this request) if they do not fit."""
+        return payload_of(samples, self.modality, self.settings.n_features)
+
     async def detect(self, samples: Sequence[Sample], rationale: bool = False) -> DetectResponse:
-        """Verdicts for ``samples``, in order."""
+        """Verdicts for ``samples``, in order; this request is its own batch."""
         started = time.perf_counter()
-        payload = payload_of(samples, self.modality, self.settings.n_features)  # InvalidSamples: 422, this request only
+        payload = self.payload(samples)
+        (triage,) = await self.triage_batch([payload])
+        return await self.answer(samples, payload, raised(triage), rationale, started)
+
+    async def triage_batch(self, payloads: list[Payload]) -> list[Triage | BaseException]:
+        """Small tier, policy and budget once for several requests' samples, split back per request.
+        When the small tier fails on the batch, each request is scored alone, so a request it cannot
+        score fails by itself (:class:`SmallTierUnavailable`: 503)."""
+        started = time.perf_counter()
         try:
-            triage = await self._triaged(payload)
-        except Exception as exc:  # without the small tier there is no answer to give: 503, not 500
-            raise SmallTierUnavailable(f"the small tier could not answer: {_describe(exc)}") from exc
+            payload = joined(payloads)  # rows of different widths cannot be joined: each request alone
+            small = await self._small.score(payload)
+        except Exception as exc:
+            if len(payloads) == 1:
+                return [SmallTierUnavailable(f"the small tier could not answer: {_describe(exc)}")]
+            alone = await asyncio.gather(*(self.triage_batch([p]) for p in payloads))
+            return [outcome for (outcome,) in alone]
+        small_ms = _ms_since(started)
+        policy_started = time.perf_counter()
+        scores = canonical(self._policy.score(small.features))  # the values the rule compares and verdicts report
+        thresholds = np.full(len(scores), self._controller.threshold)
+        decisions = self._controller.triage(scores, payload)
+        self._record_batch(decisions.defer, decisions.forced, small_ms)
+        batch = Triage(small, scores, thresholds, decisions.defer, decisions.forced, decisions.covered, small_ms,
+                       _ms_since(policy_started))
+        return list(batch.split([len(p) for p in payloads]))
+
+    async def answer(self, samples: Sequence[Sample], payload: Payload, triage: Triage, rationale: bool = False,
+                     started: float | None = None) -> DetectResponse:
+        """The verdicts of one request from its triage: the expert asked for the deferred samples only.
+        ``started`` (``time.perf_counter()`` when the request arrived) times the whole request."""
+        started = time.perf_counter() if started is None else started
         small_ms, scores, defer = triage.small_ms, triage.scores, triage.defer
         n = len(samples)
         answers = Answers.from_small(triage.small.probabilities, self._cost.small_per_call)
@@ -142,36 +175,6 @@ class CascadeService:
         answered_by = {tier: int(np.count_nonzero(answers.source == tier)) for tier in ("small", "expert")}
         return DetectResponse.model_construct(verdicts=verdicts, answered_by=answered_by,
                                               degraded=int(answers.degraded.sum()))
-
-    def triage(self, small: SmallScores, small_ms: float, payload: Payload) -> Triage:
-        """Policy scores and the budget's decisions for a batch of small-tier answers to ``payload``
-        (one controller call; the samples break ties at the threshold)."""
-        started = time.perf_counter()
-        scores = canonical(self._policy.score(small.features))  # the values the rule compares and verdicts report
-        thresholds = np.full(len(scores), self._controller.threshold)
-        decisions = self._controller.triage(scores, payload)
-        self._record_batch(decisions.defer, decisions.forced, small_ms)
-        return Triage(small, scores, thresholds, decisions.defer, decisions.forced, decisions.covered, small_ms,
-                      _ms_since(started))
-
-    async def triage_batch(self, payloads: list[Payload]) -> list[Triage | BaseException]:
-        """:meth:`triage` once for several requests' samples, split back per request. When the small tier
-        fails on the batch, each request is scored alone, so a request it cannot score fails by itself."""
-        started = time.perf_counter()
-        try:
-            payload = joined(payloads)
-            small = await self._small(payload)
-        except Exception:
-            if len(payloads) == 1:
-                raise
-            return list(await asyncio.gather(*(self._triage_alone(p) for p in payloads), return_exceptions=True))
-        return self.triage(small, _ms_since(started), payload).split([len(p) for p in payloads])
-
-    async def _triage_alone(self, payload: Payload) -> Triage:
-        """This request on its own: ask the small tier, then :meth:`triage`."""
-        started = time.perf_counter()
-        small = await self._small(payload)
-        return self.triage(small, _ms_since(started), payload)
 
     async def explain(self, request: ExplainRequest) -> ExplainResponse:
         """The expert's answer about one sample; degraded (no answer, the reason) if it fails."""
@@ -235,7 +238,7 @@ class CascadeService:
     async def readiness(self) -> Readiness:
         """Each tier's state and the breaker's: ``not_ready`` until the small tier answers and the
         expert has been up once; ``degraded`` while the expert is down or the circuit is not closed."""
-        small_up, expert_up = await asyncio.gather(self._up(self._small_probe), self._up(self._expert_probe))
+        small_up, expert_up = await asyncio.gather(self._up(self._small.ready), self._up(self._expert_probe))
         self._expert_seen_up = self._expert_seen_up or expert_up
         expert = "up" if expert_up else ("down" if self._expert_seen_up else "loading")
         if not (small_up and self._expert_seen_up):
@@ -346,6 +349,13 @@ class CascadeService:
         if expert_cost > 0:
             metrics.cost.inc(expert_cost, tags={"tier": "expert"})
         metrics.latency.observe(total_ms, tags={"tier": "total"})
+
+
+def raised(outcome: Triage | BaseException) -> Triage:
+    """A request's triage, or the error that failed its samples, raised."""
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 def _reason(exc: BaseException) -> str:

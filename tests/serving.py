@@ -84,15 +84,14 @@ def in_process_app(config: CascadeConfig, expert: Any, tiers: Tiers, **service_o
                           ControlAccess.from_token(CONTROL_TOKEN))
 
 
-def in_process_service(config: CascadeConfig, expert: Any, tiers: Tiers, **options: Any) -> CascadeService:
-    """The router's service with the small tier and ``expert`` in this process (``options``: probes, breaker)."""
-    from deployments.detector import score_small
+def in_process_service(config: CascadeConfig, expert: Any, tiers: Tiers, small_tier: Any = None,
+                       **options: Any) -> CascadeService:
+    """The router's service with the small tier (``small_tier``, default: the fitted one in this process) and
+    ``expert`` (``options``: expert probe, breaker)."""
+    from deployments.detector import LocalSmallTier
 
     served, small = tiers
-
-    async def small_tier(X: Any) -> Any:
-        return await asyncio.to_thread(score_small, small, X)
-
+    small_tier = LocalSmallTier(small) if small_tier is None else small_tier
     return CascadeService(ServiceSettings.from_config(config, served), small=small_tier, expert=expert,
                           policy=served.policy, controller=LocalBudget(served.controller(config)), cost=config.cost,
                           **options)

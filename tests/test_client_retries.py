@@ -76,8 +76,12 @@ def test_after_the_last_retry_the_failure_is_raised(url: str) -> None:  # noqa: 
     assert caught.value.status == 500 and len(transport.sent) == 3
 
 
-async def _never(X: Any) -> Any:
-    raise AssertionError("no detect request in this test")
+class NoSmallTier:
+    async def score(self, payload: Any) -> Any:
+        raise AssertionError("no detect request in this test")
+
+    async def ready(self) -> bool:
+        return True
 
 
 class BrokenBudget:
@@ -93,7 +97,7 @@ class BrokenBudget:
 def test_the_apps_own_500_is_json_so_clients_do_not_retry_it(config: CascadeConfig, knn_expert: Any,
                                                             tiers: Tiers) -> None:
     served, _ = tiers
-    service = CascadeService(ServiceSettings.from_config(config, served), small=_never, expert=knn_expert,
+    service = CascadeService(ServiceSettings.from_config(config, served), small=NoSmallTier(), expert=knn_expert,
                              policy=served.policy, controller=BrokenBudget(), cost=config.cost)
     app = build_http_app(service, config.serve, ControlAccess.from_token(CONTROL_TOKEN))
     api = TestClient(app, raise_server_exceptions=False)

@@ -129,10 +129,14 @@ def test_a_small_tier_that_cannot_answer_is_a_503_not_a_500(config: CascadeConfi
                                                             tiers: Tiers) -> None:
     served = tiers[0]
 
-    async def unreachable_detector(X: Any) -> Any:
-        raise ConnectionError("detector replica is gone")
+    class UnreachableDetector:
+        async def score(self, payload: Any) -> Any:
+            raise ConnectionError("detector replica is gone")
 
-    service = CascadeService(ServiceSettings.from_config(config, served), small=unreachable_detector,
+        async def ready(self) -> bool:
+            return False
+
+    service = CascadeService(ServiceSettings.from_config(config, served), small=UnreachableDetector(),
                              expert=knn_expert, policy=served.policy, controller=LocalBudget(served.controller(config)),
                              cost=config.cost)
     app = build_http_app(service, config.serve, ControlAccess.from_token(None))

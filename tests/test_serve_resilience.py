@@ -149,7 +149,12 @@ def test_readiness_says_loading_then_ready_then_degraded_when_the_expert_goes_do
 
 def test_readiness_is_a_503_while_the_small_tier_is_down(config: CascadeConfig, knn_expert: Any,
                                                         tiers: Tiers) -> None:
-    api = client(in_process_app(config, knn_expert, tiers, small_probe=Probe(ConnectionError("gone"))))
+    from deployments.detector import LocalSmallTier
+
+    class SmallTierDown(LocalSmallTier):
+        ready = Probe(ConnectionError("gone"))
+
+    api = client(in_process_app(config, knn_expert, tiers, small_tier=SmallTierDown(tiers[1])))
     response = api.get("/readyz")
     assert response.status_code == 503 and response.json()["small"] == "down"
 

@@ -33,10 +33,10 @@ def deploy_bare_detector(config: CascadeConfig, route_prefix: str = "/bare") -> 
     from ray import serve
 
     from cascade.types import Verdict
-    from deployments.answers import Payload, joined, payload_of, samples_in
+    from deployments.payloads import Payload, joined, payload_of, samples_in
     from deployments.artifact import load_served
     from deployments.control import ControlAccess
-    from deployments.detector import score_small
+    from deployments.detector import score_payload
     from deployments.guard import RequestGuard
     from deployments.http import TIER_HEADER
     from deployments.metrics import CascadeMetrics
@@ -82,7 +82,7 @@ def deploy_bare_detector(config: CascadeConfig, route_prefix: str = "/bare") -> 
 
         @serve.batch(batch_size_fn=samples_in)
         async def _score(self, payloads: list[Payload]) -> list[np.ndarray]:
-            scores = await asyncio.to_thread(score_small, self._small, joined(payloads))
+            scores = await asyncio.to_thread(score_payload, self._small, joined(payloads))
             return np.split(scores.probabilities, np.cumsum([len(p) for p in payloads])[:-1])
 
     deployment = serve.deployment(ray_actor_options={"num_cpus": limits.router_num_cpus}, max_ongoing_requests=256,
