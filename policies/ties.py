@@ -96,8 +96,10 @@ def defer_mask(scores: ArrayLike, threshold: ArrayLike, tie_break: ArrayLike = N
 
 
 def _row_keys(rows: np.ndarray, seed: int) -> np.ndarray:
-    """SplitMix64 over the float64 bits of each row (``-0.0`` counts as ``0.0``), vectorised over rows."""
+    """SplitMix64 over the float64 bits of each row (``-0.0`` counts as ``0.0``, every NaN as one NaN: a
+    missing value hashes alike however it was produced), vectorised over rows."""
     values = np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float64) + 0.0
+    values[np.isnan(values)] = np.nan
     words = values.view(np.uint64)
     state = np.full(len(rows), np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF), dtype=np.uint64)
     with np.errstate(over="ignore"):

@@ -143,3 +143,11 @@ def test_the_sweep_point_at_the_tuned_rate_is_the_tuned_rule(plateaus, tuned):
     assert point["defer_rate"] == pytest.approx(defer.mean())
     assert point["accuracy"] == pytest.approx(np.mean(np.where(defer, expert_pred, small_pred) == y))
     assert point["cost_per_1k"] == pytest.approx(1000 * cost[defer].sum() / CERTIFY)
+
+
+def test_a_missing_value_hashes_alike_however_its_nan_was_made():
+    from policies.ties import tie_keys
+
+    rows = np.array([[1.0, np.nan], [1.0, -np.nan], [1.0, np.inf - np.inf], [1.0, 2.0]])
+    keys = tie_keys(rows, seed=0)
+    assert keys[0] == keys[1] == keys[2] != keys[3]
