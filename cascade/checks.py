@@ -1,6 +1,9 @@
 """Cross-field checks of a :class:`~cascade.config.CascadeConfig`, run when it is validated.
 
-Each problem is one line that starts with the field path to change and says how:
+Every check of a config runs here, at load, rather than when a field is first used: fields that
+only other kinds read, fields a kind needs, the dataset against the detector and the experts, the
+budget against its hard cap. Each problem is one line that starts with the field path to change
+and says how:
 
 >>> from cascade.config import CascadeConfig, ConfigError
 >>> CascadeConfig.from_dict({"dataset": {"name": "spamassassin"}, "detector": {"kind": "isolation-forest"}})
@@ -12,22 +15,28 @@ cascade.config.ConfigError: <config>: invalid config
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from cascade.config import (DATASET_FIELD_NAMES, EXPERT_FIELD_KINDS, POLICY_FIELD_KINDS, SCORING_FIELDS,
+                            only_read_by)
 
 if TYPE_CHECKING:
     from cascade.config import CascadeConfig, ExpertConfig
 
 _WHAT = {"text": "text", "features": "feature rows", "image": "images"}
 _IMAGE_EXPERTS = ("cnn",)
+_FASHION_CLASSES = range(10)
 
 
 def config_problems(config: CascadeConfig) -> list[str]:
-    """Every disagreement between the dataset, the detector and the experts (empty when they agree)."""
+    """Every problem of the config that a single field's type cannot catch (empty when there is none)."""
     from cascade import data
-    from cascade.detectors import MODALITY, ONE_CLASS
 
+    problems = field_problems(config)
     dataset = config.dataset
-    shown = dataset.path if dataset.name in data.FILE_FORMATS else dataset.name
     try:
         modality, classes = data.describe(dataset.name, **dataset.loader_options())
     except (ValueError, OSError) as exc:
@@ -35,7 +44,112 @@ def config_problems(config: CascadeConfig) -> list[str]:
         if not message.startswith("dataset."):
             field = "dataset.name" if dataset.name not in data.FILE_FORMATS else "dataset.path"
             message = f"{field}: {message}"
-        return [message]
+        return problems + [message] + budget_problems(config)
+    return problems + _agreement_problems(config, modality, classes) + budget_problems(config)
+
+
+def field_problems(config: CascadeConfig) -> list[str]:
+    """Fields set on a kind that does not read them, and what a kind needs that its fields do not give.
+
+    >>> from cascade.config import CascadeConfig
+    >>> CascadeConfig.from_dict({"dataset": {"name": "spamassassin"},
+    ...                          "control_expert": {"kind": "knn-vote", "shots": 4, "kv_cache_gib": 4}})
+    Traceback (most recent call last):
+    ...
+    cascade.config.ConfigError: <config>: invalid config
+      control_expert.kv_cache_gib: only vllm experts read it; this expert is 'knn-vote'
+    """
+    dataset, policy, experiment = config.dataset, config.policy, config.experiment
+    problems = [f"dataset.{name}: {only_read_by(names, 'datasets', 'dataset', dataset.name)}"
+                for name, names in _unread(dataset, DATASET_FIELD_NAMES, dataset.name)]
+    problems += [f"policy.{name}: {only_read_by(kinds, 'policies', 'policy', policy.kind)}"
+                 for name, kinds in _unread(policy, POLICY_FIELD_KINDS, policy.kind)]
+    problems += [f"experiment.{name}: only {' and '.join(modes)} scoring reads it; experiment.scoring is "
+                 f"'{experiment.scoring}'" for name, modes in _unread(experiment, SCORING_FIELDS, experiment.scoring)]
+    if dataset.name == "fashion-mnist" and dataset.normal_classes is not None and (
+            not dataset.normal_classes or not set(dataset.normal_classes) <= set(_FASHION_CLASSES)):
+        problems.append(f"dataset.normal_classes: must be a non-empty subset of 0..9 (the Fashion-MNIST classes), "
+                        f"got {dataset.normal_classes}")
+    problems += _detector_params_problems(config)
+    for field, expert in (("expert", config.expert), ("control_expert", config.control_expert)):
+        if expert is not None:
+            problems += [f"{field}.{name}: {only_read_by(kinds, 'experts', 'expert', expert.kind)}"
+                         for name, kinds in _unread(expert, EXPERT_FIELD_KINDS, expert.kind)]
+            problems += _expert_needs(field, expert)
+    return problems + _autoscaling_problems(config.serve.autoscaling)
+
+
+def _unread(section: BaseModel, readers: dict[str, tuple[str, ...]], kind: str) -> list[tuple[str, tuple[str, ...]]]:
+    """(field, the kinds that read it) for each field set away from its default on a ``kind`` that does not read it
+    (a field at its default changes nothing, and a config written by ``to_yaml`` holds every field)."""
+    fields = type(section).model_fields
+    return [(name, kinds) for name, kinds in readers.items()
+            if kind not in kinds and name in section.model_fields_set
+            and getattr(section, name) != fields[name].get_default(call_default_factory=True)]
+
+
+def _expert_needs(field: str, expert: ExpertConfig) -> list[str]:
+    problems = []
+    if expert.kind == "openai" and not expert.base_url:
+        problems.append(f"{field}.base_url: an openai expert needs the server's URL (e.g. http://127.0.0.1:8000)")
+    if expert.kind == "knn-vote" and expert.shots < 1:
+        problems.append(f"{field}.shots: a knn-vote expert votes its retrieved neighbours; set shots >= 1")
+    if expert.template is not None and expert.kind in EXPERT_FIELD_KINDS["template"]:
+        problems += _template_problems(f"{field}.template", expert.template)
+    return problems
+
+
+def _template_problems(path: str, template: str) -> list[str]:
+    from cascade.experts.prompts import fill
+
+    if "{text}" not in template:
+        return [f"{path}: must contain the {{text}} placeholder"]
+    try:
+        fill(template, text="", labels="", examples="")
+    except ValueError as exc:
+        return [f"{path}: {exc}"]
+    return []
+
+
+def _detector_params_problems(config: CascadeConfig) -> list[str]:
+    detector = config.detector
+    if not detector.params:
+        return []
+    from cascade.detectors import detector_class
+
+    takes = [name for name in inspect.signature(detector_class(detector.kind).__init__).parameters if name != "self"]
+    unknown = sorted(set(detector.params) - set(takes))
+    if unknown:
+        return [f"detector.params: '{detector.kind}' takes no {', '.join(unknown)}; it takes {', '.join(takes)}"]
+    return []
+
+
+def _autoscaling_problems(autoscaling: dict[str, dict[str, Any]] | None) -> list[str]:
+    """Each role's Ray Serve ``autoscaling_config``, checked by Ray Serve's own model (imported only when set)."""
+    if not autoscaling:
+        return []
+    from pydantic import ValidationError
+    from ray.serve.config import AutoscalingConfig
+
+    problems = []
+    for role, values in autoscaling.items():
+        try:
+            AutoscalingConfig(**values)
+        except ValidationError as exc:
+            problems += [f"serve.autoscaling.{role}.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                         for err in exc.errors()]
+        except (TypeError, ValueError) as exc:
+            problems.append(f"serve.autoscaling.{role}: {exc}")
+    return problems
+
+
+def _agreement_problems(config: CascadeConfig, modality: str, classes: tuple[str, ...]) -> list[str]:
+    """The dataset against the detector and the experts."""
+    from cascade import data
+    from cascade.detectors import MODALITY, ONE_CLASS
+
+    dataset = config.dataset
+    shown = dataset.path if dataset.name in data.FILE_FORMATS else dataset.name
     problems = []
     detector = config.detector
     if MODALITY[detector.kind] != modality:
@@ -56,7 +170,7 @@ def config_problems(config: CascadeConfig) -> list[str]:
     for field, expert in (("expert", config.expert), ("control_expert", config.control_expert)):
         if expert is not None:
             problems += _expert_problems(field, expert, modality, classes, shown)
-    return problems + budget_problems(config)
+    return problems
 
 
 def budget_problems(config: CascadeConfig) -> list[str]:

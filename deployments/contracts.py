@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from cascade.config import CascadeConfig
+from cascade.detectors import detector_class
 from deployments.answers import SmallScores
 from deployments.payloads import Payload
 from deployments.artifact import ServedPolicy
@@ -69,6 +70,8 @@ class ServiceSettings:
     breaker_cooldown_s: float = 5.0
     readiness_timeout_s: float = 2.0
     n_features: int | None = None
+    missing_values: bool = False
+    """the detector takes missing feature values (NaN; ``null`` in JSON)"""
 
     @classmethod
     def from_config(cls, config: CascadeConfig, served: ServedPolicy) -> "ServiceSettings":
@@ -79,7 +82,8 @@ class ServiceSettings:
                    budget_kind=config.budget.kind, served_rule=str(config.budget.served_rule),
                    certificate=served.certificate,
                    breaker_failures=serve.breaker.failures, breaker_cooldown_s=serve.breaker.cooldown_s,
-                   readiness_timeout_s=serve.readiness_timeout_s, n_features=served.n_features)
+                   readiness_timeout_s=serve.readiness_timeout_s, n_features=served.n_features,
+                   missing_values=detector_class(config.detector.kind).missing_values is not None)
 
 
 class InvalidBudget(ValueError):

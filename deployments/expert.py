@@ -11,13 +11,11 @@ degraded) while that server is down.
 Health: Serve calls ``check_health`` every ``serve.expert_health_check_period_s``; it judges one
 probe sample. An in-process engine that fails it makes the replica unhealthy, so Serve replaces it;
 an external server that fails it is only reported (``status``), since a new replica would not help.
-The deployment was called ``LLMExpert`` before; that name still imports, with a warning.
 """
 
 from __future__ import annotations
 
 import asyncio
-import warnings
 from typing import Any
 
 import numpy as np
@@ -113,14 +111,6 @@ class ExpertServer:
         expert = getattr(self, "_expert", None)  # absent when the constructor failed
         if expert is not None:
             expert.close()
-
-
-def __getattr__(name: str) -> Any:
-    if name == "LLMExpert":
-        warnings.warn("deployments.expert.LLMExpert is now ExpertServer (it hosts every expert kind); "
-                      "the old name will go", DeprecationWarning, stacklevel=2)
-        return ExpertServer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ExpertHandle:

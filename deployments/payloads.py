@@ -26,17 +26,19 @@ MAX_PROBLEMS = 5
 """bad samples named one by one in a 422 (the rest are counted)"""
 
 
-def payload_of(samples: Sequence[Sample], modality: Modality, n_features: int | None = None) -> Payload:
+def payload_of(samples: Sequence[Sample], modality: Modality, n_features: int | None = None,
+               missing: bool = False) -> Payload:
     """The samples as the small tier takes them: texts, or checked feature rows (:func:`feature_rows`)."""
     if modality == "text":
         return [str(s.text) for s in samples]
-    return feature_rows([s.features or [] for s in samples], n_features)
+    return feature_rows([s.features or [] for s in samples], n_features, missing)
 
 
-def feature_rows(rows: Sequence[Sequence[float]], n_features: int | None) -> np.ndarray:
-    """``rows`` as a finite ``(n, n_features)`` float array, checked in numpy; :class:`InvalidSamples`
-    names each sample with the wrong width (or a width unlike the first's when ``n_features`` is
-    unknown) or with NaN / inf.
+def feature_rows(rows: Sequence[Sequence[float | None]], n_features: int | None, missing: bool = False) -> np.ndarray:
+    """``rows`` as a ``(n, n_features)`` float array, checked in numpy; :class:`InvalidSamples` names each
+    sample with the wrong width (or a width unlike the first's when ``n_features`` is unknown), with
+    inf, or with a missing value (``None``, which JSON sends as ``null``; NaN) when the detector takes
+    none (``missing=False``); with ``missing`` a missing value is NaN, as the detector was fitted.
 
     >>> feature_rows([[0.5, 1.0], [2.0, 3.0]], 2).shape
     (2, 2)
@@ -50,12 +52,14 @@ def feature_rows(rows: Sequence[Sequence[float]], n_features: int | None) -> np.
     wrong = np.flatnonzero(widths != expected)
     if wrong.size:
         raise InvalidSamples(_named(wrong, lambda i: f"expected {expected} features, got {widths[i]}"))
-    array = np.asarray(rows, dtype=np.float64)
-    bad = ~np.isfinite(array)
+    array = np.asarray(rows, dtype=np.float64)  # None becomes NaN
+    bad = np.isinf(array) if missing else ~np.isfinite(array)
     flagged = np.flatnonzero(bad.any(axis=1))
     if flagged.size:
-        raise InvalidSamples(_named(flagged, lambda i: "features must be finite numbers; NaN or inf at "
-                                                      f"positions {np.flatnonzero(bad[i])[:MAX_PROBLEMS].tolist()}"))
+        what = "features must be numbers or null (missing); inf" if missing else \
+            "features must be finite numbers (this cascade's detector takes no missing values); NaN, null or inf"
+        raise InvalidSamples(_named(flagged, lambda i: f"{what} at positions "
+                                                      f"{np.flatnonzero(bad[i])[:MAX_PROBLEMS].tolist()}"))
     return array
 
 

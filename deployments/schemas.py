@@ -20,7 +20,7 @@ from cascade.config import ServeConfig
 from cascade.types import Sample, Tier, Verdict
 
 Modality = Literal["text", "features"]
-PAYLOADS: tuple[str, ...] = ("text", "features", "image_ref")
+PAYLOADS: tuple[str, ...] = ("text", "features")
 
 
 class _Body(BaseModel):
@@ -35,7 +35,7 @@ class DetectSample(Sample):
 
     @field_validator("features")
     @classmethod
-    def _finite(cls, value: list[float] | None) -> list[float] | None:
+    def _finite(cls, value: list[float | None] | None) -> list[float | None] | None:
         """Not checked value by value here: the service checks feature rows in numpy (width, NaN, inf)."""
         return value
 
@@ -170,7 +170,7 @@ class RequestModels:
 def request_models(limits: ServeConfig, modality: Modality) -> RequestModels:
     """Request models that enforce ``limits`` (sizes) and ``modality`` (which payload is accepted)."""
     text = (str | None, Field(None, min_length=1, max_length=limits.max_text_chars))
-    features = (list[float] | None, Field(None, min_length=1, max_length=limits.max_features))
+    features = (list[float | None] | None, Field(None, min_length=1, max_length=limits.max_features))
 
     def _modality(self: DetectSample) -> DetectSample:
         given = next(name for name in PAYLOADS if getattr(self, name) is not None)

@@ -97,7 +97,7 @@ class CascadeService:
 
     def payload(self, samples: Sequence[Sample]) -> Payload:
         """The samples' texts or feature rows; :class:`InvalidSamples` (a 422 for this request) if they do not fit."""
-        return payload_of(samples, self.modality, self.settings.n_features)
+        return payload_of(samples, self.modality, self.settings.n_features, self.settings.missing_values)
 
     async def detect(self, samples: Sequence[Sample], rationale: bool = False) -> DetectResponse:
         """Verdicts for ``samples``, in order; this request is its own batch."""
@@ -197,9 +197,9 @@ class CascadeService:
                                prompt_tokens=explanation.prompt_tokens, completion_tokens=explanation.completion_tokens,
                                latency_ms=_ms_since(started))
 
-    def _feature_row(self, features: list[float]) -> np.ndarray:
+    def _feature_row(self, features: list[float | None]) -> np.ndarray:
         try:
-            return feature_rows([features], self.settings.n_features)[0]
+            return feature_rows([features], self.settings.n_features, self.settings.missing_values)[0]
         except InvalidSamples as exc:
             raise InvalidSamples([("sample.features", problem) for _, problem in exc.problems]) from None
 

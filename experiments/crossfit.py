@@ -53,10 +53,10 @@ class CrossFit:
 
 
 def labelled_pool(config: CascadeConfig, train: Dataset) -> Dataset:
-    """The training samples whose labels the setting may use: all of them, or the ``train_labels`` subset."""
+    """The training samples whose labels the setting may use: all of them, or the ``dataset.label_budget`` subset."""
     from cascade.data.dataset import stratified_subsample
 
-    labels = config.detector.train_labels
+    labels = config.dataset.label_budget
     if labels is None or labels >= len(train):
         return train
     return train.subset(stratified_subsample(train.y, train.groups, labels, config.experiment.seed))
@@ -80,7 +80,7 @@ def crossfit(config: CascadeConfig, roles: DataRoles, final_small: Any, folds: i
         tier = SmallTier.from_config(config)
         tier.input_view = 0  # the final tier's view, see the module docs
         tier.fit(others, roles.fit)
-        tier.view = final_small.view
+        tier.view_ = final_small.view_
         small_parts.append(score_small(tier, fold, config.cost.small_per_call))
         for name, expert_config in experts.items():
             fingerprint = expert_fingerprint(expert_config, fold.modality)

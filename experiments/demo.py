@@ -68,7 +68,7 @@ def demo(config: CascadeConfig, requests: int = 300, console: Console | None = N
     step(f"3/5 tune: at most {DEMO_RATE:.0%} of traffic to the expert")
     from experiments.tune import tune
 
-    tuned = config.model_copy(update={"budget": config.budget.model_copy(update={"kind": "rate", "target": DEMO_RATE})})
+    tuned = config.model_copy(update={"budget": config.budget.as_kind("rate", target=DEMO_RATE)})
     certificate = tune(tuned)
     console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']} "
                   f"(certified on the {certificate['part']} part, n={certificate['n']})")

@@ -5,7 +5,7 @@ only where something reads their outputs there (:func:`held_out_needs_experts`: 
 learns from them, a cost budget that certifies on them); each subset once, in one call, cached by
 content hash. The held-out scores are cut into the ``fit`` part (policies learn here) and the
 ``certify`` part (budget tuners certify here) by the roles of :func:`cascade.data.roles.load_roles`.
-``experiment.test_samples`` caps both subsets.
+``experiment.max_scored_per_split`` caps both subsets.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def score_held_out(config: CascadeConfig, roles: DataRoles, small_tier: Any, ref
                    progress: bool = True, held_out_experts: bool = True) -> HeldOut:
     """Small tier on the fit, certify and test evaluation subsets; expert and control expert on the
     test subset, and on the fit and certify subsets when ``held_out_experts``."""
-    seed, cap = config.experiment.seed, config.experiment.test_samples
+    seed, cap = config.experiment.seed, config.experiment.max_scored_per_split
     held_index = held_out_evaluation_index(roles, cap, seed)
     engines: dict[str, Any] = {}  # one expert (one engine) per tier for the whole run, made on a cache miss
     try:

@@ -117,10 +117,10 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     import argparse
-    import json
     from pathlib import Path
 
     from cascade.config import CascadeConfig
+    from experiments.benchmarks.results_io import write_results
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", default="experiments/configs/spamassassin.yaml")
@@ -132,10 +132,7 @@ def main() -> None:
     config = CascadeConfig.from_yaml(args.config)
     expert = config.control_expert if args.control else config.expert.model_copy(update={"kind": args.kind})
     result = measure(config, args.mails, expert)
-    stem = "injection-control" if args.control else "injection"
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(result))
+    write_results(args.out, "injection-control" if args.control else "injection", result, markdown)
     print(markdown(result))
 
 

@@ -80,7 +80,7 @@ def fit_small_tier(config: CascadeConfig, roles: DataRoles) -> tuple[Any, float]
 
     small = SmallTier.from_config(config)
     expert_cost = None if small.expert_cost is None else small.expert_cost.options()
-    key = content_hash("small-tier", config.detector.model_dump(), config.calibrator.model_dump(),
+    key = content_hash("small-tier", config.detector.model_dump(), config.dataset.label_budget, config.calibrator.model_dump(),
                        config.expert.max_input_tokens, expert_cost, dataset_hash(roles.train), dataset_hash(roles.fit),
                        config.experiment.seed)
     folder = cache_dir("small") / key[:24]
@@ -247,7 +247,7 @@ def tier_summary(config: CascadeConfig, test: Scored, small_tier: Any, roles: Da
         return row
 
     rows = {"small": summary(test.small), **{name: summary(s) for name, s in test.experts.items()}}
-    index = evaluation_index(roles.test, config.experiment.test_samples, config.experiment.seed)
+    index = evaluation_index(roles.test, config.experiment.max_scored_per_split, config.experiment.seed)
     raw = small_tier.predict_raw(roles.test.subset(index).X)
     rows["small"]["ece_uncalibrated"] = float(ece(raw, test.small.y))
     return rows

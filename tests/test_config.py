@@ -33,7 +33,7 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         ("dataset: {name: spamassassin}\nexpert: {shots: 4, shotz: 2}\n", "expert.shotz"),
         ("detector: {kind: tfidf-lr}\n", "dataset: Field required"),
         ("dataset: {name: csv}\n", "needs a path"),
-        ("dataset: {name: spamassassin, train_fraction: 0.9, calibration_fraction: 0.2}\n", "room for a test split"),
+        ("dataset: {name: spamassassin, train_fraction: 0.9, held_out_fraction: 0.2}\n", "room for a test split"),
     ],
 )
 def test_invalid_fields_are_named_by_path(tmp_path: Path, yaml_text: str, message: str) -> None:

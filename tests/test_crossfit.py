@@ -58,7 +58,7 @@ def test_a_second_cross_fit_reads_the_expert_cache(setting) -> None:
 
 def test_few_label_settings_cross_fit_their_labelled_samples_only(setting) -> None:
     config, roles, _ = setting
-    few = config.model_copy(update={"detector": config.detector.model_copy(update={"train_labels": 100})})
+    few = config.model_copy(update={"dataset": config.dataset.model_copy(update={"label_budget": 100})})
     pool = labelled_pool(few, roles.train)
     assert 95 <= len(pool) <= 100 and set(pool.ids) <= set(roles.train.ids)
     # a one-class detector learns from normal rows only, but every training label is known: all are cross-fitted

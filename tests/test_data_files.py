@@ -100,7 +100,8 @@ def test_truthy_words_are_positive_even_when_common(tmp_path: Path) -> None:
     ("a,label\n1,x\n2,y\n", {"feature_columns": ["a", "c"]}, r"dataset.feature_columns: no column \['c'\]"),
     ("a,label\n1,x\n2,y\n", {"positive_label": "z"}, r"dataset.positive_label: 'z' is not a value"),
     ("a,label\n1,x\n2,x\n", {}, r"dataset.label_column: column 'label' holds one value"),
-    ("a,label\n1,x\n,y\n", {}, r"missing.csv:3: column 'a' is missing"),
+    ("a,label\n1,x\ninf,y\n", {}, r"missing.csv:3: column 'a' is not finite \('inf'; 1 such rows\)"),
+    ("a,label\n1,x\n2,\n3,y\n4,\n", {}, r"missing.csv: no value in label column 'label' on lines 3, 5 \(2 rows\)"),
     ("subject,body,label\n" + "".join(f"s{i},b{i},{i % 2}\n" for i in range(8)), {},
      r"dataset.text_column: .* several text columns \['subject', 'body'\]"),
     ("a,label\n1,x\n2\n", {}, r"missing.csv:3: 1 fields, the header has 2"),
@@ -110,6 +111,37 @@ def test_file_errors_name_the_field_or_line(tmp_path: Path, content: str, option
     path.write_text(content)
     with pytest.raises(ValueError, match=message):
         data.load("csv", path=path, **options)
+
+
+def test_missing_feature_values_are_kept_counted_and_said(tmp_path: Path, wine_frame: pd.DataFrame) -> None:
+    """5% of one numeric column empty, a few empty categories, and a column with no value at all."""
+    rng = np.random.default_rng(0)
+    wine_frame.loc[rng.choice(len(wine_frame), 9, replace=False), "magnesium"] = np.nan
+    wine_frame.loc[[3, 50, 100], "cellar"] = None
+    wine_frame["notes"] = None
+    path = tmp_path / "wine.csv"
+    wine_frame.to_csv(path, index=False)
+    schema = inspect_file(path, label_column="target")
+    assert schema.missing == (("magnesium", 9), ("cellar", 3)) and schema.left_out == ("notes",)
+    assert schema.describe("imputed").endswith("; missing: 12 cells in 2 columns ('magnesium' 9, 'cellar' 3), "
+                                               "numbers imputed, an empty category is one-hot like any other "
+                                               "('name=')")
+    dataset = data.load("csv", path=path, label_column="target")
+    magnesium = dataset.feature_names.index("magnesium")
+    np.testing.assert_array_equal(np.isnan(dataset.features[:, magnesium]), wine_frame["magnesium"].isna())
+    assert np.isnan(dataset.features).sum() == 9
+    assert dataset.features[[3, 50, 100], dataset.feature_names.index("cellar=")].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_missing_label_is_an_error_naming_its_lines(tmp_path: Path) -> None:
+    cancer = load_breast_cancer(as_frame=True).frame
+    cancer["diagnosis"] = np.where(cancer.pop("target") == 0, "malignant", "benign")
+    cancer.loc[[7, 300], "diagnosis"] = None
+    path = tmp_path / "cancer.csv"
+    cancer.to_csv(path, index=False)
+    with pytest.raises(ValueError, match=r"cancer.csv: no value in label column 'diagnosis' on lines 9, 302 "
+                                         r"\(2 rows\); fill or drop those rows"):
+        data.load("csv", path=path, label_column="diagnosis")
 
 
 def test_describe_knows_modality_and_classes_without_loading(tmp_path: Path) -> None:

@@ -46,18 +46,19 @@ def rows(shuttle: Dataset) -> Splits:
     return three_splits(shuttle, 8000)
 
 
-def small_tier(kind: str, calibrator: str, **detector: object) -> SmallTier:
+def small_tier(kind: str, calibrator: str, label_budget: int | None = None, **detector: object) -> SmallTier:
     dataset = "shuttle" if MODALITY[kind] == "features" else "spamassassin"
     config = CascadeConfig.model_validate(
-        {"dataset": {"name": dataset}, "detector": {"kind": kind, **detector}, "calibrator": {"kind": calibrator}}
+        {"dataset": {"name": dataset, "label_budget": label_budget}, "detector": {"kind": kind, **detector},
+         "calibrator": {"kind": calibrator}}
     )
     return SmallTier.from_config(config)
 
 
 TEXT_TIERS = {
-    "tfidf-lr": dict(calibrator="platt", train_labels=300),
+    "tfidf-lr": dict(calibrator="platt", label_budget=300),
     "tfidf-knn": dict(calibrator="isotonic", one_class=True),
-    "embedding-lr": dict(calibrator="platt", train_labels=200),
+    "embedding-lr": dict(calibrator="platt", label_budget=200),
     "embedding-knn": dict(calibrator="isotonic", one_class=True),
 }
 
@@ -110,12 +111,12 @@ def test_one_class_detectors_never_see_an_anomaly(spam: Splits) -> None:
 
 
 def test_few_label_setting_keeps_that_many_labels(spam: Splits) -> None:
-    subset = small_tier("tfidf-lr", "platt", train_labels=40).training_subset(spam["train"])
+    subset = small_tier("tfidf-lr", "platt", label_budget=40).training_subset(spam["train"])
     assert len(subset) == 40 and set(subset.y.tolist()) == {0, 1}
 
 
 def test_tfidf_logistic_works_from_16_labels(spam: Splits) -> None:
-    tier = small_tier("tfidf-lr", "platt", train_labels=16).fit(spam["train"], spam["calibration"])
+    tier = small_tier("tfidf-lr", "platt", label_budget=16).fit(spam["train"], spam["calibration"])
     assert roc_auc_score(spam["test"].y, tier.predict_proba(spam["test"].X)[:, 1]) > 0.6
 
 
@@ -136,7 +137,7 @@ def test_forest_round_trip_gives_identical_probabilities(fitted_forest: SmallTie
 
 def test_distance_feature_is_an_extra_policy_column(spam_small: Splits, tmp_path: Path) -> None:
     spam = spam_small
-    tier = small_tier("tfidf-lr", "platt", train_labels=200, distance_feature=True).fit(spam["train"], spam["calibration"])
+    tier = small_tier("tfidf-lr", "platt", label_budget=200, distance_feature=True).fit(spam["train"], spam["calibration"])
     features = tier.features(spam["test"].X[:50])
     assert features.shape == (50, 3) and tier.n_classes == 2
     assert (features[:, 2] >= 0).all() and (features[:, 2] <= 2).all()
@@ -185,7 +186,7 @@ def test_wrong_modality_is_a_clear_error(rows: Splits, spam: Splits) -> None:
     with pytest.raises(ValueError, match="takes text data, dataset 'shuttle' holds features"):
         small_tier("tfidf-lr", "platt").fit(rows["train"], rows["calibration"])
     with pytest.raises(ValueError, match="NaN or inf"):
-        make_detector("isolation-forest").fit(np.array([[1.0, np.nan]] * 10))
+        make_detector("pixel-lr").fit(np.array([[1.0, np.nan]] * 10), np.array([0, 1] * 5))
 
 
 def test_supervised_detector_needs_labels_and_two_classes() -> None:

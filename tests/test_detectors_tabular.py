@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_wine
+from sklearn.datasets import load_breast_cancer, load_wine
 from sklearn.metrics import roc_auc_score
 
 from cascade import data
@@ -99,6 +99,39 @@ def test_the_logistic_detector_scales_its_features() -> None:
     unscaled = make_detector("tabular-lr", C=0.01).fit(rows / np.array([1.0, 1000.0]), y)
     np.testing.assert_allclose(detector.predict_proba(rows), unscaled.predict_proba(rows / np.array([1.0, 1000.0])),
                                atol=1e-6)
+
+
+@pytest.mark.parametrize(("kind", "params"), [("tabular-lr", {}), ("tabular-hgb", {}), ("isolation-forest", {}),
+                                              ("pyod", {"model": "ECOD"})])
+def test_tabular_detectors_take_missing_values_and_keep_their_handling_when_saved(
+        kind: str, params: dict[str, Any], tmp_path: Path) -> None:
+    """Breast-cancer rows with 5% of one column missing: fitted, served and reloaded alike."""
+    from cascade.detectors import load_detector
+
+    rows, y = load_breast_cancer(return_X_y=True)
+    rows[np.random.default_rng(0).choice(len(rows), 28, replace=False), 1] = np.nan
+    train, test = np.arange(len(rows)) % 4 != 0, np.arange(len(rows)) % 4 == 0
+    detector = make_detector(kind, **params).fit(rows[train], y[train])
+    probs = detector.predict_proba(rows[test])
+    assert np.isfinite(probs).all() and np.isnan(rows[test]).any()
+    detector.save(tmp_path)
+    np.testing.assert_array_equal(load_detector(tmp_path).predict_proba(rows[test]), probs)
+    if not detector.one_class:
+        assert np.mean(probs.argmax(axis=1) == y[test]) > 0.9
+
+
+def test_the_logistic_detector_imputes_with_a_was_missing_indicator() -> None:
+    rows, y = load_breast_cancer(return_X_y=True)
+    rows[::20, 1] = np.nan
+    model = make_detector("tabular-lr").fit(rows, y).model_
+    assert model.named_steps["lr"].n_features_in_ == rows.shape[1] + 1  # the indicator of column 1
+    imputed = model.named_steps["impute"].transform(rows[:1])
+    assert imputed[0, 1] == pytest.approx(np.nanmean(rows[:, 1])) and imputed[0, -1] == 1.0
+
+
+def test_tabular_detectors_refuse_infinite_values() -> None:
+    with pytest.raises(ValueError, match="input holds inf"):
+        make_detector("tabular-hgb").fit(np.array([[1.0, np.inf], [2.0, 3.0]] * 5), np.array([0, 1] * 5))
 
 
 def test_tabular_detectors_refuse_rows_of_another_width(fitted_shuttle: dict[str, SmallTier]) -> None:

@@ -22,10 +22,10 @@ def config(spamassassin: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     (tmp_path / "cache" / "scores").mkdir(parents=True)
     raw = CascadeConfig.from_yaml(CONFIG).model_dump(mode="json")
     raw["dataset"]["max_samples"] = 400
-    raw["detector"]["train_labels"] = 64
+    raw["dataset"]["label_budget"] = 64
     raw["expert"] = {"kind": "knn-vote", "labels": ["ham", "spam"], "shots": 4}
     raw["control_expert"] = None
-    raw["experiment"].update(splits=5, random_seeds=2, test_samples=None, results_dir=str(tmp_path / "results"))
+    raw["experiment"].update(splits=5, random_seeds=2, max_scored_per_split=None, results_dir=str(tmp_path / "results"))
     return CascadeConfig.from_dict(raw)
 
 

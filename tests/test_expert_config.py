@@ -76,3 +76,22 @@ def test_a_local_model_folder_is_accepted_and_shown_by_its_folder_name(tiny_llam
 def test_the_vote_control_is_not_named_after_an_llm_it_does_not_use() -> None:
     name = ExpertConfig(kind="knn-vote", shots=4).display_name
     assert "smollm2" not in name and "no LLM" in name and "k=4" in name
+
+
+def test_the_default_prompt_caps_are_the_shipped_compact_prompt() -> None:
+    shipped = CascadeConfig.from_yaml(Path(__file__).resolve().parents[1] / "experiments" / "configs"
+                                      / "spamassassin.yaml").expert
+    default = ExpertConfig()
+    assert (shipped.shots, shipped.shot_max_tokens, shipped.max_input_tokens) == (6, 8, 48)
+    assert (default.shot_max_tokens, default.max_input_tokens) == (shipped.shot_max_tokens, shipped.max_input_tokens)
+
+
+@pytest.mark.parametrize(("expert_yaml", "message"), [
+    ("  kind: knn-vote\n  shots: 4\n  kv_cache_gib: 4\n", "expert.kv_cache_gib: only vllm experts read it; this "
+                                                         "expert is 'knn-vote'"),
+    ("  kind: vllm\n  timeout_s: 5\n", "expert.timeout_s: only openai experts read it; this expert is 'vllm'"),
+    ("  kind: openai\n", "expert.base_url: an openai expert needs the server's URL"),
+])
+def test_expert_fields_are_checked_per_kind_at_load(tmp_path: Path, expert_yaml: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        _config(tmp_path, expert_yaml)

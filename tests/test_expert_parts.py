@@ -34,7 +34,7 @@ def test_the_harness_counts_the_swept_policies_and_the_configured_one() -> None:
     assert not harness_needs_experts(rules)
     learned = rules.model_copy(update={"policy": rules.policy.model_copy(update={"kind": "learned"})})
     assert harness_needs_experts(learned)
-    cost = rules.model_copy(update={"budget": rules.budget.model_copy(update={"kind": "cost", "target": 1.0})})
+    cost = rules.model_copy(update={"budget": rules.budget.as_kind("cost", target=1.0)})
     assert harness_needs_experts(cost)
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import sklearn.exceptions
 
-from cascade.artifact import ArtifactError, save_arrays, write_manifest
+from cascade.artifact import ArtifactError, write_manifest
 from cascade.calibration import load_calibrator, make_calibrator
 from cascade.data.dataset import Dataset
 from cascade.detectors import load_detector, make_detector
@@ -44,45 +45,58 @@ def test_every_unfitted_estimator_raises_not_fitted(use) -> None:
     assert not Path("never-written").exists()
 
 
-def test_detector_calibrator_and_policy_directories_share_one_layout(tmp_path: Path) -> None:
+def small_tier(**options: Any) -> SmallTier:
+    """An isolation-forest small tier fitted on rows that shift with their label."""
+    rows = Dataset(name="rows", y=LABELS, label_names=("normal", "anomaly"), ids=np.arange(200),
+                   groups=np.zeros(200), features=ROWS + LABELS[:, None])
+    return SmallTier(make_detector("isolation-forest", n_estimators=20), make_calibrator("platt"), **options).fit(rows, rows)
+
+
+def test_detector_calibrator_policy_and_small_tier_directories_share_one_layout(tmp_path: Path) -> None:
     data = simulate(500, seed=0)
     make_detector("isolation-forest", n_estimators=20).fit(ROWS).save(tmp_path / "detector")
     make_calibrator("platt").fit(PROBS, LABELS).save(tmp_path / "calibrator")
     PosthocPolicy(n_classes=2).fit(data.features, data.small_correct, data.expert_correct).save(tmp_path / "policy")
-    for family in ("detector", "calibrator", "policy"):
+    small_tier().save(tmp_path / "small")
+    for family in ("detector", "calibrator", "policy", "small"):
         body = json.loads((tmp_path / family / f"{family}.json").read_text())
         assert {"kind", "params", "state", "estimators", "arrays", "format", "format_version"} == set(body)
         manifest = json.loads((tmp_path / family / "manifest.json").read_text())
         assert f"{family}.json" in manifest["files"]
+    assert {"detector/detector.json", "calibrator/calibrator.json"} <= set(manifest["files"])  # its parts too
 
 
-def test_a_calibrator_saved_before_calibrators_were_sealed_still_loads(tmp_path: Path) -> None:
-    """Calibrators used to be written as a bare calibrator.json, inside a small tier's manifest."""
-    calibrator = make_calibrator("isotonic").fit(PROBS, LABELS)
-    calibrator.save(tmp_path)
-    (tmp_path / "manifest.json").unlink()
-    body = json.loads((tmp_path / "calibrator.json").read_text())
-    del body["estimators"], body["arrays"]
-    (tmp_path / "calibrator.json").write_text(json.dumps(body))
-    np.testing.assert_array_equal(load_calibrator(tmp_path).transform(PROBS), calibrator.transform(PROBS))
+def test_a_small_tier_round_trips_with_its_distance_feature(tmp_path: Path) -> None:
+    small = small_tier(distance_feature=True)
+    small.save(tmp_path)
+    loaded = SmallTier.load(tmp_path)
+    assert loaded.get_params(deep=False).keys() == small.get_params(deep=False).keys()
+    np.testing.assert_array_equal(loaded.features(ROWS), small.features(ROWS))
 
 
-def test_a_detector_file_without_the_estimator_and_array_lists_still_loads(tmp_path: Path) -> None:
-    """Detector files written before the lists were recorded hold every estimator and array of their class."""
-    detector = make_detector("isolation-forest", n_estimators=20).fit(ROWS)
-    detector.save(tmp_path)
+def test_a_small_tier_whose_parts_disagree_on_the_classes_fails_at_load_naming_its_file(tmp_path: Path) -> None:
+    small_tier().save(tmp_path)
+    body = json.loads((tmp_path / "small.json").read_text())
+    body["state"]["n_classes_"] = 3
+    (tmp_path / "small.json").write_text(json.dumps(body))
+    write_manifest(tmp_path, "cascade.small.manifest")
+    with pytest.raises(ArtifactError, match=r"small.json: fitted for 3 classes, the detector has 2"):
+        SmallTier.load(tmp_path)
+
+
+def test_a_file_without_its_state_lists_is_refused_naming_it(tmp_path: Path) -> None:
+    make_detector("isolation-forest", n_estimators=20).fit(ROWS).save(tmp_path)
     body = json.loads((tmp_path / "detector.json").read_text())
     del body["estimators"], body["arrays"]
     (tmp_path / "detector.json").write_text(json.dumps(body))
     write_manifest(tmp_path, "cascade.detector.manifest")
-    np.testing.assert_array_equal(load_detector(tmp_path).predict_proba(ROWS), detector.predict_proba(ROWS))
+    with pytest.raises(ArtifactError, match=r"detector.json: missing detector state"):
+        load_detector(tmp_path)
 
 
 def test_an_edited_calibrator_without_its_manifest_still_fails_inside_a_small_tier(tmp_path: Path) -> None:
     """The small tier's manifest checksums every file below it, so dropping the calibrator's own seal does not help."""
-    rows = Dataset(name="rows", y=LABELS, label_names=("normal", "anomaly"), ids=np.arange(200),
-                   groups=np.zeros(200), features=ROWS + LABELS[:, None])
-    SmallTier(make_detector("isolation-forest", n_estimators=20), make_calibrator("platt")).fit(rows, rows).save(tmp_path)
+    small_tier().save(tmp_path)
     (tmp_path / "calibrator" / "manifest.json").unlink()
     path = tmp_path / "calibrator" / "calibrator.json"
     path.write_text(path.read_text().replace('"platt"', '"none"'))
@@ -101,21 +115,3 @@ def test_state_of_another_class_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError):
         load_policy(tmp_path)
 
-
-def test_a_small_tier_with_the_distance_feature_in_a_bare_arrays_file_still_loads(tmp_path: Path) -> None:
-    """Small tiers used to keep the distance feature as distance.safetensors next to small.json."""
-    rows = Dataset(name="rows", y=LABELS, label_names=("normal", "anomaly"), ids=np.arange(200),
-                   groups=np.zeros(200), features=ROWS + LABELS[:, None])
-    small = SmallTier(make_detector("isolation-forest", n_estimators=20), make_calibrator("platt"),
-                      distance_feature=True).fit(rows, rows)
-    small.save(tmp_path)
-    distance = NeighbourDistance.load(tmp_path / "distance")
-    save_arrays({"reference": distance.reference_, "mean": distance.mean_, "scale": distance.scale_},
-                tmp_path / "distance.safetensors")
-    for path in (tmp_path / "distance").iterdir():
-        path.unlink()
-    (tmp_path / "distance").rmdir()
-    body = json.loads((tmp_path / "small.json").read_text())
-    (tmp_path / "small.json").write_text(json.dumps({**body, "distance_modality": "features"}))
-    write_manifest(tmp_path, "cascade.small.manifest")
-    np.testing.assert_array_equal(SmallTier.load(tmp_path).features(ROWS), small.features(ROWS))

@@ -8,7 +8,7 @@ import pytest
 from mapie.risk_control import BinaryClassificationController, BinaryRisk
 from mapie.risk_control.methods import find_best_predict_param, get_r_hat_plus
 
-from cascade.config import BudgetConfig
+from cascade.config import AcceptedErrorBudget, CostBudget, JointBudget, RateBudget
 from cascade.types import CostModel
 from policies import (
     AcceptedErrorTuner, ConfidencePolicy, CostTuner, InfeasibleTarget, JointTuner, RateTuner, clopper_pearson_upper,
@@ -118,10 +118,10 @@ def test_cost_tuner_certifies_the_crc_bound_including_the_small_tier(calibration
 
 
 def test_the_cost_bound_comes_from_the_config_not_the_data():
-    budget = BudgetConfig(kind="cost", target=400.0)
+    budget = CostBudget(target=400.0)
     prices = CostModel(expert_per_call=0.1, expert_per_1k_prompt_tokens=1.0, expert_per_1k_completion_tokens=3.0)
     assert make_tuner(budget, prices, max_model_len=2048).max_expert_cost == pytest.approx(0.1 + 3.0 * 2.048)
-    explicit = BudgetConfig(kind="cost", target=400.0, max_cost_per_call=0.5)
+    explicit = CostBudget(target=400.0, max_cost_per_call=0.5)
     assert make_tuner(explicit, prices, max_model_len=2048).max_expert_cost == 0.5
     with pytest.raises(ValueError, match="budget.max_cost_per_call"):
         make_tuner(budget, prices)
@@ -223,17 +223,17 @@ def test_rate_target_must_be_a_rate(target):
 
 def test_make_tuner_builds_each_budget_kind_from_config():
     cost = CostModel(small_per_call=0.01)
-    rate = make_tuner(BudgetConfig(kind="rate", target=0.15, delta=0.05))
+    rate = make_tuner(RateBudget(target=0.15, delta=0.05))
     assert rate.get_params() == {"target": 0.15, "delta": 0.05}
-    assert make_tuner(BudgetConfig(kind="cost", target=400.0), cost, max_model_len=2048).small_cost == 0.01
-    assert isinstance(make_tuner(BudgetConfig(kind="accepted-error", target=0.02, delta=0.05)), AcceptedErrorTuner)
-    joint = make_tuner(BudgetConfig(kind="joint", target=0.02, max_rate=0.3, delta=0.05))
+    assert make_tuner(CostBudget(target=400.0), cost, max_model_len=2048).small_cost == 0.01
+    assert isinstance(make_tuner(AcceptedErrorBudget(target=0.02, delta=0.05)), AcceptedErrorTuner)
+    joint = make_tuner(JointBudget(target=0.02, max_rate=0.3, delta=0.05))
     assert (joint.alpha, joint.max_rate, joint.delta) == (0.02, 0.3, 0.05)
 
 
 def test_make_tuner_asks_for_delta_where_the_guarantee_needs_it():
     with pytest.raises(ValueError, match="budget.delta"):
-        make_tuner(BudgetConfig(kind="accepted-error", target=0.02))
+        make_tuner(AcceptedErrorBudget(target=0.02))
 
 
 # Cross-checks against MAPIE 1.6 (mapie.risk_control): the same data, the same procedure, the same answer.

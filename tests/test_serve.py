@@ -185,9 +185,8 @@ def test_a_cap_overriding_an_accepted_error_certificate_flags_every_forced_answe
     certificate = {"kind": "accepted-error", "statement": "P(accepted_error > 0.05) ≤ 0.1", "tie_break": 1.0,
                    "tie_seed": None, "achieved": {"defer_rate": 0.2},
                    "passed_rules": [[served.threshold - 0.1, 1.0], [served.threshold, 1.0]]}
-    capped = config.model_copy(update={"budget": config.budget.model_validate({
-        "kind": "accepted-error", "target": 0.05, "delta": 0.1, "hard_cap": 0.1, "window": 20,
-        "cap_overrides_certificate": True})})
+    capped = config.model_copy(update={"budget": config.budget.as_kind(
+        "accepted-error", target=0.05, delta=0.1, hard_cap=0.1, window=20, cap_overrides_certificate=True)})
     api = client(in_process_app(capped, knn_expert, (dataclasses.replace(served, certificate=certificate), small)))
     kept, deferred = kept_and_deferred
     verdicts = detect(api, deferred[:8]).json()["verdicts"] + detect(api, kept[:4]).json()["verdicts"]
@@ -274,12 +273,20 @@ def test_autoscaling_replaces_the_replica_count_of_its_role(config: CascadeConfi
     assert options["expert"]["autoscaling_config"].max_replicas == 3 and "num_replicas" not in options["expert"]
 
 
-def test_autoscaling_for_an_unknown_role_is_a_config_error(config: CascadeConfig) -> None:
-    from deployments.app import deployment_options
+def test_autoscaling_for_an_unknown_role_or_with_a_bad_value_fails_at_load(config: CascadeConfig) -> None:
+    raw = config.model_dump(mode="json")
+    with pytest.raises(ConfigError, match="serve.autoscaling.gpu: Input should be 'detector', 'expert' or 'router'"):
+        CascadeConfig.from_dict({**raw, "serve": {"autoscaling": {"gpu": {"max_replicas": 3}}}})
+    with pytest.raises(ConfigError, match="serve.autoscaling.router.min_replicas: Input should be greater than"):
+        CascadeConfig.from_dict({**raw, "serve": {"autoscaling": {"router": {"min_replicas": -1}}}})
 
-    serve = config.serve.model_copy(update={"autoscaling": {"gpu": {"max_replicas": 3}}})
-    with pytest.raises(ConfigError, match="unknown roles"):
-        deployment_options(config.model_copy(update={"serve": serve}))
+
+def test_the_builder_refuses_a_serve_instance_listening_elsewhere(config: CascadeConfig) -> None:
+    from deployments.app import check_http_options
+
+    check_http_options(config, (config.serve.host, config.serve.port))
+    with pytest.raises(ConfigError, match=f"serve.port is {config.serve.port} but Ray Serve listens on port 1234"):
+        check_http_options(config, (config.serve.host, 1234))
 
 
 def _built(config: CascadeConfig) -> Any:
@@ -361,11 +368,5 @@ def test_the_serve_config_yaml_resolves_to_the_builder_and_a_valid_config() -> N
     application = ServeDeploySchema.model_validate(raw).applications[0]
     assert import_attr(application.import_path) is app_builder
     args = AppArgs.model_validate(application.args)
-    assert CascadeConfig.from_yaml(root / args.config).serve.port == raw["http_options"]["port"]
-
-
-def test_the_old_deployment_name_still_imports_with_a_warning() -> None:
-    from deployments import expert
-
-    with pytest.warns(DeprecationWarning, match="ExpertServer"):
-        assert expert.LLMExpert is expert.ExpertServer
+    serve = CascadeConfig.from_yaml(root / args.config).serve
+    assert raw["http_options"] == {"host": serve.host, "port": serve.port}

@@ -26,8 +26,8 @@ def shuttle_config(tmp_path_factory: pytest.TempPathFactory) -> CascadeConfig:
     config = CascadeConfig.model_validate({
         "name": "serve-features-test",
         "artifact_dir": str(tmp_path_factory.mktemp("artifact") / "shuttle"),
-        "dataset": {"name": "shuttle", "max_samples": 2000},
-        "detector": {"kind": "tabular-lr", "train_labels": 200},
+        "dataset": {"name": "shuttle", "max_samples": 2000, "label_budget": 200},
+        "detector": {"kind": "tabular-lr"},
         "calibrator": {"kind": "platt"},
         "policy": {"kind": "confidence"},
         "budget": {"kind": "rate", "target": 0.2, "window": 200},
@@ -96,16 +96,35 @@ def test_a_row_of_the_wrong_width_is_a_422_naming_the_sample(shuttle_api: TestCl
     assert needle.format(width=width, short=width - 1, long=width + 1) in body["message"]
 
 
-@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "1e999"])
-def test_a_row_with_nan_or_inf_is_a_422_naming_the_sample_and_position(shuttle_api: TestClient, rows: np.ndarray,
-                                                                       value: str) -> None:
+def _with_value_at_2(rows: np.ndarray, value: str) -> str:
     good = [[float(v) for v in row] for row in rows[:2]]
     bad = ", ".join(str(v) for v in good[1][:2]) + f", {value}, " + ", ".join(str(v) for v in good[1][3:])
-    raw = '{"samples": [{"features": %s}, {"features": [%s]}]}' % (good[0], bad)
+    return '{"samples": [{"features": %s}, {"features": [%s]}]}' % (good[0], bad)
+
+
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "1e999"])
+def test_a_row_with_inf_is_a_422_naming_the_sample_and_position(shuttle_api: TestClient, rows: np.ndarray,
+                                                                value: str) -> None:
+    raw = _with_value_at_2(rows, value)
     response = shuttle_api.post("/v1/detect", content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert response.json()["fields"] == [{"field": "samples.1.features",
-                                          "problem": "features must be finite numbers; NaN or inf at positions [2]"}]
+                                          "problem": "features must be numbers or null (missing); inf at positions [2]"}]
+
+
+@pytest.mark.parametrize("value", ["null", "NaN"])
+def test_a_missing_value_is_imputed_as_the_fitted_detector_does(shuttle_api: TestClient, shuttle_tiers: Tiers,
+                                                                rows: np.ndarray, value: str) -> None:
+    raw = _with_value_at_2(rows, value)
+    response = shuttle_api.post("/v1/detect", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    from policies.ties import canonical
+
+    served, small = shuttle_tiers
+    row = rows[1].astype(float).copy()
+    row[2] = np.nan
+    offline = canonical(served.policy.score(small.features(row[None, :])))[0]  # the saved pipeline imputes alike
+    assert response.json()["verdicts"][1]["deferral_score"] == offline
 
 
 def test_explain_checks_its_feature_row_too(shuttle_api: TestClient, rows: np.ndarray) -> None:

@@ -1,5 +1,5 @@
 """``serve deploy`` with a changed ``user_config`` updates the running app in place: the Serve YAML of
-``deployments/configs`` (pointed at a tuned test artifact with the knn-vote expert) is deployed the
+``deployments/configs`` (pointed at a tuned test artifact with the knn-vote expert, knobs added) is deployed the
 way ``serve deploy`` does it, then deployed again with new knobs while requests keep coming."""
 
 from __future__ import annotations
@@ -66,9 +66,10 @@ def test_serve_deploy_changes_knobs_in_place_without_losing_requests(tmp_path: P
     raw = yaml.safe_load((ROOT / "deployments" / "configs" / "spamassassin.yaml").read_text())
     raw["http_options"]["port"] = port
     raw["applications"][0]["args"]["config"] = str(config_file)
-    knobs = {d["name"]: d for d in raw["applications"][0]["deployments"]}
-    knobs["CascadeRouter"]["user_config"]["serve"]["expert_timeout_s"] = 20.0
-    knobs["BudgetHolder"]["user_config"]["budget"]["target"] = 0.2
+    raw["applications"][0]["deployments"] = [
+        {"name": "CascadeRouter", "user_config": {"serve": {"expert_timeout_s": 20.0}}},
+        {"name": "BudgetHolder", "user_config": {"budget": {"target": 0.2}}},
+    ]
 
     init_ray(num_cpus=2)
     try:

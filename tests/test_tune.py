@@ -25,12 +25,12 @@ def raw(spamassassin: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     (tmp_path / "cache" / "scores").mkdir(parents=True)
     raw = CascadeConfig.from_yaml(CONFIG).model_dump(mode="json")
     raw["dataset"]["max_samples"] = 500
-    raw["detector"]["train_labels"] = 64
+    raw["dataset"]["label_budget"] = 64
     raw["expert"] = {"kind": "knn-vote", "labels": ["ham", "spam"], "shots": 4, "max_model_len": 1024}
     raw["control_expert"] = None
     raw["cost"] = {"expert_per_call": 0.0, "expert_per_1k_prompt_tokens": 1.0}
     raw["artifact_dir"] = str(tmp_path / "artifact")
-    raw["experiment"].update(test_samples=None)
+    raw["experiment"].update(max_scored_per_split=None)
     return raw
 
 
@@ -60,7 +60,7 @@ def test_cross_fitting_feeds_a_learned_policy_only_and_the_artifact_says_what_it
 
     scores = tmp_path / "cache" / "scores"
     raw["budget"] = {"kind": "cost", "target": 500.0}  # the held-out parts are scored by the expert either way
-    raw["policy"] = {"kind": "confidence", "crossfit_folds": 3}
+    raw["policy"] = {"kind": "confidence"}  # a rule: crossfit_folds is refused at load (test_config_checks)
     rule = CascadeConfig.from_dict(raw)
     tune(rule, progress=False)
     record = json.loads((Path(rule.artifact_dir) / "policy_fit.json").read_text())

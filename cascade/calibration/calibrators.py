@@ -30,9 +30,7 @@ from sklearn.isotonic import IsotonicRegression
 from cascade.artifact import ArtifactError
 from cascade.persistence import Persistent, SavedFormat
 
-# calibrators saved before they were sealed on their own sit inside a small tier, whose manifest covers them
-CALIBRATOR_FORMAT = SavedFormat("calibrator", "calibrator.json", "cascade.calibrator", "cascade.calibrator.manifest",
-                                unsealed_ok=True)
+CALIBRATOR_FORMAT = SavedFormat("calibrator", "calibrator.json", "cascade.calibrator", "cascade.calibrator.manifest")
 EPS = 1e-12
 
 

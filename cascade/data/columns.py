@@ -15,6 +15,11 @@ Rules, applied to every column but the label, id and group columns:
 Explicit ``text_column`` / ``feature_columns`` win (string columns listed as features are one-hot
 encoded). Every error names the config field to change.
 
+Missing values (an empty cell, ``null``, ``NaN``) in feature columns are kept: a numeric one is NaN
+in the feature matrix (the detector takes it natively or imputes it, see :meth:`FileSchema.describe`),
+a categorical one is its own one-hot column (``colour=``). A column with no value at all is left
+out. A missing label is an error naming its lines.
+
 >>> table = Table("t", "t.csv", {"x": ["1", "2.5", "3"], "label": ["a", "b", "a"]}, np.array([2, 3, 4]))
 >>> infer_schema(table, label_column="label").numeric_columns
 ('x',)
@@ -22,6 +27,7 @@ encoded). Every error names the config field to change.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -53,10 +59,11 @@ class Table:
         return np.array([_as_string(value) for value in self.columns[column]], dtype=object)
 
     def text(self, column: str) -> list[str]:
-        return [str(value) if value is not None else "" for value in self.columns[column]]
+        return ["" if _absent(value) else str(value) for value in self.columns[column]]
 
     def numbers(self, column: str, field: str) -> np.ndarray:
-        """The column as floats; a missing or non-numeric value raises naming its line and ``field``."""
+        """The column as floats, NaN where a value is missing; a non-numeric or infinite value raises
+        naming its line and ``field``."""
         values = self.columns[column]
         try:
             numbers = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
@@ -64,13 +71,17 @@ class Table:
             row = next(i for i, v in enumerate(values) if v is not None and not _is_number(v))
             raise ValueError(f"{self.where(row)}: column '{column}' is not a number: {values[row]!r}; "
                              f"leave it out of {field}") from None
-        bad = np.flatnonzero(~np.isfinite(numbers))
-        if len(bad):
-            row = int(bad[0])
-            what = "missing" if values[row] is None else f"not finite ({values[row]!r})"
-            raise ValueError(f"{self.where(row)}: column '{column}' is {what} ({len(bad)} such rows); "
-                             f"fill or drop those rows, or leave the column out of {field}")
+        infinite = np.flatnonzero(np.isinf(numbers))
+        if len(infinite):
+            row = int(infinite[0])
+            raise ValueError(f"{self.where(row)}: column '{column}' is not finite ({values[row]!r}; "
+                             f"{len(infinite)} such rows); leave those cells empty (missing) or the column "
+                             f"out of {field}")
         return numbers
+
+    def missing(self, column: str) -> np.ndarray:
+        """The rows whose ``column`` holds no value (empty, ``null`` or ``NaN``)."""
+        return np.flatnonzero([_absent(value) for value in self.columns[column]])
 
 
 @dataclass(frozen=True)
@@ -89,9 +100,14 @@ class FileSchema:
     categorical_columns: tuple[str, ...] = ()
     left_out: tuple[str, ...] = ()
     inferred: bool = True
+    missing: tuple[tuple[str, int], ...] = ()
+    """missing cells per used column (only columns with some), in column order"""
 
-    def describe(self) -> str:
-        """One line: rows, classes, and which columns were used (inferred or given)."""
+    def describe(self, missing_handling: str | None = None) -> str:
+        """One line: rows, classes, which columns were used (inferred or given) and the missing cells.
+
+        ``missing_handling`` says what the chosen detector does with a missing number.
+        """
         how = "inferred" if self.inferred else "given"
         classes = ", ".join(self.label_names)
         if len(self.label_names) == 2:
@@ -106,7 +122,25 @@ class FileSchema:
                 f"classes ({classes}); {used} [{how}]")
         if self.left_out:
             line += f"; left out: {_short(self.left_out)}"
+        if self.missing:
+            line += "; " + self._missing_summary(missing_handling)
         return line
+
+    def _missing_summary(self, handling: str | None) -> str:
+        cells = sum(count for _, count in self.missing)
+        if len(self.missing) == 1:
+            where = f"'{self.missing[0][0]}' ({cells / self.n_rows:.1%} of rows)"
+        else:
+            where = f"{len(self.missing)} columns ({_short([f'{c!r} {n:,}' for c, n in self.missing], 4)})"
+        summary = f"missing: {cells:,} cells in {where}"
+        if self.modality == "text":
+            return summary + ", read as empty text"
+        numeric = any(column in self.numeric_columns for column, _ in self.missing)
+        categorical = any(column in self.categorical_columns for column, _ in self.missing)
+        handled = [f"numbers {handling}" if categorical else handling] if numeric and handling else []
+        if categorical:
+            handled.append("an empty category is one-hot like any other ('name=')")
+        return ", ".join([summary, *handled])
 
 
 def infer_schema(
@@ -134,20 +168,25 @@ def infer_schema(
     common: dict[str, Any] = dict(source=table.source, n_rows=table.n_rows, label_column=label_column,
                                   label_names=label_names, label_values=label_values)
     if text_column is not None:
-        return FileSchema(modality="text", text_column=text_column, inferred=False, **common)
+        return FileSchema(modality="text", text_column=text_column, inferred=False,
+                          missing=_missing(table, [text_column]), **common)
     if feature_columns is not None:
         if not feature_columns:
             raise ValueError("dataset.feature_columns: empty; list the columns to use, or leave it out to infer them")
         numeric, categorical, free_text = _kinds(table, feature_columns)
+        empty = [c for c in feature_columns if c not in numeric + categorical + free_text]
+        if empty:
+            raise ValueError(f"dataset.feature_columns: column {empty} holds no value in {table.source}; leave it out")
         return FileSchema(modality="features", numeric_columns=numeric, categorical_columns=categorical + free_text,
-                          inferred=False, **common)
+                          inferred=False, missing=_missing(table, feature_columns), **common)
     candidates = [c for c in names if c not in reserved]
     numeric, categorical, free_text = _kinds(table, candidates)
     if numeric or categorical:  # beside table columns, short strings are names or ids, not text
         free_text = tuple(c for c in free_text if np.mean([len(t) for t in table.text(c)]) >= TEXT_CHARS)
     if len(free_text) == 1:
         return FileSchema(modality="text", text_column=free_text[0],
-                          left_out=tuple(c for c in candidates if c != free_text[0]), **common)
+                          left_out=tuple(c for c in candidates if c != free_text[0]),
+                          missing=_missing(table, [free_text[0]]), **common)
     if len(free_text) > 1:
         raise ValueError(f"dataset.text_column: {table.source} has several text columns {list(free_text)}; "
                          "set dataset.text_column to the one to classify (or dataset.feature_columns)")
@@ -156,7 +195,7 @@ def infer_schema(
                          f"the label '{label_column}' (columns: {_short(names, 12)})")
     left_out = tuple(c for c in candidates if c not in numeric + categorical)
     return FileSchema(modality="features", numeric_columns=numeric, categorical_columns=categorical,
-                      left_out=left_out, **common)
+                      left_out=left_out, missing=_missing(table, [*numeric, *categorical]), **common)
 
 
 def encode_labels(table: Table, schema: FileSchema) -> np.ndarray:
@@ -187,8 +226,11 @@ def _classes(table: Table, label_column: str, positive_label: str | None) -> tup
     raw = table.strings(label_column)
     missing = np.flatnonzero(raw == "")
     if len(missing):
-        raise ValueError(f"{table.where(int(missing[0]))}: no value in label column '{label_column}' "
-                         f"({len(missing)} such rows); fill or drop them")
+        lines = ", ".join(str(int(table.lines[row])) for row in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ValueError(f"{table.source}: no value in label column '{label_column}' on "
+                         f"line{'s' if len(missing) > 1 else ''} {lines}{more} "
+                         f"({len(missing)} rows); fill or drop those rows")
     values, counts = np.unique(raw, return_counts=True)
     if positive_label is not None:
         if positive_label not in values:
@@ -214,8 +256,10 @@ def _kinds(table: Table, columns: list[str]) -> tuple[tuple[str, ...], tuple[str
     """Split columns into numeric, categorical and free-text ones."""
     numeric, categorical, free_text = [], [], []
     for column in columns:
-        present = [v for v in table.columns[column] if v is not None]
-        if present and _all_numbers(present):
+        present = [v for v in table.columns[column] if not _absent(v)]
+        if not present:  # no value at all: neither kind
+            continue
+        if _all_numbers(present):
             numeric.append(column)
             continue
         numbers = sum(_is_number(v) for v in present)
@@ -227,6 +271,18 @@ def _kinds(table: Table, columns: list[str]) -> tuple[tuple[str, ...], tuple[str
         else:
             free_text.append(column)
     return tuple(numeric), tuple(categorical), tuple(free_text)
+
+
+def _missing(table: Table, columns: list[str]) -> tuple[tuple[str, int], ...]:
+    counts = ((column, len(table.missing(column))) for column in columns)
+    return tuple((column, count) for column, count in counts if count)
+
+
+def _absent(value: Any) -> bool:
+    """No value: ``None`` (an empty cell, ``null``) or NaN (a float, or the text ``nan`` in any case)."""
+    if isinstance(value, float):
+        return math.isnan(value)
+    return value is None or (isinstance(value, str) and value.strip().lower() in ("nan", "-nan", "+nan"))
 
 
 def _is_number(value: Any) -> bool:
@@ -248,7 +304,7 @@ def _all_numbers(values: list[Any]) -> bool:
 
 
 def _as_string(value: Any) -> str:
-    if value is None:
+    if _absent(value):
         return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))

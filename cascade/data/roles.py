@@ -84,7 +84,7 @@ def load_roles(config: CascadeConfig) -> DataRoles:
     dataset = config.dataset
     seed = config.experiment.seed
     splits = load_splits(dataset.name, seed=seed, train_fraction=dataset.train_fraction,
-                         calibration_fraction=dataset.calibration_fraction, max_samples=dataset.max_samples,
+                         calibration_fraction=dataset.held_out_fraction, max_samples=dataset.max_samples,
                          **dataset.loader_options())
     fit, certify = held_out_cut(splits["calibration"], dataset.certify_fraction, seed)
     return DataRoles(train=splits["train"], calibration=splits["calibration"], fit_index=fit, certify_index=certify,

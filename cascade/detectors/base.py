@@ -53,6 +53,8 @@ class DetectorBase(Persistent):
     _format = DETECTOR_FORMAT
     modality: ClassVar[str]  # "text", "features" or "image"
     one_class: ClassVar[bool] = False
+    missing_values: ClassVar[str | None] = None
+    """what the detector does with a missing feature value (NaN); ``None``: it refuses NaN"""
 
     def fit(self, X: Inputs, y: np.ndarray | None = None) -> Self:
         raise NotImplementedError
@@ -86,8 +88,9 @@ def check_texts(X: Inputs, kind: str) -> list[str]:
     return texts
 
 
-def check_rows(X: Inputs, kind: str, n_features: int | None = None) -> np.ndarray:
-    """A finite 2-D float array (images are flattened), with the fitted width when known."""
+def check_rows(X: Inputs, kind: str, n_features: int | None = None, missing: bool = False) -> np.ndarray:
+    """A finite 2-D float array (images are flattened), with the fitted width when known; with
+    ``missing`` NaN is allowed too (a missing value), infinity never."""
     try:
         rows = np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -96,7 +99,9 @@ def check_rows(X: Inputs, kind: str, n_features: int | None = None) -> np.ndarra
         rows = rows.reshape(len(rows), -1)
     if rows.ndim != 2:
         raise ValueError(f"detector '{kind}' takes a 2-D array of rows, got shape {rows.shape}")
-    if not np.isfinite(rows).all():
+    if missing and np.isinf(rows).any():
+        raise ValueError(f"detector '{kind}': input holds inf (a missing value is NaN)")
+    if not missing and not np.isfinite(rows).all():
         raise ValueError(f"detector '{kind}': input holds NaN or inf")
     if n_features is not None and rows.shape[1] != n_features:
         raise ValueError(f"detector '{kind}' was fitted on {n_features} features, got {rows.shape[1]}")

@@ -2,8 +2,9 @@
 
 ``kind: pyod, params: {model: ECOD}`` takes the class ``ECOD`` from ``pyod.models.ecod`` (the
 rule for every PyOD model: the class named ``model`` in ``pyod.models.<model lowercased>``);
-``model_params`` go to its constructor. Rows are standardised first (distance-based models such
-as LOF and KNN need it; rank-based ECOD / COPOD and IForest do not mind). The PyOD anomaly score
+``model_params`` go to its constructor. Rows are imputed (missing values, see
+:func:`cascade.detectors.tabular.imputer`) and standardised first (distance-based models such as
+LOF and KNN need it; rank-based ECOD / COPOD and IForest do not mind). The PyOD anomaly score
 (``decision_function``, higher = stranger) becomes a raw probability the calibrator then fixes.
 
 Persistence: skops, trusting scikit-learn / numpy / scipy types plus exactly the configured
@@ -24,10 +25,12 @@ from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
+from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from cascade.artifact import ArtifactError, load_sklearn, save_sklearn
 from cascade.detectors.base import DetectorBase, anomaly_probability, check_rows, score_reference
+from cascade.detectors.tabular import IMPUTED, imputer
 
 MODEL_FILE = "model_.skops"
 
@@ -61,11 +64,12 @@ def pyod_class(model: str) -> type:
 
 
 class PyODDetector(DetectorBase):
-    """A PyOD one-class detector on standardised rows; labels, if given, are ignored."""
+    """A PyOD one-class detector on imputed, standardised rows (``scaler_``); labels, if given, are ignored."""
 
     kind = "pyod"
     modality = "features"
     one_class = True
+    missing_values = IMPUTED
     _json_state = ("classes_", "n_features_in_", "model_type_")
     _estimator_state = ("scaler_",)
     _array_state = ("reference_",)
@@ -76,9 +80,10 @@ class PyODDetector(DetectorBase):
         self.scale = scale
 
     def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> Self:
-        rows = check_rows(X, self.kind)
+        rows = check_rows(X, self.kind, missing=True)
         cls = pyod_class(self.model)
-        self.scaler_ = StandardScaler(with_mean=self.scale, with_std=self.scale).fit(rows)
+        self.scaler_ = Pipeline([("impute", imputer()),
+                                 ("scale", StandardScaler(with_mean=self.scale, with_std=self.scale))]).fit(rows)
         try:
             self.model_ = cls(**(self.model_params or {}))
         except TypeError as exc:
@@ -93,7 +98,7 @@ class PyODDetector(DetectorBase):
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:
         """PyOD's ``decision_function``: higher means more anomalous."""
         self._check_fitted()
-        rows = self.scaler_.transform(check_rows(X, self.kind, self.n_features_in_))
+        rows = self.scaler_.transform(check_rows(X, self.kind, self.n_features_in_, missing=True))
         return np.asarray(self.model_.decision_function(rows), dtype=np.float64)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

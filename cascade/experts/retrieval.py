@@ -1,7 +1,8 @@
 """The k labelled pool samples nearest to each query, for few-shot prompts and the control vote.
 
 Texts are compared by MiniLM cosine similarity (:class:`cascade.embeddings.Embedder`, cached on
-disk); feature rows by Euclidean distance after z-scoring with the pool's mean and spread.
+disk); feature rows by Euclidean distance after z-scoring with the pool's mean and spread (a
+missing value, NaN, counts as the pool's mean).
 Each neighbour comes with a weight in ``[0, 1]`` (cosine clipped at 0, or ``1 / (1 + distance)``).
 The pool is used as given: a query that is itself in the pool retrieves itself.
 
@@ -21,6 +22,7 @@ from cascade.data import Dataset
 from cascade.embeddings import Embedder, shared_embedder
 from cascade.linalg import cross
 from cascade.experts.prompts import Modality
+from cascade.standardise import column_moments, standardised
 
 _QUERY_CHUNK = 1024
 
@@ -44,9 +46,9 @@ class NeighbourRetriever:
             self._vectors = self._embedder.encode(pool.texts or [])
         else:
             features = np.asarray(pool.features, dtype=np.float64)
-            self._mean = features.mean(axis=0)
-            self._scale = np.where(features.std(axis=0) > 0, features.std(axis=0), 1.0)
-            self._vectors = (features - self._mean) / self._scale
+            self._mean, spread = column_moments(features)
+            self._scale = np.where(spread > 0, spread, 1.0)
+            self._vectors = standardised(features, self._mean, self._scale)
 
     def query(self, X: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pool indices ``(n, k)`` (nearest first) and their weights ``(n, k)``."""
@@ -58,7 +60,7 @@ class NeighbourRetriever:
             queries = np.asarray(X, dtype=np.float64)
             if queries.ndim != 2 or queries.shape[1] != self._vectors.shape[1]:
                 raise ValueError(f"this pool holds rows of {self._vectors.shape[1]} features; got {queries.shape}")
-            queries = (queries - self._mean) / self._scale
+            queries = standardised(queries, self._mean, self._scale)
         parts = [self._nearest(queries[start:start + _QUERY_CHUNK]) for start in range(0, len(queries), _QUERY_CHUNK)]
         if not parts:
             return np.zeros((0, self.k), dtype=np.int64), np.zeros((0, self.k))

@@ -32,6 +32,7 @@ from cascade.config import CascadeConfig, ExpertConfig
 from cascade.data.roles import load_roles
 from cascade.experts import ExpertResult, LLMExpert, make_expert
 from cascade.experts.dtype import resolve_dtype
+from experiments.benchmarks.results_io import write_results
 from experiments.held_out import evaluation_index
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -291,9 +292,7 @@ def main() -> None:
     if args.section == "experts" or "transformers_few_shot" not in kept:  # keep only this version's sections
         kept = {key: kept[key] for key in ("modes", "modes_wall_s") if key in kept}
     report = {**kept, **section}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "experts.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "experts.md").write_text(markdown(report))
+    write_results(args.out, "experts", report, markdown)
     print(markdown(report))
 
 

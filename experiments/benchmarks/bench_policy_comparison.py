@@ -58,7 +58,7 @@ def case_config(case: dict[str, Any]) -> CascadeConfig:
     and a cheap expert."""
     raw = CascadeConfig.from_yaml(CONFIGS / case["config"]).model_dump(mode="json")
     raw["detector"].update(input_view=case["input_view"], cost_feature=True)
-    raw["experiment"]["test_samples"] = None
+    raw["experiment"]["max_scored_per_split"] = None
     if "control" in case:
         raw["expert"] = {**CONTROL, "labels": case["control"]}
         raw["control_expert"] = None

@@ -44,6 +44,7 @@ from cascade.config import CascadeConfig
 from cascade.data.roles import load_roles
 from cascade.experts import LLMExpert, NeighbourRetriever, make_expert
 from cascade.experts.dtype import resolve_dtype
+from experiments.benchmarks.results_io import write_results
 from experiments.held_out import evaluation_index
 from experiments.scoring import score_small
 
@@ -65,7 +66,7 @@ if __name__ == "__main__":
     config = CascadeConfig.from_yaml(request["config"])
     d = config.dataset
     train = data.load_splits(d.name, seed=config.experiment.seed, train_fraction=d.train_fraction,
-                             calibration_fraction=d.calibration_fraction)["train"]
+                             calibration_fraction=d.held_out_fraction)["train"]
     update = {"kind": request["kind"], "dtype": request["dtype"]}
     with make_expert(config.expert.model_copy(update=update), pool=train) as expert:
         expert.judge(request["texts"][:4])
@@ -130,9 +131,9 @@ def run(grid: list[str], mails: int | None, baseline: str | None, kind: str = "v
 
 
 def test_mails(config: CascadeConfig, roles: Any, mails: int | None, part: tuple[int, int] = (1, 1)) -> Any:
-    """The experiment's stratified test sample (``mails`` of them, default its ``test_samples``), or the
+    """The experiment's stratified test sample (``mails`` of them, default its ``max_scored_per_split``), or the
     ``part`` = (I, N) of it: every N-th mail from the I-th on (the sample is sorted by group)."""
-    test = roles.test.subset(evaluation_index(roles.test, mails or config.experiment.test_samples,
+    test = roles.test.subset(evaluation_index(roles.test, mails or config.experiment.max_scored_per_split,
                                               config.experiment.seed))
     index, parts = part
     return test.subset(np.arange(len(test))[index - 1::parts])
@@ -278,7 +279,7 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true", help="keep the rows of the earlier report in --out")
     parser.add_argument("--part", default="1/1", help="I/N: score only the I-th of N equal parts of the mails")
     parser.add_argument("--combine", type=int, default=None, help="join the N-part files present; score nothing")
-    parser.add_argument("--mails", type=int, default=None, help="default: the config's test_samples")
+    parser.add_argument("--mails", type=int, default=None, help="default: the config's max_scored_per_split")
     parser.add_argument("--baseline", default=None, help="also score with the expert of this git commit")
     parser.add_argument("--kind", default="vllm", choices=["vllm", "transformers"], help="engine for every row")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -287,7 +288,7 @@ def main() -> None:
     if args.combine:
         report = combine([json.loads(f.read_text()) for f in sorted(args.out.glob(f"prompts-part*of{args.combine}.json"))])
         report["comparison"] = compare(report, args.default)
-        write(args.out / "prompts.json", report)
+        write_results(args.out, "prompts", report, markdown)
         print(markdown(report))
         return
     if args.render:
@@ -300,11 +301,12 @@ def main() -> None:
             raise SystemExit("--render: the saved report scored other mails than the config's test sample")
         report["small"] = small_tier_outputs(config, roles, test)
         report["comparison"] = compare(report, args.default)
-        write(target, report)
+        write_results(args.out, "prompts", report, markdown)
         print(markdown(report))
         return
     index, parts = (int(v) for v in args.part.split("/"))
-    target = args.out / ("prompts.json" if parts == 1 else f"prompts-part{index}of{parts}.json")
+    name = "prompts" if parts == 1 else f"prompts-part{index}of{parts}"
+    target = args.out / f"{name}.json"
     kept = json.loads(target.read_text()) if args.merge and target.exists() else None
 
     def save(report: dict[str, Any]) -> dict[str, Any]:
@@ -312,17 +314,10 @@ def main() -> None:
         if kept is not None:
             report = merge(report, kept)
         report["comparison"] = compare(report, args.default)
-        write(target, report)
+        write_results(args.out, name, report, markdown)
         return report
 
     print(markdown(save(run(args.grid, args.mails, args.baseline, args.kind, save, (index, parts)))))
-
-
-def write(path: Path, report: dict[str, Any]) -> None:
-    """The report as JSON at ``path`` and as markdown beside it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    path.with_suffix(".md").write_text(markdown(report))
 
 
 def combine(parts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -41,8 +41,9 @@ import httpx
 import numpy as np
 
 from cascade.config import CascadeConfig
+from cascade.logs import library_logs
 from experiments.benchmarks.load_test import MAX_CLIENTS, MAX_SECONDS, run_load
-from experiments.benchmarks.results_io import library_logs
+from experiments.benchmarks.results_io import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PATHS = ("router", "bare", "floor")
@@ -59,8 +60,8 @@ def bench_config(artifact_dir: Path, model: str, port: int) -> CascadeConfig:
     return CascadeConfig.model_validate({
         "name": "serve-bench",
         "artifact_dir": str(artifact_dir),
-        "dataset": {"name": "spamassassin"},
-        "detector": {"kind": "tfidf-lr", "train_labels": 200},
+        "dataset": {"name": "spamassassin", "label_budget": 200},
+        "detector": {"kind": "tfidf-lr"},
         "calibrator": {"kind": "platt"},
         "policy": {"kind": "confidence"},
         "budget": {"kind": "rate", "target": 0.2, "hard_cap": 0.5, "window": 1000},
@@ -242,12 +243,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"  # read by Serve's processes as they start
     with library_logs("bench_serve"):
         results = benchmark(args.section, model, args.seconds)
-    args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "serve.json"
     merged = json.loads(path.read_text()) if path.is_file() else {}
     merged = {"sections": {**merged.get("sections", {}), args.section: results}}
-    path.write_text(json.dumps(merged, indent=2))
-    (args.out / "serve.md").write_text(markdown(merged))
+    write_results(args.out, "serve", merged, markdown)
     print(markdown(merged))
 
 

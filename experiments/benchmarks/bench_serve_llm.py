@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from cascade.config import CascadeConfig
-from experiments.benchmarks.results_io import library_logs, write_results
+from cascade.logs import library_logs
+from experiments.benchmarks.results_io import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL_ID = "expert-model"

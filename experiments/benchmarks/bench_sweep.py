@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.benchmarks.results_io import write_results
 from experiments.sweep import sweep, sweep_naive
 from policies.ties import defer_mask
 
@@ -81,20 +82,24 @@ def main() -> dict[str, Any]:
     out = {"benchmark": "sweep", "when": datetime.now(UTC).isoformat(timespec="seconds"),
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__},
            "naive_thresholds_timed": NAIVE_THRESHOLDS, "identical_curves_n2000": exact_match, "rows": rows}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "sweep.json").write_text(json.dumps(out, indent=1))
-    lines = ["# Sweep benchmark (`experiments/benchmarks/bench_sweep.py`)", "",
-             f"All n + 1 thresholds of n random samples; {os.cpu_count()} CPU cores, numpy {np.__version__}. "
-             f"Above n = {NAIVE_FULL_UP_TO:,} the naive loop is timed on its first {NAIVE_THRESHOLDS:,} "
-             "thresholds and scaled linearly to all of them (marked *).", "",
-             "| n | vectorised (s) | naive loop (s) | speed-up |", "|---|---|---|---|"]
-    for row in rows:
-        mark = "*" if row["naive_extrapolated"] else ""
-        lines.append(f"| {row['n']:,} | {row['vectorised_s']:.4f} | {row['naive_s']:,.1f}{mark} | {row['speedup']:,.0f}x |")
-    lines += ["", f"Vectorised and naive curves identical on n = 2,000: {exact_match}."]
-    (RESULTS / "sweep.md").write_text("\n".join(lines) + "\n")
+    write_results(RESULTS, "sweep", out, markdown, indent=1)
     print(json.dumps(out, indent=1))
     return out
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """The timings as a markdown table."""
+    machine = out["machine"]
+    lines = ["# Sweep benchmark (`experiments/benchmarks/bench_sweep.py`)", "",
+             f"All n + 1 thresholds of n random samples; {machine['cpus']} CPU cores, numpy {machine['numpy']}. "
+             f"Above n = {NAIVE_FULL_UP_TO:,} the naive loop is timed on its first {out['naive_thresholds_timed']:,} "
+             "thresholds and scaled linearly to all of them (marked *).", "",
+             "| n | vectorised (s) | naive loop (s) | speed-up |", "|---|---|---|---|"]
+    for row in out["rows"]:
+        mark = "*" if row["naive_extrapolated"] else ""
+        lines.append(f"| {row['n']:,} | {row['vectorised_s']:.4f} | {row['naive_s']:,.1f}{mark} | {row['speedup']:,.0f}x |")
+    lines += ["", f"Vectorised and naive curves identical on n = 2,000: {out['identical_curves_n2000']}."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

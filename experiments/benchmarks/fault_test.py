@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import socket
@@ -39,9 +38,10 @@ import httpx
 import numpy as np
 
 from cascade.config import CascadeConfig
+from cascade.logs import library_logs
 from experiments.benchmarks.bench_serve import bench_config, held_out_texts, serving_args
 from experiments.benchmarks.load_test import run_load
-from experiments.benchmarks.results_io import library_logs
+from experiments.benchmarks.results_io import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOKEN = "fault-test-token"
@@ -194,8 +194,7 @@ def fault_test(model: str, clients: int, seconds: float, out: Path, phases: Sequ
 
     def record(**measured: Any) -> None:
         results.update(measured)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "fault.json").write_text(json.dumps(results, indent=2))
+        write_results(out, "fault", results, markdown)
 
     init_ray(num_cpus=2)
     try:
@@ -296,7 +295,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     args, model = serving_args(__doc__, clients=32, seconds=60.0, argv=rest)
     with library_logs("fault_test"):
         results = fault_test(model, args.clients, args.seconds, args.out, chosen.phases)
-    (args.out / "fault.md").write_text(markdown(results))
     print(markdown(results))
 
 

@@ -24,6 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from experiments.benchmarks.results_io import commit, write_results
+
 RESULTS = Path(__file__).resolve().parent / "results"
 SUITES = {"unit": [], "integration": ["-m", "integration"]}
 SLOWEST = 5
@@ -31,7 +33,7 @@ SLOWEST = 5
 
 def run_suite(suite: str, extra: list[str]) -> dict[str, Any]:
     """Run one suite and summarise its JUnit report."""
-    commit = _commit()  # what is tested, before anything can change under the run
+    tested = commit()  # what is tested, before anything can change under the run
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder) / "junit.xml"
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUITES[suite],
@@ -51,18 +53,23 @@ def run_suite(suite: str, extra: list[str]) -> dict[str, Any]:
                     for case in slowest],
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "commit": commit,
+        "commit": tested,
     }
 
 
 def write(row: dict[str, Any]) -> dict[str, Any]:
     """Replace ``row``'s suite in ``tests.json`` and rewrite ``tests.md`` from it."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "tests.json"
     rows = json.loads(path.read_text())["suites"] if path.is_file() else {}
     rows[row["suite"]] = row
     out = {"benchmark": "tests", "suites": rows}
-    path.write_text(json.dumps(out, indent=1))
+    write_results(RESULTS, "tests", out, markdown, indent=1)
+    return out
+
+
+def markdown(out: dict[str, Any]) -> str:
+    """One row per suite, then each suite's slowest tests."""
+    rows = out["suites"]
     lines = ["# Test suites (`experiments/benchmarks/report_tests.py`)", "",
              "Written by `python -m experiments.benchmarks.report_tests unit|integration`; wall time is the "
              "whole pytest command (collection and fixtures included).", "",
@@ -78,8 +85,7 @@ def write(row: dict[str, Any]) -> dict[str, Any]:
         if suite in rows:
             lines += ["", f"Slowest {suite} tests:", ""]
             lines += [f"- {test['s']:.1f} s `{test['test']}`" for test in rows[suite]["slowest"]]
-    (RESULTS / "tests.md").write_text("\n".join(lines) + "\n")
-    return out
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> int:
@@ -97,15 +103,6 @@ def _outcome(case: ET.Element) -> str:
         if case.find(tag) is not None:
             return name
     return "passed"
-
-
-def _commit() -> str:
-    """The checked-out commit, ``+changes`` when the tree differs from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=False, cwd=RESULTS.parent).stdout.strip()
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 if __name__ == "__main__":

@@ -1,29 +1,70 @@
-"""Writes a benchmark's numbers as ``NAME.json`` and its report as ``NAME.md`` under one folder."""
+"""Writes a benchmark's numbers as ``NAME.json`` and its report as ``NAME.md`` under one folder, each
+recorded with the date, the commit and the CPU (model, flags, cores) that produced them."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import os
+import platform
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+from cascade.artifact import json_default
+
+VECTOR_FLAGS = ("sse4", "avx", "fma", "f16c", "amx", "asimd", "sve", "neon")
+"""prefixes of the CPU flags that decide numeric speed, named in the markdown (the JSON keeps them all)"""
 
 
 def write_results(out: Path, name: str, report: dict[str, Any], markdown: Callable[[dict[str, Any]], str],
                   indent: int = 2) -> None:
-    """Save ``report`` to ``out/NAME.json`` and ``markdown(report)`` to ``out/NAME.md``."""
+    """Save ``report`` to ``out/NAME.json`` and ``markdown(report)`` to ``out/NAME.md``, both with the
+    :func:`recorded` stamp (key ``recorded``; a last line of the markdown)."""
+    stamped = {**report, "recorded": recorded()}
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps(report, indent=indent))
-    (out / f"{name}.md").write_text(markdown(report))
+    (out / f"{name}.json").write_text(json.dumps(stamped, indent=indent, default=json_default) + "\n")
+    (out / f"{name}.md").write_text(markdown(stamped).rstrip("\n") + "\n\n" + recorded_line(stamped["recorded"]) + "\n")
 
 
-@contextmanager
-def library_logs(name: str) -> Iterator[TextIO]:
-    """Ray's, vLLM's and transformers' output (also from their processes) goes to
-    ``$CASCADE_HOME/logs/NAME.log`` for the block; yields a stream on the terminal for results."""
-    from cascade.logs import library_output_to
-    from cascade.paths import home
+def recorded() -> dict[str, Any]:
+    """When, at which commit and on which CPU this is being written (the run that measured it)."""
+    model, flags = cpu()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit(),
+            "cpu": {"model": model, "cores": cores, "flags": " ".join(flags)}}
 
-    log = home() / "logs" / f"{name}.log"
-    print(f"library logs (Ray, vLLM, transformers) go to {log}", flush=True)
-    with library_output_to(log) as terminal:
-        yield terminal
+
+def recorded_line(stamp: dict[str, Any]) -> str:
+    """The stamp as the markdown's last line."""
+    vector = [flag for flag in stamp["cpu"]["flags"].split() if flag.startswith(VECTOR_FLAGS)]
+    return (f"Recorded {stamp['date']} at commit {stamp['commit']} on {stamp['cpu']['model']} "
+            f"({stamp['cpu']['cores']} cores; vector flags: {' '.join(vector) or 'none listed'}).")
+
+
+def commit() -> str:
+    """The checked-out commit, ``+changes`` when the tracked files differ from it."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, check=False,
+                                  cwd=Path(__file__).resolve().parent).stdout.strip()
+        except OSError:  # no git on this machine
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def cpu() -> tuple[str, list[str]]:
+    """The CPU's model name and flags as ``/proc/cpuinfo`` lists them for the first processor
+    (elsewhere: the platform's processor name and no flags)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), []
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    model = fields.get("model name") or fields.get("Model") or platform.processor() or platform.machine()
+    return model, sorted((fields.get("flags") or fields.get("Features") or "").split())
