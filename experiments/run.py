@@ -261,6 +261,9 @@ def write_outputs(out: Path, results: dict[str, Any], test: Scored) -> None:
     plot_reliability(test.small.probs, test.small.y, out / "reliability.png")
     if results["budget_adherence"]:
         plots.budget_adherence(results["budget_adherence"], out / "budget_adherence.png")
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=json_default))
-    (out / "report.md").write_text(markdown_report(results))
+    from experiments.benchmarks.results_io import recorded, recorded_line
+
+    stamped = {**results, "recorded": recorded()}
+    (out / "results.json").write_text(json.dumps(stamped, indent=1, default=json_default))
+    (out / "report.md").write_text(markdown_report(results).rstrip("\n") + "\n\n" + recorded_line(stamped["recorded"]) + "\n")
 

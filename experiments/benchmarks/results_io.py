@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,8 +32,21 @@ def recorded() -> dict[str, Any]:
     """When, at which commit and on which CPU this is being written (the run that measured it)."""
     model, flags = cpu()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit(),
+    return {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "commit": commit(), "command": command(),
             "cpu": {"model": model, "cores": cores, "flags": " ".join(flags)}}
+
+
+def command() -> str:
+    """The command line that is running, as a user would type it from the repository root
+    (``python -m experiments.benchmarks.bench_x --flag``, ``cascade experiment run CONFIG``)."""
+    program, args = Path(sys.argv[0]), sys.argv[1:]
+    root = Path(__file__).resolve().parents[2]
+    if program.suffix == ".py" and program.resolve().is_relative_to(root):
+        dotted = ".".join(program.resolve().relative_to(root).with_suffix("").parts)
+        head = f"python -m {dotted.removesuffix('.__main__')}"
+    else:
+        head = "cascade" if program.name in ("cascade", "__main__.py") else program.name
+    return " ".join([head, *args])
 
 
 def recorded_line(stamp: dict[str, Any]) -> str:
