@@ -57,7 +57,7 @@ def recorded_line(stamp: dict[str, Any]) -> str:
 
 
 def commit() -> str:
-    """The checked-out commit, ``+changes`` when the tracked files differ from it."""
+    """The checked-out commit, ``+changes`` when tracked files other than results differ from it."""
     def git(*args: str) -> str:
         try:
             return subprocess.run(["git", *args], capture_output=True, text=True, check=False,
@@ -66,7 +66,9 @@ def commit() -> str:
             return ""
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    code = git("status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)experiments/results",
+               ":(top,exclude)experiments/benchmarks/results", ":(top,exclude)experiments/RESULTS.md")
+    return head + ("+changes" if code else "")  # result files being rewritten are not code changes
 
 
 def cpu() -> tuple[str, list[str]]:
