@@ -1,11 +1,10 @@
 """A learned deferral policy that never does worse than Chow's rule on the data it was fitted on.
 
-It models the two halves of the deferral gain separately: ``P(expert right | x)`` and
-``P(small right | x)``, two logistic regressions over a design built from the calibrated
-probabilities, their uncertainties (Chow's score ``1 - max p`` first), any extra feature columns
-(an input view, length, distance to the training data, ...) and those extras times Chow's score.
-The expected gain of deferring is their difference. Every sample informs both models, so far
-more data carries signal than in a classifier of the rare "expert fixes it" event.
+Its gain model is :class:`~policies.PosthocPolicy`'s ``"outcomes"`` model: ``P(expert right | x)``
+and ``P(small right | x)``, two logistic regressions over :func:`~policies.posthoc.outcome_design`
+(the calibrated probabilities, their uncertainties with Chow's score ``1 - max p`` first, any extra
+feature columns -- an input view, length, distance to the training data, ... -- and those extras
+times Chow's score); the expected gain of deferring is their difference.
 
 ``fit`` then chooses what to serve among three candidates, by ``folds``-fold cross-validated
 ranking quality on the fitting data -- the area under the accuracy-vs-deferral curve up to
@@ -39,23 +38,20 @@ from typing import Any, Literal, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.special import expit, xlogy
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
 from policies.base import PolicyBase, as_features, check_outcomes, class_probabilities
 from policies.baselines import deferral_gain
+from policies.posthoc import fit_outcome_models, outcome_design, outcome_gain, predict_outcome_gain
 
 Choice = Literal["auto", "rule", "learned", "blend"]
 CANDIDATES = ("rule", "learned", "blend")
 GUARD_RATES = (0.05, 0.1, 0.2, 0.3)
 """deferral rates at which a learned candidate must not lose to the rule (``guard_rates=None``)"""
-CHUNK = 4096
-"""rows scored at a time: the design matrix of a chunk stays in cache"""
 
 
 class LearnedPolicy(PolicyBase):
-    """Expected gain of deferring from two logistic models, or Chow's rule where learning does not pay.
+    """The post-hoc outcome models' expected gain of deferring, or Chow's rule where learning does not pay.
 
     ``n_classes``: how many leading feature columns are class probabilities (the rest are extra
     features). ``choice``: ``"auto"`` (cross-validated, see the module docs) or a forced
@@ -129,7 +125,7 @@ class LearnedPolicy(PolicyBase):
         if self.choice == "auto" and exchangeable.sum() < self.min_samples:
             return self._serve_rule(f"{int(exchangeable.sum())} samples drawn like serving traffic to choose on "
                                     f"< min_samples={self.min_samples}")
-        design = self._design(features)
+        design = outcome_design(features, self.n_classes)
         if self.choice == "auto":
             self.cv_ = self._cross_validate(design, small, expert, np.flatnonzero(exchangeable))
             choice, reason = self._choose(self.cv_)
@@ -137,7 +133,7 @@ class LearnedPolicy(PolicyBase):
             choice, reason = self.choice, "forced by the 'choice' parameter"
         if choice == "rule":
             return self._serve_rule(reason)
-        self._fit_models(design, small, expert)
+        self.coef_ = fit_outcome_models(design, small, expert, self.regularization)
         self.choice_, self.choice_reason_ = choice, reason
         return self
 
@@ -149,8 +145,7 @@ class LearnedPolicy(PolicyBase):
         top = probabilities.max(axis=1)
         if self.choice_ == "rule":
             return 1.0 - top
-        learned = np.concatenate([expected_gain(self._design(features[start:start + CHUNK]), self.coef_)
-                                  for start in range(0, len(features), CHUNK)]) if len(features) else np.zeros(0)
+        learned = predict_outcome_gain(features, self.n_classes, self.coef_)
         if self.choice_ == "learned":
             return learned
         return 0.5 * learned + 0.5 * (self.expert_accuracy_ - top)
@@ -174,50 +169,6 @@ class LearnedPolicy(PolicyBase):
     def _guard_rates(self) -> list[float]:
         return list(GUARD_RATES if self.guard_rates is None else self.guard_rates)
 
-    def _design(self, features: np.ndarray) -> np.ndarray:
-        """``[chow, margin, entropy, logit(max p), p_1..p_k, extras, chow * extras]``."""
-        probabilities = class_probabilities(features, self.n_classes)
-        k = probabilities.shape[1]
-        extras = features[:, k:]
-        n, extra = len(features), extras.shape[1]
-        top_two = np.partition(probabilities, k - 2, axis=1)[:, -2:] if k > 2 else np.sort(probabilities, axis=1)
-        design = np.empty((n, 4 + k + 2 * extra), order="F")  # column by column
-        design[:, 0] = chow = 1.0 - top_two[:, 1]
-        design[:, 1] = 1.0 - (top_two[:, 1] - top_two[:, 0])
-        design[:, 2] = -xlogy(probabilities, probabilities).sum(axis=1) / np.log(k)
-        top = np.minimum(np.maximum(top_two[:, 1], 1e-6), 1 - 1e-6)
-        design[:, 3] = np.log(top / (1 - top))
-        design[:, 4:4 + k] = probabilities
-        design[:, 4 + k:4 + k + extra] = extras
-        design[:, 4 + k + extra:] = chow[:, None] * extras
-        return design
-
-    def _fit_models(self, design: np.ndarray, small: np.ndarray, expert: np.ndarray) -> None:
-        self.coef_ = self._outcome_models(design, small, expert)
-
-    def _outcome_models(self, design: np.ndarray, small: np.ndarray, expert: np.ndarray) -> np.ndarray:
-        """Coefficients ``(2, 1 + d)`` (intercept first; expert row, then small-tier row) on the raw design.
-
-        The models are fitted on standardised columns; the standardisation is folded into the
-        coefficients so that scoring is one matrix product.
-        """
-        mean, scale = design.mean(axis=0), design.std(axis=0)
-        scale = np.where(scale > 1e-12, scale, 1.0)
-        standard = (design - mean) / scale
-        rows = []
-        for outcome in (expert, small):
-            coef = self._fit_outcome(standard, outcome)
-            weights = coef[1:] / scale
-            rows.append(np.concatenate([[coef[0] - mean @ weights], weights]))
-        return np.array(rows)
-
-    def _fit_outcome(self, design: np.ndarray, outcome: np.ndarray) -> np.ndarray:
-        """``[intercept, weights...]`` of a logistic model; a constant outcome gives a constant model."""
-        if np.all(outcome == outcome[0]):
-            return np.concatenate([[40.0 if outcome[0] else -40.0], np.zeros(design.shape[1])])
-        model = LogisticRegression(C=self.regularization, max_iter=2000).fit(design, outcome.astype(int))
-        return np.concatenate([model.intercept_, model.coef_[0]])
-
     def _cross_validate(self, design: np.ndarray, small: np.ndarray, expert: np.ndarray,
                         rows: np.ndarray) -> dict[str, Any]:
         """Per-fold area (and gain at each guard rate) of each candidate on out-of-fold scores of ``rows``;
@@ -231,7 +182,8 @@ class LearnedPolicy(PolicyBase):
         for fit_rows, held_rows in splitter.split(rows):
             fit_part, held_part = np.concatenate([rows[fit_rows], always_fitted]), rows[held_rows]
             held = design[held_part]
-            learned = expected_gain(held, self._outcome_models(design[fit_part], small[fit_part], expert[fit_part]))
+            coef = fit_outcome_models(design[fit_part], small[fit_part], expert[fit_part], self.regularization)
+            learned = outcome_gain(held, coef)
             chow = held[:, 0]
             rule_gain = expert[fit_part].mean() - (1.0 - chow)
             scores = {"rule": chow, "learned": learned, "blend": 0.5 * learned + 0.5 * rule_gain}
@@ -272,12 +224,6 @@ class LearnedPolicy(PolicyBase):
             rates = ", ".join(f"{float(rate):.0%}" for rate in below_at(best))
             return "rule", f"{detail}, but below the rule at {rates} deferral, so the rule is served"
         return "rule", f"{detail}: not more than {self.margin:g} s.e. better, so the rule is served"
-
-
-def expected_gain(design: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    """``P(expert right) - P(small right)`` under the two logistic models in ``coef``."""
-    probabilities = expit(design @ coef[:, 1:].T + coef[:, 0])
-    return probabilities[:, 0] - probabilities[:, 1]
 
 
 def expected_deferral_gain(scores: ArrayLike, gain: ArrayLike) -> np.ndarray:

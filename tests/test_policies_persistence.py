@@ -47,7 +47,7 @@ def test_every_policy_kind_round_trips(kind, data, tmp_path):
     assert np.array_equal(scores(loaded, data), scores(policy, data))
 
 
-@pytest.mark.parametrize("model", ["logistic", "gradient-boosting"])
+@pytest.mark.parametrize("model", ["logistic", "gradient-boosting", "outcomes"])
 def test_posthoc_policy_round_trips_with_its_estimators(model, data, tmp_path):
     policy = PosthocPolicy(model=model, n_classes=2).fit(
         data.features, data.small_correct, data.expert_correct, cost=data.expert_cost
@@ -59,6 +59,17 @@ def test_posthoc_policy_round_trips_with_its_estimators(model, data, tmp_path):
 def test_saved_policies_hold_only_json_and_skops_files(data, tmp_path):
     PosthocPolicy(n_classes=2).fit(data.features, data.small_correct, data.expert_correct).save(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["estimator_.skops", "manifest.json", "policy.json"]
+
+
+def test_a_posthoc_policy_saved_without_its_gain_model_fails_at_load(data, tmp_path):
+    PosthocPolicy(model="outcomes", n_classes=2).fit(data.features, data.small_correct, data.expert_correct).save(tmp_path)
+    path = tmp_path / "policy.json"
+    body = json.loads(path.read_text())
+    body["params"]["model"] = "logistic"
+    path.write_text(json.dumps(body))
+    write_manifest(tmp_path, MANIFEST_KIND)
+    with pytest.raises(ArtifactError, match=r"policy.json: missing policy state \['estimator_'\]"):
+        load_policy(tmp_path)
 
 
 def test_certificate_round_trips_including_an_infinite_threshold(tmp_path):

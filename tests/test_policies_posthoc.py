@@ -5,7 +5,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 from sklearn.exceptions import NotFittedError
 
-from policies import ConfidencePolicy, PosthocPolicy, deferral_curve, deferral_gain, simulate
+from policies import ConfidencePolicy, LearnedPolicy, PosthocPolicy, deferral_curve, deferral_gain, simulate
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,7 @@ def accuracy_at(policy, data, rate):
     return curve[int(rate * len(data))]
 
 
-@pytest.mark.parametrize("model", ["logistic", "gradient-boosting"])
+@pytest.mark.parametrize("model", ["logistic", "gradient-boosting", "outcomes"])
 def test_posthoc_beats_confidence_when_the_expert_has_a_weak_domain(model, fit_split, held_out):
     policy = PosthocPolicy(model=model, n_classes=2)
     policy.fit(fit_split.features, fit_split.small_correct, fit_split.expert_correct)
@@ -44,6 +44,19 @@ def test_posthoc_score_is_the_expected_gain(fit_split):
     assert scores.min() >= -1 and scores.max() <= 1
     gain = deferral_gain(fit_split.small_correct, fit_split.expert_correct)
     assert gain[scores > 0.3].mean() > 0.3 > gain[scores < 0].mean()
+
+
+def test_the_outcomes_model_is_the_learned_policys_gain_model(fit_split, held_out):
+    outcomes = PosthocPolicy(model="outcomes", n_classes=2)
+    outcomes.fit(fit_split.features, fit_split.small_correct, fit_split.expert_correct)
+    learned = LearnedPolicy(n_classes=2, choice="learned")
+    learned.fit(fit_split.features, fit_split.small_correct, fit_split.expert_correct)
+    assert np.array_equal(outcomes.score(held_out.features), learned.score(held_out.features))
+
+
+def test_the_outcomes_model_learns_even_where_the_gain_never_varies():
+    policy = PosthocPolicy(model="outcomes").fit(np.full((10, 2), 0.5), np.ones(10), np.ones(10))
+    assert np.allclose(policy.score(np.full((3, 2), 0.5)), 0.0)
 
 
 def test_cost_aware_posthoc_buys_more_accuracy_for_the_same_spend(fit_split, held_out):
@@ -73,9 +86,10 @@ def test_posthoc_refuses_a_split_where_the_gain_never_varies():
         PosthocPolicy().fit(np.full((10, 2), 0.5), np.ones(10), np.ones(10))
 
 
-def test_posthoc_must_be_fitted_before_scoring():
-    with pytest.raises(NotFittedError):
-        PosthocPolicy().score(np.full((3, 2), 0.5))
+@pytest.mark.parametrize("model, state", [("logistic", "estimator_"), ("outcomes", "coef_")])
+def test_posthoc_must_be_fitted_before_scoring(model, state):
+    with pytest.raises(NotFittedError, match=f"missing \\['{state}', 'n_features_in_'\\]"):
+        PosthocPolicy(model=model).score(np.full((3, 2), 0.5))
 
 
 def test_posthoc_rejects_an_unknown_model(fit_split):
