@@ -138,7 +138,7 @@ def experiment_run(
     from experiments.console import print_markdown
     from experiments.report import frontier_table
     from experiments.run import run_experiment
-    from experiments.scoring import progress_to
+    from cascade.scoring import progress_to
 
     cfg = _config(config)
     with library_logs("experiment") as stream:
@@ -166,7 +166,7 @@ def tune_command(
     artifact_dir: str = typer.Option(None, help="where to write the artifact (default: the config's artifact_dir)"),
 ) -> None:
     """Fit the policy on the fit part, certify a threshold on the certify part; write the artifact Serve loads."""
-    from experiments.tune import tune
+    from policies.tune import tune
 
     cfg = _config(config)
     chosen = [name for name, value in (("rate", rate), ("cost", cost), ("max-error", max_error)) if value is not None]
@@ -190,7 +190,7 @@ def tune_command(
     if artifact_dir:
         raw["artifact_dir"] = artifact_dir
     from cascade.config import CascadeConfig
-    from experiments.scoring import progress_to
+    from cascade.scoring import progress_to
 
     cfg = CascadeConfig.from_dict(raw, source=config)
     with library_logs("tune") as stream, progress_to(_on_terminal(stream)):
@@ -218,7 +218,7 @@ def serve_command(
     with library_logs("serve") as stream:
         terminal = _on_terminal(stream)
         if tune:
-            from experiments.tune import tune as tune_budget
+            from policies.tune import tune as tune_budget
 
             certificate = tune_budget(cfg)
             terminal.print(f"tuned: threshold {certificate['threshold']:.4g}: {certificate['statement']}")

@@ -1,7 +1,8 @@
 """The small tier: a detector fitted on the train split plus a calibrator fitted on the fit part of the held-out data.
 
 The harness, ``cascade tune`` and the Ray Serve ``SmallDetector`` all use this one object, so the
-probabilities a policy was tuned on are the ones it sees when serving.
+probabilities a policy was tuned on are the ones it sees when serving. :func:`fit_small_tier` fits it
+once per setting and data, cached by content hash.
 
 >>> from cascade.config import CascadeConfig
 >>> config = CascadeConfig.model_validate({"dataset": {"name": "spamassassin"}, "detector": {"kind": "tfidf-lr"}})
@@ -12,7 +13,9 @@ probabilities a policy was tuned on are the ones it sees when serving.
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Self
 
@@ -22,17 +25,21 @@ from cascade.artifact import ArtifactError
 from cascade.calibration import CalibratorBase, load_calibrator, make_calibrator
 from cascade.config import CascadeConfig
 from cascade.data.dataset import Dataset, stratified_subsample
+from cascade.data.roles import DataRoles
 from cascade.detectors import DetectorBase, load_detector, make_detector
 from cascade.detectors.base import Inputs
 from cascade.expert_cost import PredictedExpertCost
 from cascade.features import NeighbourDistance
 from cascade.input_view import InputView
+from cascade.paths import cache_dir
 from cascade.persistence import Persistent, SavedFormat
+from cascade.scoring import content_hash, dataset_hash
 
 CHARS_PER_TOKEN = 4
 """rough characters per token, to flag texts the expert will truncate"""
 SMALL_FORMAT = SavedFormat("small tier", "small.json", "cascade.small", "cascade.small.manifest")
 DETECTOR_DIR, CALIBRATOR_DIR, DISTANCE_DIR, VIEW_DIR = "detector", "calibrator", "distance", "input_view"
+log = logging.getLogger(__name__)
 
 
 class SmallTier(Persistent):
@@ -175,3 +182,24 @@ def cost_feature(config: CascadeConfig) -> bool:
     chosen = config.detector.cost_feature
     return config.policy.kind == "learned" if chosen is None else chosen
 
+
+def fit_small_tier(config: CascadeConfig, roles: DataRoles) -> tuple[SmallTier, float]:
+    """Fit (or load from the cache) the small tier: detector on train, calibrator on the fit part; return it
+    and the seconds the fit took (0 from the cache). The cache key is a content hash of the settings the
+    fit reads and of the train and fit parts, under ``$CASCADE_HOME/cache/small/``."""
+    small = SmallTier.from_config(config)
+    expert_cost = None if small.expert_cost is None else small.expert_cost.options()
+    key = content_hash("small-tier", config.detector.model_dump(), config.dataset.label_budget, config.calibrator.model_dump(),
+                       config.expert.max_input_tokens, expert_cost, dataset_hash(roles.train), dataset_hash(roles.fit),
+                       config.experiment.seed)
+    folder = cache_dir("small") / key[:24]
+    if (folder / "manifest.json").is_file():
+        try:
+            return SmallTier.load(folder), 0.0
+        except ArtifactError as exc:  # damaged, or written in an earlier format: fit again
+            log.warning("small-tier cache entry not reused, refitting: %s", exc)
+    start = time.perf_counter()
+    small.fit(roles.train, roles.fit)
+    elapsed = time.perf_counter() - start
+    small.save(folder)
+    return small, elapsed

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from cascade.config import CascadeConfig
-from experiments.held_out import HeldOut, policy_scores
 from policies import RateTuner, budget_adherence as adherence_over_splits, make_tuner
+from policies.held_out import HeldOut, policy_scores
 from policies.tuners import budget_grid
 
 DELTA = 0.05

@@ -26,7 +26,7 @@ RULE_POLICIES = ("confidence", "margin", "entropy")
 
 def demo_experiment(config: CascadeConfig) -> CascadeConfig:
     """``config`` sweeping the rule policies, and the configured policy if it learns from the expert."""
-    from experiments.held_out import NEEDS_EXPERT
+    from policies.held_out import NEEDS_EXPERT
 
     policies = [*RULE_POLICIES, *([config.policy.kind] if config.policy.kind in NEEDS_EXPERT else [])]
     return config.model_copy(update={"experiment": config.experiment.model_copy(update={"policies": policies})})
@@ -53,7 +53,7 @@ def demo(config: CascadeConfig, requests: int = 300, console: Console | None = N
     from experiments.console import print_markdown
     from experiments.report import adherence_table, frontier_table, tier_table
     from experiments.run import run_experiment
-    from experiments.scoring import progress_to
+    from cascade.scoring import progress_to
 
     with progress_to(console):
         out = run_experiment(demo_experiment(config))
@@ -66,7 +66,7 @@ def demo(config: CascadeConfig, requests: int = 300, console: Console | None = N
     console.print(f"report: {out / 'report.md'}\nplots:  {', '.join(str(p) for p in sorted(out.glob('*.png')))}")
 
     step(f"3/5 tune: at most {DEMO_RATE:.0%} of traffic to the expert")
-    from experiments.tune import tune
+    from policies.tune import tune
 
     tuned = config.model_copy(update={"budget": config.budget.as_kind("rate", target=DEMO_RATE)})
     certificate = tune(tuned)

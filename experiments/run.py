@@ -14,7 +14,6 @@ Steps, each cached or pure numpy after the first run:
 from __future__ import annotations
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -22,19 +21,21 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score, roc_auc_score
 
-from cascade.artifact import ArtifactError, json_default
+from cascade.artifact import json_default
 from cascade.config import CascadeConfig
+from cascade.crossfit import CrossFit, cross_fitted
 from cascade.data.roles import DataRoles, load_roles
+from cascade.scoring import TierScores
+from cascade.small import fit_small_tier
 from experiments import plots
 from experiments.curves import thin_curves
 from experiments.adherence import budget_adherence
 from experiments.frontier import aiq, apgr, cpt, upper_hull
-from experiments.held_out import Scored, evaluation_index, harness_needs_experts, policy_scores, score_held_out
-from experiments.scoring import TierScores, content_hash, dataset_hash
 from experiments.sweep import Curve, auroc_curve, sweep
+from policies.held_out import (Scored, evaluation_index, harness_needs_experts, learning_set, policy_scores,
+                               score_held_out)
 
 RATE_GRID = np.linspace(0.0, 1.0, 101)
-log = logging.getLogger(__name__)
 
 
 def run_experiment(config: CascadeConfig, results_root: str | Path | None = None, refresh: bool = False,
@@ -73,69 +74,8 @@ def run_experiment(config: CascadeConfig, results_root: str | Path | None = None
     return out
 
 
-def fit_small_tier(config: CascadeConfig, roles: DataRoles) -> tuple[Any, float]:
-    """Fit (or load from the cache) the small tier: detector on train, calibrator on the fit part."""
-    from cascade.paths import cache_dir
-    from cascade.small import SmallTier
-
-    small = SmallTier.from_config(config)
-    expert_cost = None if small.expert_cost is None else small.expert_cost.options()
-    key = content_hash("small-tier", config.detector.model_dump(), config.dataset.label_budget, config.calibrator.model_dump(),
-                       config.expert.max_input_tokens, expert_cost, dataset_hash(roles.train), dataset_hash(roles.fit),
-                       config.experiment.seed)
-    folder = cache_dir("small") / key[:24]
-    if (folder / "manifest.json").is_file():
-        try:
-            return SmallTier.load(folder), 0.0
-        except ArtifactError as exc:  # damaged, or written in an earlier format: fit again
-            log.warning("small-tier cache entry not reused, refitting: %s", exc)
-    start = time.perf_counter()
-    small.fit(roles.train, roles.fit)
-    elapsed = time.perf_counter() - start
-    small.save(folder)
-    return small, elapsed
-
-
-def cross_fitted(config: CascadeConfig, roles: DataRoles, small_tier: Any, progress: bool) -> Any:
-    """Out-of-fold training outcomes for a configured learned policy (``policy.crossfit_folds`` > 0), else None;
-    rule policies spend no extra expert calls."""
-    if config.policy.kind != "learned" or not config.policy.crossfit_folds:
-        return None
-    from experiments.crossfit import crossfit
-
-    experts = {"expert": config.expert, **({"control": config.control_expert} if config.control_expert else {})}
-    return crossfit(config, roles, small_tier, folds=config.policy.crossfit_folds, experts=experts, progress=progress)
-
-
-def with_training(fit: Scored, training: Any) -> Scored:
-    """The fit-part outcomes followed by the cross-fitted training outcomes (what a learned policy fits on)."""
-    if training is None:
-        return fit
-
-    def joined(a: TierScores, b: TierScores) -> TierScores:
-        arrays = {name: np.concatenate([getattr(a, name), getattr(b, name)]) for name in
-                  ("ids", "y", "probs", "cost", "latency_s", "prompt_tokens", "completion_tokens")}
-        features = None if a.features is None else np.concatenate([a.features, b.features])
-        return TierScores(tier=a.tier, features=features, **arrays)
-
-    return Scored(small=joined(fit.small, training.small),
-                  experts={name: joined(s, training.experts[name]) for name, s in fit.experts.items()})
-
-
-def learning_set(fit: Scored, training: Any, expert: str) -> dict[str, Any]:
-    """``LearnedPolicy.fit`` arguments: the fit part, then the cross-fitted training outcomes (if any); only
-    the fit part's rows are marked as drawn like serving traffic (the policy chooses on those)."""
-    from experiments.held_out import varying_cost
-
-    joined = with_training(fit, training)
-    outcomes = joined.experts[expert]
-    return {"features": joined.small.features, "small_correct": joined.small.correct,
-            "expert_correct": outcomes.correct, "cost": varying_cost(outcomes.cost),
-            "exchangeable": np.arange(len(joined.small.y)) < len(fit.small.y)}
-
-
-def learned_policy(fit: Scored, training: Any, expert: str) -> Any:
-    """The learned policy fitted on :func:`learning_set`."""
+def learned_policy(fit: Scored, training: CrossFit | None, expert: str) -> Any:
+    """The learned policy fitted on :func:`policies.held_out.learning_set`."""
     from policies import LearnedPolicy
 
     return LearnedPolicy(n_classes=fit.small.probs.shape[1]).fit(**learning_set(fit, training, expert))
@@ -148,7 +88,7 @@ def learned_choice(policy: Any) -> dict[str, Any]:
 
 
 def frontier_tables(config: CascadeConfig, fit: Scored, test: Scored,
-                    training: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                    training: CrossFit | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Curves and scalars for every expert x policy (plus random mean, oracle and the upper hull).
 
     With ``budget.tie_seed`` set, every curve splits tied scores with the test samples' tie keys,

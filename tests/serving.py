@@ -50,7 +50,7 @@ def cascade_config(artifact_dir: Path, **overrides: Any) -> CascadeConfig:
 
 def tune_artifact(artifact_dir: Path) -> CascadeConfig:
     """Fit the small tier and tune the threshold with ``cascade tune``'s code; return the config."""
-    from experiments.tune import tune
+    from policies.tune import tune
 
     config = cascade_config(artifact_dir)
     tune(config, progress=False)

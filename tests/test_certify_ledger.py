@@ -105,7 +105,7 @@ def tumours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 def test_cascade_tune_counts_its_certify_part_in_the_artifact(tumours: dict, tmp_path: Path) -> None:
     import json
 
-    from experiments.tune import tune
+    from policies.tune import tune
 
     first = tune(CascadeConfig.from_dict(tumours), progress=False)
     assert (first["certify_uses"], first["delta_spent"]) == (1, 0.1)

@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 
 from cascade.config import CascadeConfig
-from cascade.experts import make_expert
-from cascade.small import SmallTier
-from experiments.crossfit import crossfit, labelled_pool
+from cascade.crossfit import crossfit, labelled_pool
 from cascade.data.roles import load_roles
-from experiments.scoring import score_expert
+from cascade.experts import make_expert
+from cascade.scoring import score_expert
+from cascade.small import SmallTier
 
 
 @pytest.fixture
 def setting(shuttle: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import experiments.scoring
+    import cascade.scoring
 
-    monkeypatch.setattr(experiments.scoring, "cache_dir", lambda name: tmp_path / "cache" / name)
+    monkeypatch.setattr(cascade.scoring, "cache_dir", lambda name: tmp_path / "cache" / name)
     (tmp_path / "cache" / "scores").mkdir(parents=True)
     config = CascadeConfig.model_validate({
         "dataset": {"name": "shuttle", "max_samples": 1500},

@@ -83,7 +83,7 @@ def test_the_harness_subsample_of_the_held_out_data_keeps_both_parts(spamassassi
                                                                        cap: int) -> None:
     # regression: one stratified draw of `cap` from fit + certify repeated the draw that cut the
     # certify part, so with cap <= |certify| the fit part got no sample at all
-    from experiments.held_out import held_out_evaluation_index
+    from policies.held_out import held_out_evaluation_index
 
     roles = load_roles(_config(certify_fraction=certify_fraction))
     index = held_out_evaluation_index(roles, cap, seed=0)

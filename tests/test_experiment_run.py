@@ -16,9 +16,9 @@ CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "spam
 
 @pytest.fixture
 def config(spamassassin: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CascadeConfig:
-    import experiments.scoring
+    import cascade.scoring
 
-    monkeypatch.setattr(experiments.scoring, "cache_dir", lambda name: (tmp_path / "cache" / name))
+    monkeypatch.setattr(cascade.scoring, "cache_dir", lambda name: (tmp_path / "cache" / name))
     (tmp_path / "cache" / "scores").mkdir(parents=True)
     raw = CascadeConfig.from_yaml(CONFIG).model_dump(mode="json")
     raw["dataset"]["max_samples"] = 400

@@ -9,7 +9,7 @@ import pytest
 
 from cascade.config import CascadeConfig
 from experiments.demo import demo_experiment
-from experiments.held_out import harness_needs_experts, held_out_needs_experts
+from policies.held_out import harness_needs_experts, held_out_needs_experts
 
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "spamassassin.yaml"
 

@@ -158,7 +158,7 @@ def test_the_initialised_config_serves_rows_over_http(workdir: Path) -> None:
     from ray import serve
 
     from deployments.app import init_ray, run
-    from experiments.tune import tune
+    from policies.tune import tune
     from test_serve import free_port
 
     assert CliRunner().invoke(app, ["init", "tumours.csv", "--label", "diagnosis"]).exit_code == 0

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cascade import scoring
 from cascade.config import ExpertConfig
 from cascade.experts import fingerprint as fp
 from cascade.experts.fingerprint import expert_fingerprint
-from experiments import scoring
-from experiments.scoring import TierScores, cached, content_hash
+from cascade.scoring import TierScores, cached, content_hash
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_an_entry_is_reused_only_for_the_same_fingerprint_and_samples(cache: Pat
     again = _Counter(0.1)
     scores, hit = cached(key, again, fingerprint=a, ids=np.array(["a", "b"]))
     assert hit and again.calls == 0 and scores.probs[0, 1] == pytest.approx(0.9)
-    with caplog.at_level(logging.WARNING, logger="experiments.scoring"):
+    with caplog.at_level(logging.WARNING, logger="cascade.scoring"):
         scores, hit = cached(key, again, fingerprint=b, ids=np.array(["a", "b"]))
     assert not hit and again.calls == 1 and scores.probs[0, 1] == pytest.approx(0.1)
     assert "another expert fingerprint" in caplog.text

@@ -9,7 +9,7 @@ from cascade.config import ExpertConfig
 from cascade.data import Dataset
 from cascade.data.dataset import stratified_subsample
 from cascade.experts import make_expert
-from experiments.scoring import score_expert, score_with_ray_data
+from cascade.scoring import score_expert, score_with_ray_data
 
 pytestmark = pytest.mark.integration
 

@@ -115,7 +115,8 @@ def test_the_hard_cap_holds_over_both_router_replicas_under_a_burst(
 
 def test_a_restarted_holder_and_router_keep_target_threshold_and_window(
         http: httpx.Client, kept_and_deferred: KeptDeferred) -> None:
-    assert http.put("/v1/budget", json={"target": 0.05}).status_code == 200
+    changed = http.put("/v1/budget", json={"target": 0.05})
+    assert changed.status_code == 200 and changed.json()["target"] == 0.05
     for text in kept_and_deferred[0][:20]:
         http.post("/v1/detect", json={"samples": [{"text": text}]})
     before = _settled_budget(http)

@@ -21,7 +21,7 @@ from serving import Tiers, client, in_process_service, load_tiers
 @pytest.fixture(scope="module")
 def shuttle_config(tmp_path_factory: pytest.TempPathFactory) -> CascadeConfig:
     """Shuttle with a few-label tabular-lr small tier, tuned with ``cascade tune``'s code."""
-    from experiments.tune import tune
+    from policies.tune import tune
 
     config = CascadeConfig.model_validate({
         "name": "serve-features-test",
@@ -74,10 +74,17 @@ def test_the_served_width_is_the_fitted_detectors(shuttle_tiers: Tiers, rows: np
     assert served.n_features == small.detector.n_features_in_ == rows.shape[1]
 
 
-def test_good_rows_are_answered(shuttle_api: TestClient, rows: np.ndarray) -> None:
+def test_good_rows_are_answered_with_the_fitted_tiers_scores(shuttle_api: TestClient, shuttle_tiers: Tiers,
+                                                              rows: np.ndarray) -> None:
+    from policies.ties import canonical
+
     response = shuttle_api.post("/v1/detect", json=_body(rows[:4].tolist()))
     assert response.status_code == 200, response.text
-    assert [v["label"] in ("normal", "anomaly") for v in response.json()["verdicts"]] == [True] * 4
+    verdicts = response.json()["verdicts"]
+    assert [v["label"] in ("normal", "anomaly") for v in verdicts] == [True] * 4
+    served, small = shuttle_tiers
+    offline = canonical(served.policy.score(small.features(rows[:4].astype(float))))
+    assert [v["deferral_score"] for v in verdicts] == offline.tolist()  # each row scored, in request order
 
 
 @pytest.mark.parametrize(("bad_row", "needle"), [

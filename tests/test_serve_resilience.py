@@ -139,7 +139,8 @@ def test_readiness_says_loading_then_ready_then_degraded_when_the_expert_goes_do
     loading = api.get("/readyz")
     assert loading.status_code == 503 and loading.headers["retry-after"] == "1"
     assert loading.json()["status"] == "not_ready" and loading.json()["expert"] == "loading"
-    assert api.get("/healthz").status_code == 200  # liveness is not readiness
+    alive = api.get("/healthz")
+    assert alive.status_code == 200 and alive.json()["status"] == "ok"  # liveness is not readiness
     expert_probe.answer = True
     assert api.get("/readyz").json()["status"] == "ready"
     expert_probe.answer = False

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.held_out import Scored
 from experiments.frontier import aiq, apgr, cpt, pgr, upper_hull
 from experiments.sweep import auroc_curve, sweep, sweep_naive
+from policies.held_out import Scored
 from policies.ties import defer_mask
 
 
@@ -77,7 +77,7 @@ def test_sweep_hand_computed_case() -> None:
 
 def _scored(rng: np.random.Generator, n: int, keys: bool) -> Scored:
     """A part whose small tier's calibrated top probability takes 5 values (isotonic plateaus)."""
-    from experiments.scoring import TierScores
+    from cascade.scoring import TierScores
 
     y = rng.integers(0, 2, n)
     top = rng.choice([0.55, 0.65, 0.75, 0.85, 0.95], size=n)

@@ -10,17 +10,17 @@ import pytest
 
 from cascade.config import CascadeConfig
 from cascade.data.roles import load_roles
-from experiments.tune import tune
+from policies.tune import tune
 
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "configs" / "spamassassin.yaml"
 
 
 @pytest.fixture
 def raw(spamassassin: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    import experiments.scoring
+    import cascade.scoring
     import policies.certify_ledger
 
-    monkeypatch.setattr(experiments.scoring, "cache_dir", lambda name: (tmp_path / "cache" / name))
+    monkeypatch.setattr(cascade.scoring, "cache_dir", lambda name: (tmp_path / "cache" / name))
     monkeypatch.setattr(policies.certify_ledger, "cache_dir", lambda name: (tmp_path / "cache" / name))
     (tmp_path / "cache" / "scores").mkdir(parents=True)
     raw = CascadeConfig.from_yaml(CONFIG).model_dump(mode="json")
@@ -55,7 +55,7 @@ def test_a_cost_budget_states_the_per_call_bound_from_max_model_len(raw: dict) -
 def test_cross_fitting_feeds_a_learned_policy_only_and_the_artifact_says_what_it_cost(raw: dict,
                                                                                       tmp_path: Path) -> None:
     from cascade.small import SmallTier
-    from experiments.crossfit import labelled_pool
+    from cascade.crossfit import labelled_pool
     from policies.tiers import Hop
 
     scores = tmp_path / "cache" / "scores"

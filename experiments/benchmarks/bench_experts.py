@@ -33,7 +33,7 @@ from cascade.data.roles import load_roles
 from cascade.experts import ExpertResult, LLMExpert, make_expert
 from cascade.experts.dtype import resolve_dtype
 from experiments.benchmarks.results_io import write_results
-from experiments.held_out import evaluation_index
+from policies.held_out import evaluation_index
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = Path(__file__).resolve().parent / "results"

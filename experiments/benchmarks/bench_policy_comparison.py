@@ -5,7 +5,7 @@ every held-out sample (fit, certify and test parts) is scored by both tiers, fro
 cache. Then, for each of ``--seeds`` seeds, the held-out pool is cut at random into a fitting half
 (where the learned policy fits) and an evaluation half (where both policies are measured), the
 protocol of the harness's budget-adherence study. With ``--crossfit``, the learned policy also
-fits on out-of-fold outputs over the train split (:mod:`experiments.crossfit`), and chooses among
+fits on out-of-fold outputs over the train split (:mod:`cascade.crossfit`), and chooses among
 rule / learned / blend on the fitting half only (the rows drawn like serving traffic).
 
 Per policy and seed: accuracy at 5/10/20/30 % deferral (ties deferred in random order, counted at
@@ -68,8 +68,8 @@ def case_config(case: dict[str, Any]) -> CascadeConfig:
 def outcomes(config: CascadeConfig, crossfit_folds: int) -> dict[str, Any]:
     """Held-out features and correctness of both tiers (and cross-fitted training outcomes)."""
     from cascade.data.roles import load_roles
-    from experiments.held_out import score_held_out
-    from experiments.run import fit_small_tier
+    from cascade.small import fit_small_tier
+    from policies.held_out import score_held_out
 
     roles = load_roles(config)
     small_tier, _ = fit_small_tier(config, roles)
@@ -82,7 +82,7 @@ def outcomes(config: CascadeConfig, crossfit_folds: int) -> dict[str, Any]:
         "n_classes": small_tier.n_classes,
     }
     if crossfit_folds:
-        from experiments.crossfit import crossfit
+        from cascade.crossfit import crossfit
 
         fit = crossfit(config, roles, small_tier, folds=crossfit_folds)
         held["train"] = {"features": fit.small.features, "small": fit.small.correct,

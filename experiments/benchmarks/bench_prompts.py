@@ -44,9 +44,9 @@ from cascade.config import CascadeConfig
 from cascade.data.roles import load_roles
 from cascade.experts import LLMExpert, NeighbourRetriever, make_expert
 from cascade.experts.dtype import resolve_dtype
+from cascade.scoring import score_small
 from experiments.benchmarks.results_io import write_results
-from experiments.held_out import evaluation_index
-from experiments.scoring import score_small
+from policies.held_out import evaluation_index
 
 CASCADE_RATES = (0.1, 0.2)
 GRID = ["6x8x48", "5x12x60", "4x20x64", "4x24x48", "4x32x64", "3x28x80", "2x32x96", "2x44x96", "1x56x150"]
@@ -147,7 +147,7 @@ def default_point(config: CascadeConfig) -> tuple[int, int, int]:
 def small_tier_outputs(config: CascadeConfig, roles: Any, test: Any) -> dict[str, list[float]]:
     """The config's small tier (fitted or read from the experiment's cache) on the same mails: its answer
     and its confidence, what the cascade columns defer on."""
-    from experiments.run import fit_small_tier
+    from cascade.small import fit_small_tier
 
     small, _ = fit_small_tier(config, roles)
     probs = score_small(small, test, 0.0).probs

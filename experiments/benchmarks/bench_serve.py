@@ -146,7 +146,7 @@ def benchmark(section: str, model: str, seconds: float, count: int = 600) -> dic
     from deployments.app import init_ray, run
     from experiments.benchmarks.serve_paths import BARE_APP, deploy_bare_detector, deploy_http_floor, open_loop, \
         verdict_timings
-    from experiments.tune import tune
+    from policies.tune import tune
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -172,7 +172,7 @@ def fault_test(model: str, clients: int, seconds: float, out: Path, phases: Sequ
     from ray import serve
 
     from deployments.app import init_ray, run
-    from experiments.tune import tune
+    from policies.tune import tune
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

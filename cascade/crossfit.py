@@ -12,9 +12,10 @@ The input-view columns come from the final small tier (fitted on the whole train
 per-fold PCA would put each fold in its own coordinates. Distances to the training data come from
 each fold's tier (the final one would find every training sample at distance 0).
 
-Expert outputs are cached like every other score (:func:`experiments.scoring.cached`), keyed by
+Expert outputs are cached like every other score (:func:`cascade.scoring.cached`), keyed by
 the fold's pool and samples; the extra expert calls (and their tokens and cost) are reported in
-:attr:`CrossFit.expert_usage`. Only a learned policy needs them.
+:attr:`CrossFit.expert_usage`. Only a learned policy needs them: :func:`cross_fitted` runs it
+when the config asks for it (``policy.kind: learned`` with ``policy.crossfit_folds`` > 0).
 
 >>> fit = crossfit(config, roles, small_tier, folds=5)        # doctest: +SKIP
 >>> fit.small.features.shape[0] == len(roles.train)           # doctest: +SKIP
@@ -33,7 +34,7 @@ from cascade.config import CascadeConfig, ExpertConfig
 from cascade.data import Dataset
 from cascade.data.roles import DataRoles
 from cascade.experts.fingerprint import expert_fingerprint
-from experiments.scoring import TierScores, cached, content_hash, dataset_hash, score_expert, score_small
+from cascade.scoring import TierScores, cached, content_hash, dataset_hash, score_expert, score_small
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,15 @@ def labelled_pool(config: CascadeConfig, train: Dataset) -> Dataset:
     if labels is None or labels >= len(train):
         return train
     return train.subset(stratified_subsample(train.y, train.groups, labels, config.experiment.seed))
+
+
+def cross_fitted(config: CascadeConfig, roles: DataRoles, small_tier: Any, progress: bool) -> CrossFit | None:
+    """Out-of-fold training outcomes for a configured learned policy (``policy.crossfit_folds`` > 0), else None;
+    rule policies spend no extra expert calls."""
+    if config.policy.kind != "learned" or not config.policy.crossfit_folds:
+        return None
+    experts = {"expert": config.expert, **({"control": config.control_expert} if config.control_expert else {})}
+    return crossfit(config, roles, small_tier, folds=config.policy.crossfit_folds, experts=experts, progress=progress)
 
 
 def crossfit(config: CascadeConfig, roles: DataRoles, final_small: Any, folds: int = 5,

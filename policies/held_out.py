@@ -5,7 +5,8 @@ only where something reads their outputs there (:func:`held_out_needs_experts`: 
 learns from them, a cost budget that certifies on them); each subset once, in one call, cached by
 content hash. The held-out scores are cut into the ``fit`` part (policies learn here) and the
 ``certify`` part (budget tuners certify here) by the roles of :func:`cascade.data.roles.load_roles`.
-``experiment.max_scored_per_split`` caps both subsets.
+``experiment.max_scored_per_split`` caps both subsets. A learned policy may also learn from the
+cross-fitted training outcomes (:mod:`cascade.crossfit`) after the fit part's (:func:`learning_set`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from cascade.config import CascadeConfig, ExpertConfig
+from cascade.crossfit import CrossFit
 from cascade.data import Dataset
 from cascade.data.dataset import stratified_subsample
 from cascade.data.roles import DataRoles
 from cascade.experts.fingerprint import expert_fingerprint
-from experiments.scoring import (TierScores, cached, content_hash, dataset_hash, progress_console, score_expert,
-                                 score_small)
+from cascade.scoring import (TierScores, cached, content_hash, dataset_hash, progress_console, score_expert,
+                             score_small, score_with_ray_data)
 from policies.ties import tie_keys
 
 
@@ -150,8 +152,6 @@ def _score_with_expert(config: CascadeConfig, expert_config: ExpertConfig, pool:
         progress_console().print(f"scoring {tier} ({expert_config.display_name}) on {len(dataset)} samples; "
                                  "cached for later runs", highlight=False)
     if config.experiment.scoring == "ray-data":
-        from experiments.scoring import score_with_ray_data
-
         cost = config.cost
         return score_with_ray_data(lambda: make_expert(expert_config, cost=cost, pool=pool), dataset, tier,
                                    concurrency=config.experiment.ray_data_concurrency,
@@ -185,3 +185,28 @@ def varying_cost(cost: np.ndarray) -> np.ndarray | None:
     """Per-sample expert cost for a cost-aware policy, or None where it cannot change the order
     (constant cost) or cannot be divided by (a free expert)."""
     return cost if len(cost) and np.all(cost > 0) and np.ptp(cost) > 0 else None
+
+
+def with_training(fit: Scored, training: CrossFit | None) -> Scored:
+    """The fit-part outcomes followed by the cross-fitted training outcomes (what a learned policy fits on)."""
+    if training is None:
+        return fit
+
+    def joined(a: TierScores, b: TierScores) -> TierScores:
+        arrays = {name: np.concatenate([getattr(a, name), getattr(b, name)]) for name in
+                  ("ids", "y", "probs", "cost", "latency_s", "prompt_tokens", "completion_tokens")}
+        features = None if a.features is None else np.concatenate([a.features, b.features])
+        return TierScores(tier=a.tier, features=features, **arrays)
+
+    return Scored(small=joined(fit.small, training.small),
+                  experts={name: joined(s, training.experts[name]) for name, s in fit.experts.items()})
+
+
+def learning_set(fit: Scored, training: CrossFit | None, expert: str) -> dict[str, Any]:
+    """``LearnedPolicy.fit`` arguments: the fit part, then the cross-fitted training outcomes (if any); only
+    the fit part's rows are marked as drawn like serving traffic (the policy chooses on those)."""
+    joined = with_training(fit, training)
+    outcomes = joined.experts[expert]
+    return {"features": joined.small.features, "small_correct": joined.small.correct,
+            "expert_correct": outcomes.correct, "cost": varying_cost(outcomes.cost),
+            "exchangeable": np.arange(len(joined.small.y)) < len(fit.small.y)}

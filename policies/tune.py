@@ -13,7 +13,7 @@ The artifact directory (``config.artifact_dir``) is what the Ray Serve app loads
                       serves and why, and the extra expert calls and tokens cross-fitting spent
 
 A learned policy with ``policy.crossfit_folds`` > 0 also learns from out-of-fold outputs over the
-train split (:func:`experiments.run.cross_fitted`); rule policies spend no extra expert calls.
+train split (:func:`cascade.crossfit.cross_fitted`); rule policies spend no extra expert calls.
 
 Each tuning is counted against its certify part (:mod:`policies.certify_ledger`): a different
 tuning on a part already used is refused unless ``budget.certify_reuse`` is ``spend-delta``, and the
@@ -29,21 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from cascade.config import CascadeConfig
+from cascade.crossfit import CrossFit, cross_fitted
 from cascade.data.roles import load_roles
-from experiments.held_out import NEEDS_EXPERT, held_out_needs_experts
-from experiments.scoring import content_hash, dataset_hash
+from cascade.scoring import content_hash, dataset_hash, score_small
+from cascade.small import fit_small_tier
+from policies import Hop, make_policy, make_tuner, tie_keys
 from policies.certify_ledger import CertifyLedger
+from policies.held_out import NEEDS_EXPERT, held_out_needs_experts, learning_set, score_held_out
+from policies.tuners import budget_grid
 
 
 def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     """Fit the policy on the fit part, certify the threshold on the certify part, save; return the certificate."""
-    from policies import Hop, make_policy, make_tuner, tie_keys
-    from policies.tuners import budget_grid
-
-    from experiments.held_out import score_held_out
-    from experiments.run import cross_fitted, fit_small_tier, learning_set
-    from experiments.scoring import score_small
-
     roles = load_roles(config)
     ledger, part, tuning = CertifyLedger(), dataset_hash(roles.certify), _tuning(config)
     label = f"the certify part of {config.dataset.name} (n={len(roles.certify_index)}, seed {config.experiment.seed})"
@@ -105,7 +102,7 @@ def _tuning(config: CascadeConfig) -> str:
     return content_hash(config.model_dump(mode="json", exclude=NOT_TUNING))
 
 
-def policy_fit(config: CascadeConfig, policy: Any, fit_samples: int, training: Any) -> dict[str, Any]:
+def policy_fit(config: CascadeConfig, policy: Any, fit_samples: int, training: CrossFit | None) -> dict[str, Any]:
     """What the policy learned from and serves: fit-part and cross-fitted sample counts, the learned policy's
     choice and reason, and the expert calls, tokens and cost cross-fitting added (zero without it)."""
     usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
