@@ -40,7 +40,7 @@ from ray.serve import Application
 from ray.serve.config import AutoscalingConfig, BackpressureConfig
 
 from cascade.config import CascadeConfig, ConfigError
-from deployments.artifact import load_served
+from deployments.served import load_served
 from deployments.control import ControlAccess
 from deployments.detector import SmallDetector, small_in_router
 from deployments.expert import ExpertServer, expert_env

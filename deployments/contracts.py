@@ -13,7 +13,7 @@ from cascade.config import CascadeConfig
 from cascade.detectors import detector_class
 from deployments.answers import SmallScores
 from deployments.payloads import Payload
-from deployments.artifact import ServedPolicy
+from deployments.served import ServedPolicy
 from deployments.schemas import Modality
 from policies.online import Decisions
 

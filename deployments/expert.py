@@ -29,7 +29,7 @@ from cascade.data import Dataset
 from cascade.data.roles import load_roles
 from cascade.experts.errors import ExpertUnavailable
 from deployments.payloads import Payload
-from deployments.artifact import served_modality
+from deployments.served import served_modality
 from deployments.contracts import ExpertOverloaded
 
 IN_PROCESS_KINDS = ("vllm", "transformers")

@@ -20,7 +20,7 @@ from typing import Any
 from ray import serve
 
 from cascade.config import CascadeConfig, ConfigError
-from deployments.artifact import ServedPolicy
+from deployments.served import ServedPolicy
 from deployments.knobs import HOLDER_KNOBS, with_knobs
 from policies.leases import BudgetLedger, Lease, Report
 

@@ -29,7 +29,7 @@ from cascade.config import CascadeConfig
 from cascade.types import Sample
 from deployments.answers import Triage
 from deployments.payloads import Payload, samples_in
-from deployments.artifact import ServedPolicy
+from deployments.served import ServedPolicy
 from deployments.budgets import SharedBudget
 from deployments.contracts import ServiceSettings
 from deployments.control import ControlAccess

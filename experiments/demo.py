@@ -160,6 +160,6 @@ def send_test_traffic(config: CascadeConfig, url: str, requests: int, concurrenc
 def small_tier_labels(config: CascadeConfig, texts: list[str]) -> np.ndarray:
     """What the served small tier alone answers for ``texts`` (the baseline the cascade must beat)."""
     from cascade.small import SmallTier
-    from deployments.artifact import load_served
+    from deployments.served import load_served
 
     return SmallTier.load(load_served(config).small_dir).predict_proba(texts).argmax(axis=1)

@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from cascade.config import CascadeConfig
-from deployments.artifact import ServedPolicy, load_served
+from deployments.served import ServedPolicy, load_served
 from deployments.budgets import LocalBudget
 from deployments.control import ControlAccess
 from deployments.http import build_http_app

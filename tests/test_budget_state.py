@@ -11,7 +11,7 @@ import pytest
 
 from cascade.config import CascadeConfig
 from cascade.types import CostModel
-from deployments.artifact import ServedPolicy
+from deployments.served import ServedPolicy
 from deployments.budgets import LocalBudget
 from deployments.contracts import ServiceSettings
 from deployments.service import CascadeService

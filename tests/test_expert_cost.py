@@ -70,7 +70,7 @@ def test_the_small_tier_adds_the_cost_column_last_for_a_learned_policy_and_keeps
 
 def test_a_policy_fitted_on_another_feature_count_fails_at_load_not_at_the_first_request(
         shuttle, tmp_path: Path) -> None:
-    from deployments.artifact import load_served
+    from deployments.served import load_served
 
     config = shuttle_config(tmp_path / "artifact", {"kind": "knn-vote", "shots": 4})
     roles = load_roles(config)

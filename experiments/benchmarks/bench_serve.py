@@ -78,7 +78,7 @@ def held_out_texts(config: CascadeConfig, count: int) -> tuple[list[str], list[s
     tie break, :func:`policies.ties.defer_mask`) keeps on the small tier, and ones it would defer."""
     from cascade.data.roles import load_roles
     from cascade.small import SmallTier
-    from deployments.artifact import load_served
+    from deployments.served import load_served
     from policies.ties import NO_TIE_BREAK, defer_mask, tie_keys
 
     texts = list(load_roles(config).test.texts or [])[:count]

@@ -34,7 +34,7 @@ def deploy_bare_detector(config: CascadeConfig, route_prefix: str = "/bare") -> 
 
     from cascade.types import Verdict
     from deployments.payloads import Payload, joined, payload_of, samples_in
-    from deployments.artifact import load_served
+    from deployments.served import load_served
     from deployments.control import ControlAccess
     from deployments.detector import score_payload
     from deployments.guard import RequestGuard

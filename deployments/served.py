@@ -1,4 +1,5 @@
-"""What the Serve app loads from ``config.artifact_dir``: the small tier and the deferral hop.
+"""The served policy: what the Serve app loads from ``config.artifact_dir`` (the small tier and the
+deferral hop) and the online controller it serves the certified rule with.
 
 Layout (each part checksummed by its own manifest)::
 
