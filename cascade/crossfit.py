@@ -32,7 +32,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from cascade.config import CascadeConfig, ExpertConfig
 from cascade.data import Dataset
-from cascade.data.roles import DataRoles
+from cascade.data.roles import DataRoles, labelled_pool
 from cascade.experts.fingerprint import expert_fingerprint
 from cascade.scoring import TierScores, cached, content_hash, dataset_hash, score_expert, score_small
 
@@ -51,16 +51,6 @@ class CrossFit:
         return {name: {"calls": int(len(s.y)), "prompt_tokens": int(s.prompt_tokens.sum()),
                        "completion_tokens": int(s.completion_tokens.sum()), "cost": float(s.cost.sum())}
                 for name, s in self.experts.items()}
-
-
-def labelled_pool(config: CascadeConfig, train: Dataset) -> Dataset:
-    """The training samples whose labels the setting may use: all of them, or the ``dataset.label_budget`` subset."""
-    from cascade.data.dataset import stratified_subsample
-
-    labels = config.dataset.label_budget
-    if labels is None or labels >= len(train):
-        return train
-    return train.subset(stratified_subsample(train.y, train.groups, labels, config.experiment.seed))
 
 
 def cross_fitted(config: CascadeConfig, roles: DataRoles, small_tier: Any, progress: bool) -> CrossFit | None:

@@ -26,7 +26,7 @@ from ray.serve.handle import DeploymentHandle
 
 from cascade.config import CascadeConfig
 from cascade.data import Dataset
-from cascade.data.roles import load_roles
+from cascade.data.roles import labelled_pool, load_roles
 from cascade.experts.errors import ExpertUnavailable
 from deployments.payloads import Payload
 from deployments.served import served_modality
@@ -44,11 +44,12 @@ def expert_env(config: CascadeConfig) -> dict[str, str]:
 
 
 def training_pool(config: CascadeConfig) -> Dataset | None:
-    """The labelled training split retrieved examples come from, when the expert uses any."""
+    """The labelled training samples retrieved examples come from (the setting's label budget), when the
+    expert uses any: the same pool as in the harness and ``cascade tune``."""
     expert = config.expert
     if expert.shots == 0 and expert.kind != "knn-vote":
         return None
-    return load_roles(config).train
+    return labelled_pool(config, load_roles(config).train)
 
 
 def probe_input(config: CascadeConfig, pool: Dataset | None) -> Payload | None:

@@ -24,7 +24,7 @@ from sklearn.metrics import f1_score, roc_auc_score
 from cascade.artifact import json_default
 from cascade.config import CascadeConfig
 from cascade.crossfit import CrossFit, cross_fitted
-from cascade.data.roles import DataRoles, load_roles
+from cascade.data.roles import DataRoles, labelled_pool, load_roles
 from cascade.scoring import TierScores
 from cascade.small import fit_small_tier
 from experiments import plots
@@ -59,6 +59,7 @@ def run_experiment(config: CascadeConfig, results_root: str | Path | None = None
         "config": config.model_dump(mode="json"),
         "data": {name: {"samples": len(part), "positive_rate": part.positive_rate} for name, part in parts.items()},
         "evaluated": held_out.sizes(),
+        "expert_pool_size": len(labelled_pool(config, roles.train)),  # labelled samples the experts retrieve from
         "tiers": tiers,
         "scalars": scalars,
         "budget_adherence": adherence,

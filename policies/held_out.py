@@ -21,7 +21,7 @@ from cascade.config import CascadeConfig, ExpertConfig
 from cascade.crossfit import CrossFit
 from cascade.data import Dataset
 from cascade.data.dataset import stratified_subsample
-from cascade.data.roles import DataRoles
+from cascade.data.roles import DataRoles, labelled_pool
 from cascade.experts.fingerprint import expert_fingerprint
 from cascade.scoring import (TierScores, cached, content_hash, dataset_hash, progress_console, score_expert,
                              score_small, score_with_ray_data)
@@ -112,11 +112,12 @@ def score_held_out(config: CascadeConfig, roles: DataRoles, small_tier: Any, ref
     test subset, and on the fit and certify subsets when ``held_out_experts``."""
     seed, cap = config.experiment.seed, config.experiment.max_scored_per_split
     held_index = held_out_evaluation_index(roles, cap, seed)
+    pool = labelled_pool(config, roles.train)  # the labels the setting may use: the experts' examples too
     engines: dict[str, Any] = {}  # one expert (one engine) per tier for the whole run, made on a cache miss
     try:
-        held = _score(config, roles.calibration.subset(held_index), roles.train, small_tier, refresh, progress,
+        held = _score(config, roles.calibration.subset(held_index), pool, small_tier, refresh, progress,
                       engines, with_experts=held_out_experts)
-        test = _score(config, roles.test.subset(evaluation_index(roles.test, cap, seed)), roles.train, small_tier,
+        test = _score(config, roles.test.subset(evaluation_index(roles.test, cap, seed)), pool, small_tier,
                       refresh, progress, engines)
     finally:
         for expert in engines.values():

@@ -30,7 +30,7 @@ from typing import Any
 
 from cascade.config import CascadeConfig
 from cascade.crossfit import CrossFit, cross_fitted
-from cascade.data.roles import load_roles
+from cascade.data.roles import labelled_pool, load_roles
 from cascade.scoring import content_hash, dataset_hash, score_small
 from cascade.small import fit_small_tier
 from policies import Hop, make_policy, make_tuner, tie_keys
@@ -83,7 +83,8 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     config.to_yaml(staging / "config.yaml")
     certificate = hop.certificate.model_dump(mode="json")
     (staging / "certificate.json").write_text(json.dumps(certificate, indent=2))
-    (staging / "policy_fit.json").write_text(json.dumps(policy_fit(config, policy, len(fit.y), training), indent=2))
+    fitted = policy_fit(config, policy, len(fit.y), training, len(labelled_pool(config, roles.train)))
+    (staging / "policy_fit.json").write_text(json.dumps(fitted, indent=2))
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)
     return certificate
@@ -102,15 +103,18 @@ def _tuning(config: CascadeConfig) -> str:
     return content_hash(config.model_dump(mode="json", exclude=NOT_TUNING))
 
 
-def policy_fit(config: CascadeConfig, policy: Any, fit_samples: int, training: CrossFit | None) -> dict[str, Any]:
-    """What the policy learned from and serves: fit-part and cross-fitted sample counts, the learned policy's
-    choice and reason, and the expert calls, tokens and cost cross-fitting added (zero without it)."""
+def policy_fit(config: CascadeConfig, policy: Any, fit_samples: int, training: CrossFit | None,
+               pool_size: int) -> dict[str, Any]:
+    """What the policy learned from and serves: fit-part and cross-fitted sample counts, the labelled samples
+    the expert retrieves from (``pool_size``), the learned policy's choice and reason, and the expert calls,
+    tokens and cost cross-fitting added (zero without it)."""
     usage = {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0}
     if training is not None:
         usage = training.expert_usage["expert"]
     return {
         "policy": config.policy.kind,
         "fit_samples": fit_samples,
+        "expert_pool_size": pool_size,
         "crossfit": None if training is None else {"folds": training.folds, "samples": len(training.small.y)},
         "learned_from": int(getattr(policy, "n_fit_", fit_samples)),
         "choice": getattr(policy, "choice_", None),

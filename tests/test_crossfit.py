@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from cascade.config import CascadeConfig
-from cascade.crossfit import crossfit, labelled_pool
+from cascade.crossfit import crossfit
+from cascade.data.roles import labelled_pool
 from cascade.data.roles import load_roles
 from cascade.experts import make_expert
 from cascade.scoring import score_expert

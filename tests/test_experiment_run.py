@@ -73,3 +73,23 @@ def test_rule_policies_with_a_rate_budget_score_only_the_test_part_with_the_expe
     everything = json.loads((run_experiment(config, progress=False) / "results.json").read_text())
     assert everything["expert_parts"] == ["fit", "certify", "test"]
     assert len(list((tmp_path / "cache" / "scores").glob("*.json"))) == 2  # the held-out split added
+
+
+def test_the_experts_retrieve_only_from_the_labels_the_detector_learned_from(config: CascadeConfig,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import cascade.experts
+    from cascade.data.roles import load_roles
+    from cascade.small import SmallTier
+
+    pools, real = [], cascade.experts.make_expert
+
+    def recording(expert_config, **kwargs):
+        pools.append(kwargs["pool"])
+        return real(expert_config, **kwargs)
+
+    monkeypatch.setattr(cascade.experts, "make_expert", recording)
+    results = json.loads((run_experiment(config, progress=False) / "results.json").read_text())
+    train = load_roles(config).train
+    detector_learned_from = SmallTier.from_config(config).training_subset(train)
+    assert pools and all(sorted(pool.ids) == sorted(detector_learned_from.ids) for pool in pools)
+    assert results["expert_pool_size"] == len(detector_learned_from) < len(train)

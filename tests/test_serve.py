@@ -248,6 +248,18 @@ def test_build_app_fails_at_once_on_a_corrupt_artifact(config: CascadeConfig, tm
         build_app(config.model_copy(update={"artifact_dir": str(copy)}))
 
 
+def test_the_served_expert_retrieves_from_the_labels_the_detector_learned_from(config: CascadeConfig) -> None:
+    from cascade.data.roles import load_roles
+    from cascade.small import SmallTier
+    from deployments.expert import training_pool
+
+    train = load_roles(config).train
+    detector_learned_from = SmallTier.from_config(config).training_subset(train)
+    pool = training_pool(config)
+    assert pool is not None and sorted(pool.ids) == sorted(detector_learned_from.ids)
+    assert len(pool) < len(train)  # a few-label setting: the expert gets no more labels than the detector
+
+
 def test_deployment_options_come_from_the_serve_config(config: CascadeConfig) -> None:
     from deployments.app import deployment_options
 

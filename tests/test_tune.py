@@ -55,7 +55,7 @@ def test_a_cost_budget_states_the_per_call_bound_from_max_model_len(raw: dict) -
 def test_cross_fitting_feeds_a_learned_policy_only_and_the_artifact_says_what_it_cost(raw: dict,
                                                                                       tmp_path: Path) -> None:
     from cascade.small import SmallTier
-    from cascade.crossfit import labelled_pool
+    from cascade.data.roles import labelled_pool
     from policies.tiers import Hop
 
     scores = tmp_path / "cache" / "scores"

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cascade.config import CascadeConfig, ConfigError
-from cascade.data.dataset import Dataset
+from cascade.data.dataset import Dataset, stratified_subsample
 from cascade.data.registry import load_splits
 
 ROLES = ("train", "fit", "certify", "test")
@@ -77,6 +77,17 @@ def held_out_cut(held_out: Dataset, certify_fraction: float, seed: int) -> tuple
                           "leaves the fit or the certify part empty")
     order = np.random.default_rng(seed).permutation(len(held_out))
     return np.sort(order[n_certify:]), np.sort(order[:n_certify])
+
+
+def labelled_pool(config: CascadeConfig, train: Dataset) -> Dataset:
+    """The training samples whose labels the setting may use: all of them, or the seeded, stratified
+    ``dataset.label_budget`` of them. Everything that reads training labels reads these: the detector
+    (:class:`cascade.small.SmallTier` draws the same subset), the expert's retrieved examples and the
+    kNN vote (harness, ``cascade tune`` and Serve), and cross-fitting."""
+    labels = config.dataset.label_budget
+    if labels is None or labels >= len(train):
+        return train
+    return train.subset(stratified_subsample(train.y, train.groups, labels, config.experiment.seed))
 
 
 def load_roles(config: CascadeConfig) -> DataRoles:
