@@ -195,8 +195,9 @@ def tune_command(
     cfg = CascadeConfig.from_dict(raw, source=config)
     with library_logs("tune") as stream, progress_to(_on_terminal(stream)):
         certificate = tune(cfg)
-    console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']}")
-    console.print(f"achieved on the {certificate['part']} part: {certificate['achieved']} (n={certificate['n']})")
+    console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']}", markup=False)  # E[...]
+    console.print(f"achieved on the {certificate['part']} part: {certificate['achieved']} (n={certificate['n']})",
+                  markup=False)
     fitted = json.loads((Path(cfg.artifact_dir) / "policy_fit.json").read_text())
     if fitted["choice"] is not None:
         console.print(f"policy '{fitted['policy']}' serves {fitted['choice']}: {fitted['reason']}")
@@ -221,7 +222,7 @@ def serve_command(
             from policies.tune import tune as tune_budget
 
             certificate = tune_budget(cfg)
-            terminal.print(f"tuned: threshold {certificate['threshold']:.4g}: {certificate['statement']}")
+            terminal.print(f"tuned: threshold {certificate['threshold']:.4g}: {certificate['statement']}", markup=False)
         run(cfg, blocking=True, on_ready=lambda url: terminal.print(f"cascade serving at {url} (docs: {url}/docs)"))
     console.print("stopped")
 

@@ -71,7 +71,7 @@ def demo(config: CascadeConfig, requests: int = 300, console: Console | None = N
     tuned = config.model_copy(update={"budget": config.budget.as_kind("rate", target=DEMO_RATE)})
     certificate = tune(tuned)
     console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']} "
-                  f"(certified on the {certificate['part']} part, n={certificate['n']})")
+                  f"(certified on the {certificate['part']} part, n={certificate['n']})", markup=False)  # E[...]
 
     step("4/5 serve: Ray Serve app with the detector, the vLLM expert and the router")
     from ray import serve
