@@ -6,7 +6,8 @@ Load it from YAML; an invalid file fails at load with the path of the bad field:
     >>> cfg.budget.kind
     'rate'
 
-Sections whose kinds read different fields are checked per kind: the budget is a union of one model
+The budget (:mod:`cascade.config.budget`) and serving (:mod:`cascade.config.serve`) sections have
+modules of their own; every model is imported from here. Sections whose kinds read different fields are checked per kind: the budget is a union of one model
 per kind (a rate budget has no ``n_grid``); an expert, a dataset, a policy and the experiment's scoring
 refuse a field that only other kinds read (:data:`EXPERT_FIELD_KINDS` and friends). A field left at
 its default is never refused, so a config written by :meth:`CascadeConfig.to_yaml` loads back.
@@ -17,12 +18,22 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from cascade.config.budget import (BUDGET_FIELD_KINDS, BUDGETS, AcceptedErrorBudget, BudgetConfig, CostBudget,
+                                   JointBudget, RateBudget, budget_config, is_other_kinds_default)
+from cascade.config.section import Section
+from cascade.config.serve import BreakerConfig, ControlConfig, ServeConfig, SharedBudgetConfig
 from cascade.types import CostModel
+
+__all__ = [  # the sections live in their own modules; users import every config model from here
+    "AcceptedErrorBudget", "BreakerConfig", "BudgetConfig", "CalibratorConfig", "CascadeConfig", "ConfigError",
+    "ConfigWarning", "ControlConfig", "CostBudget", "DatasetConfig", "DetectorConfig", "ExperimentConfig",
+    "ExpertConfig", "JointBudget", "PolicyConfig", "RateBudget", "ServeConfig", "SharedBudgetConfig", "budget_config",
+]
 
 FILE_DATASETS = ("csv", "jsonl", "parquet")
 LLM_EXPERTS = ("vllm", "openai", "transformers")
@@ -39,11 +50,7 @@ class ConfigWarning(UserWarning):
     """A config that loads but should be edited (an old field name, read under its new one)."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-
-class DatasetConfig(_Section):
+class DatasetConfig(Section):
     name: str = Field(description="a registered dataset (see `cascade data list`) or 'csv' / 'jsonl' / 'parquet'")
     path: str | None = Field(None, description="file for user data (csv / jsonl / parquet), relative to where cascade runs")
     text_column: str | None = Field(None, description="user data: the text to classify (default: inferred)")
@@ -91,7 +98,7 @@ DATASET_FIELD_NAMES: dict[str, tuple[str, ...]] = {
 """Dataset fields only some datasets read -> those datasets (``dataset.name``)."""
 
 
-class DetectorConfig(_Section):
+class DetectorConfig(Section):
     kind: Literal["tfidf-lr", "tfidf-knn", "embedding-knn", "isolation-forest", "embedding-lr",
                   "minilm-finetune", "pixel-lr", "pixel-cnn", "tabular-lr", "tabular-hgb", "pyod"] = "tfidf-lr"
     params: dict[str, Any] = Field(default_factory=dict,
@@ -105,11 +112,11 @@ class DetectorConfig(_Section):
                                       "under the cost model) as a policy feature; None: on for a 'learned' policy")
 
 
-class CalibratorConfig(_Section):
+class CalibratorConfig(Section):
     kind: Literal["none", "temperature", "platt", "isotonic"] = "platt"
 
 
-class ExpertConfig(_Section):
+class ExpertConfig(Section):
     """The large tier: which model, how it is prompted and scored, and how it is reached.
 
     ``kind``: ``vllm`` (in-process vLLM), ``openai`` (a vLLM OpenAI-compatible server),
@@ -189,7 +196,7 @@ EXPERT_FIELD_KINDS: dict[str, tuple[str, ...]] = {
 """Expert fields only some kinds read -> those kinds (the other fields every kind reads)."""
 
 
-class PolicyConfig(_Section):
+class PolicyConfig(Section):
     kind: Literal["confidence", "margin", "entropy", "posthoc", "learned", "random", "oracle", "never",
                   "always"] = "confidence"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -202,169 +209,7 @@ POLICY_FIELD_KINDS: dict[str, tuple[str, ...]] = {"crossfit_folds": ("learned",)
 """Policy fields only some kinds read -> those kinds."""
 
 
-_SERVED_RULE = ("serving: 'certified' serves the certified rule as it is; 'track' moves it to hold the target rate "
-                "(rate: anywhere, the status says when the certificate stops covering it; cost: only to defer less; "
-                "accepted-error / joint: only among the grid rules that passed Learn-then-Test). Default: track for "
-                "rate and cost, certified for accepted-error and joint")
-
-
-class _Budget(_Section):
-    """What every budget kind reads: the target, the serving controller and the tie rule."""
-
-    kind: Literal["rate", "cost", "accepted-error", "joint"]
-    target: float = Field(0.2, gt=0, description="rate in (0,1], cost per 1k requests, or max error")
-    hard_cap: float | None = Field(None, gt=0, le=1, description="serving: max deferral rate over the window")
-    served_rule: Literal["certified", "track"] = Field("track", description=_SERVED_RULE)
-    window: int = Field(1000, gt=0, description="serving: sliding-window length in requests")
-    learning_rate: float = Field(0.05, gt=0, description="serving: online threshold step size")
-    tie_seed: int | None = Field(
-        0, ge=0, description="seed of the per-sample keys that break ties at the threshold (tuning, harness and "
-                             "serving alike); null accepts every tied sample")
-    certify_reuse: Literal["refuse", "spend-delta"] = Field(
-        "refuse", description="a second, different tuning on a certify part already used to tune: 'refuse' it, or "
-                              "'spend-delta' (the certificate states the δ spent on that part over all its tunings, "
-                              "Bonferroni; in-expectation tunings are not covered by it)")
-
-    def carried_over(self, kind: str) -> dict[str, Any]:
-        """The settings of this budget that a ``kind`` budget also reads (``served_rule`` only when the kind
-        stays: each kind has its own default)."""
-        return {name: value for name, value in self.model_dump(mode="json").items()
-                if name in BUDGETS[kind].model_fields and not (name == "served_rule" and kind != self.kind)}
-
-    def as_kind(self, kind: str, **fields: Any) -> BudgetConfig:
-        """This budget as a ``kind`` budget with ``fields`` set (see :meth:`carried_over`).
-
-        >>> RateBudget(target=0.1, hard_cap=0.3).as_kind("cost", target=400.0).hard_cap
-        0.3
-        """
-        return budget_config({**self.carried_over(kind), **fields, "kind": kind})
-
-
-class RateBudget(_Budget):
-    """At most ``target`` of the traffic to the expert (conformal; with ``delta``, a binomial bound)."""
-
-    kind: Literal["rate"] = "rate"
-    delta: float | None = Field(None, gt=0, lt=1, description="failure probability; None = in expectation")
-
-
-class CostBudget(_Budget):
-    """At most ``target`` cost units per 1k requests."""
-
-    kind: Literal["cost"] = "cost"
-    max_cost_per_call: float | None = Field(
-        None, gt=0, description="the most one expert call can cost (default: expert.max_model_len tokens at the "
-                                "configured prices)")
-
-
-class _LearnThenTest(_Budget):
-    """A risk of accepted answers, certified by Learn-then-Test over a grid of thresholds."""
-
-    served_rule: Literal["certified", "track"] = Field("certified", description=_SERVED_RULE)
-    delta: float | None = Field(None, gt=0, lt=1, description="failure probability of the Learn-then-Test guarantee")
-    n_grid: int = Field(20, ge=1, le=1000, description="thresholds Learn-then-Test tests (quantiles of the fit part's "
-                                                       "scores)")
-    cap_overrides_certificate: bool = Field(
-        False, description="allow a hard cap although it makes the small tier answer samples the certified rule "
-                           "defers; each such answer is flagged certified: false and counted")
-
-
-class AcceptedErrorBudget(_LearnThenTest):
-    """Accepted (not deferred) answers at most ``target`` wrong, with probability 1-``delta``."""
-
-    kind: Literal["accepted-error"] = "accepted-error"
-
-
-class JointBudget(_LearnThenTest):
-    """Accepted answers at most ``target`` wrong and at most ``max_rate`` deferred, with probability 1-``delta``."""
-
-    kind: Literal["joint"] = "joint"
-    max_rate: float | None = Field(None, gt=0, le=1, description="the deferral-rate bound")
-
-
-BudgetConfig = Annotated[RateBudget | CostBudget | AcceptedErrorBudget | JointBudget, Field(discriminator="kind")]
-"""A budget: one model per kind, told apart by ``kind`` (``rate`` when left out)."""
-BUDGETS: dict[str, type[_Budget]] = {"rate": RateBudget, "cost": CostBudget, "accepted-error": AcceptedErrorBudget,
-                                     "joint": JointBudget}
-BUDGET_FIELD_KINDS: dict[str, tuple[str, ...]] = {
-    name: tuple(kind for kind, model in BUDGETS.items() if name in model.model_fields)
-    for name in dict.fromkeys(name for model in BUDGETS.values() for name in model.model_fields)
-    if not all(name in model.model_fields for model in BUDGETS.values())}
-"""Budget fields only some kinds read -> those kinds."""
-
-
-def budget_config(raw: dict[str, Any]) -> BudgetConfig:
-    """Validate a budget section (``kind`` picks the model; ``rate`` when left out).
-
-    >>> budget_config({"kind": "joint", "target": 0.02, "max_rate": 0.3, "delta": 0.1}).max_rate
-    0.3
-    """
-    return _BUDGET_ADAPTER.validate_python({"kind": "rate", **raw})
-
-
-_BUDGET_ADAPTER: TypeAdapter[BudgetConfig] = TypeAdapter(BudgetConfig)
-
-
-class BreakerConfig(_Section):
-    """The circuit breaker in front of the expert: fail fast while the expert is down."""
-
-    failures: int = Field(3, gt=0, description="consecutive expert failures or timeouts that open the circuit")
-    cooldown_s: float = Field(5.0, gt=0, description="an open circuit lets one probe through after this long")
-
-
-class ControlConfig(_Section):
-    """Who may change the running app (``PUT /v1/budget``): holders of a bearer token."""
-
-    token_env: str = Field("CASCADE_API_TOKEN", min_length=1, description="environment variable holding the token")
-    token_file: str | None = Field(None, description="file holding the token (read when the app is built)")
-    allow_unauthenticated: bool = Field(
-        False, description="local use only: accept mutations without a token when none is configured")
-
-
-class SharedBudgetConfig(_Section):
-    """One budget for the app: router replicas lease deferral allowance from one holder."""
-
-    lease_deferrals: int = Field(16, gt=0, description="deferrals a router replica may make per lease")
-    lease_ttl_s: float = Field(5.0, gt=0, description="an unreported lease expires, its allowance returned, after this")
-    num_cpus: float = Field(0.05, gt=0, description="CPUs of the holder's one replica")
-    max_queued_requests: int = Field(256, gt=0, description="exchanges queued at a router before failing (retried)")
-
-
-class ServeConfig(_Section):
-    host: str = Field("127.0.0.1", description="where `cascade serve` listens; under `serve run` / `serve deploy` "
-                                               "the Serve config's http_options must say the same")
-    port: int = Field(8000, gt=0, lt=65536, description="as host")
-    detector_replicas: int = Field(1, gt=0)
-    expert_replicas: int = Field(1, gt=0)
-    router_replicas: int = Field(1, gt=0)
-    detector_num_cpus: float = Field(0.25, gt=0)
-    expert_num_cpus: float = Field(0.5, gt=0)
-    router_num_cpus: float = Field(0.25, gt=0)
-    max_batch_size: int = Field(32, gt=0)
-    batch_wait_timeout_s: float = Field(0.01, ge=0)
-    small_tier: Literal["auto", "router", "deployment"] = Field(
-        "auto", description="where the small tier runs: in each router replica (cheap CPU detectors), in the "
-                            "SmallDetector deployment (heavy ones), or auto by detector kind")
-    router_batch_wait_timeout_s: float = Field(0.002, ge=0, description="router: how long a batch waits to fill")
-    max_samples_per_request: int = Field(64, gt=0)
-    max_text_chars: int = Field(200_000, gt=0, description="longest text a request may carry (real mails run to "
-                                                          "160k characters; the tiers cut what they read)")
-    max_features: int = Field(4096, gt=0)
-    expert_timeout_s: float = Field(30.0, gt=0)
-    autoscaling: dict[Literal["detector", "expert", "router"], dict[str, Any]] | None = Field(
-        None, description="role -> a Ray Serve autoscaling_config; a role listed here is autoscaled instead of using "
-                          "its replica count")
-    router_max_queued_requests: int = Field(512, gt=0, description="requests queued at each proxy before a 503")
-    detector_max_queued_requests: int = Field(256, gt=0, description="calls queued at each router before a 503")
-    expert_max_queued_requests: int = Field(64, gt=0, description="calls queued at a router before a degraded answer")
-    retry_after_s: float = Field(1.0, ge=0, description="Retry-After (seconds) on an overload or unavailable 503")
-    readiness_timeout_s: float = Field(2.0, gt=0, description="/readyz: how long each tier may take to answer")
-    expert_health_check_period_s: float = Field(10.0, gt=0, description="Serve's check_health period on the expert")
-    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
-    control: ControlConfig = Field(default_factory=ControlConfig)
-    shared_budget: SharedBudgetConfig = Field(default_factory=SharedBudgetConfig)
-
-
-class ExperimentConfig(_Section):
+class ExperimentConfig(Section):
     seed: int = 0
     random_seeds: int = Field(10, ge=1)
     splits: int = Field(100, ge=1, description="random calibration/test splits for budget adherence")
@@ -387,7 +232,7 @@ SCORING_FIELDS: dict[str, tuple[str, ...]] = {"ray_data_concurrency": ("ray-data
 """Experiment fields only some ``experiment.scoring`` modes read -> those modes."""
 
 
-class CascadeConfig(_Section):
+class CascadeConfig(Section):
     name: str = "cascade"
     artifact_dir: str = "artifacts/default"
     dataset: DatasetConfig
@@ -434,7 +279,7 @@ class CascadeConfig(_Section):
             model = BUDGETS.get(budget.setdefault("kind", "rate"))
             if model is not None:
                 raw["budget"] = {name: value for name, value in budget.items()
-                                 if name in model.model_fields or not _is_other_kinds_default(name, value)}
+                                 if name in model.model_fields or not is_other_kinds_default(name, value)}
         return raw
 
     @model_validator(mode="after")
@@ -509,9 +354,3 @@ def _listed(names: Any, last: str) -> str:
     """``a, b and c`` (or ``a, b or c``)."""
     names = list(names)
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
-
-
-def _is_other_kinds_default(name: str, value: Any) -> bool:
-    """Whether budget field ``name`` belongs to some kind and ``value`` is that kind's default."""
-    kinds = BUDGET_FIELD_KINDS.get(name, ())
-    return bool(kinds) and all(value == BUDGETS[kind].model_fields[name].default for kind in kinds)

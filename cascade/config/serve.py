@@ -1,0 +1,68 @@
+"""The ``serve`` section: replicas, batching, limits, the breaker, control access and the shared budget."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from cascade.config.section import Section
+
+class BreakerConfig(Section):
+    """The circuit breaker in front of the expert: fail fast while the expert is down."""
+
+    failures: int = Field(3, gt=0, description="consecutive expert failures or timeouts that open the circuit")
+    cooldown_s: float = Field(5.0, gt=0, description="an open circuit lets one probe through after this long")
+
+
+class ControlConfig(Section):
+    """Who may change the running app (``PUT /v1/budget``): holders of a bearer token."""
+
+    token_env: str = Field("CASCADE_API_TOKEN", min_length=1, description="environment variable holding the token")
+    token_file: str | None = Field(None, description="file holding the token (read when the app is built)")
+    allow_unauthenticated: bool = Field(
+        False, description="local use only: accept mutations without a token when none is configured")
+
+
+class SharedBudgetConfig(Section):
+    """One budget for the app: router replicas lease deferral allowance from one holder."""
+
+    lease_deferrals: int = Field(16, gt=0, description="deferrals a router replica may make per lease")
+    lease_ttl_s: float = Field(5.0, gt=0, description="an unreported lease expires, its allowance returned, after this")
+    num_cpus: float = Field(0.05, gt=0, description="CPUs of the holder's one replica")
+    max_queued_requests: int = Field(256, gt=0, description="exchanges queued at a router before failing (retried)")
+
+
+class ServeConfig(Section):
+    host: str = Field("127.0.0.1", description="where `cascade serve` listens; under `serve run` / `serve deploy` "
+                                               "the Serve config's http_options must say the same")
+    port: int = Field(8000, gt=0, lt=65536, description="as host")
+    detector_replicas: int = Field(1, gt=0)
+    expert_replicas: int = Field(1, gt=0)
+    router_replicas: int = Field(1, gt=0)
+    detector_num_cpus: float = Field(0.25, gt=0)
+    expert_num_cpus: float = Field(0.5, gt=0)
+    router_num_cpus: float = Field(0.25, gt=0)
+    max_batch_size: int = Field(32, gt=0)
+    batch_wait_timeout_s: float = Field(0.01, ge=0)
+    small_tier: Literal["auto", "router", "deployment"] = Field(
+        "auto", description="where the small tier runs: in each router replica (cheap CPU detectors), in the "
+                            "SmallDetector deployment (heavy ones), or auto by detector kind")
+    router_batch_wait_timeout_s: float = Field(0.002, ge=0, description="router: how long a batch waits to fill")
+    max_samples_per_request: int = Field(64, gt=0)
+    max_text_chars: int = Field(200_000, gt=0, description="longest text a request may carry (real mails run to "
+                                                          "160k characters; the tiers cut what they read)")
+    max_features: int = Field(4096, gt=0)
+    expert_timeout_s: float = Field(30.0, gt=0)
+    autoscaling: dict[Literal["detector", "expert", "router"], dict[str, Any]] | None = Field(
+        None, description="role -> a Ray Serve autoscaling_config; a role listed here is autoscaled instead of using "
+                          "its replica count")
+    router_max_queued_requests: int = Field(512, gt=0, description="requests queued at each proxy before a 503")
+    detector_max_queued_requests: int = Field(256, gt=0, description="calls queued at each router before a 503")
+    expert_max_queued_requests: int = Field(64, gt=0, description="calls queued at a router before a degraded answer")
+    retry_after_s: float = Field(1.0, ge=0, description="Retry-After (seconds) on an overload or unavailable 503")
+    readiness_timeout_s: float = Field(2.0, gt=0, description="/readyz: how long each tier may take to answer")
+    expert_health_check_period_s: float = Field(10.0, gt=0, description="Serve's check_health period on the expert")
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    control: ControlConfig = Field(default_factory=ControlConfig)
+    shared_budget: SharedBudgetConfig = Field(default_factory=SharedBudgetConfig)
