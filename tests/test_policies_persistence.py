@@ -32,6 +32,15 @@ def fitted(kind, data, **params):
     return make_policy(kind, **params).fit(data.features, data.small_correct, data.expert_correct)
 
 
+def rewrite_sealed(folder, file, edit):
+    """Edit a saved JSON file in place and re-seal the folder's manifest (a consistent, deliberate rewrite)."""
+    path = folder / file
+    body = json.loads(path.read_text())
+    edit(body)
+    path.write_text(json.dumps(body))
+    write_manifest(folder, MANIFEST_KIND)
+
+
 def scores(policy, data):
     if policy.kind == "oracle":
         return policy.score(data.features, data.small_correct, data.expert_correct)
@@ -63,11 +72,7 @@ def test_saved_policies_hold_only_json_and_skops_files(data, tmp_path):
 
 def test_a_posthoc_policy_saved_without_its_gain_model_fails_at_load(data, tmp_path):
     PosthocPolicy(model="outcomes", n_classes=2).fit(data.features, data.small_correct, data.expert_correct).save(tmp_path)
-    path = tmp_path / "policy.json"
-    body = json.loads(path.read_text())
-    body["params"]["model"] = "logistic"
-    path.write_text(json.dumps(body))
-    write_manifest(tmp_path, MANIFEST_KIND)
+    rewrite_sealed(tmp_path, "policy.json", lambda body: body["params"].update(model="logistic"))
     with pytest.raises(ArtifactError, match=r"policy.json: missing policy state \['estimator_'\]"):
         load_policy(tmp_path)
 
@@ -135,11 +140,7 @@ def test_a_corrupt_file_inside_a_cascade_fails_at_load_naming_it(data, tmp_path)
 
 def test_a_consistently_rewritten_but_invalid_certificate_fails_at_load(tmp_path):
     RateTuner().fit(np.linspace(0, 1, 50)).certificate_.save(tmp_path)
-    path = tmp_path / "certificate.json"
-    body = json.loads(path.read_text())
-    body["certificate"]["guarantee"] = "trust me"
-    path.write_text(json.dumps(body))
-    write_manifest(tmp_path, MANIFEST_KIND)
+    rewrite_sealed(tmp_path, "certificate.json", lambda body: body["certificate"].update(guarantee="trust me"))
     with pytest.raises(ArtifactError, match="certificate.json: not a valid certificate"):
         Certificate.load(tmp_path)
 
@@ -158,10 +159,6 @@ def test_random_policy_stream_restarts_from_its_seed_after_loading(data, tmp_pat
 
 def test_a_policy_file_that_smuggles_in_state_is_refused(tmp_path):
     ConfidencePolicy().save(tmp_path)
-    path = tmp_path / "policy.json"
-    body = json.loads(path.read_text())
-    body["state"]["score"] = "overridden"
-    path.write_text(json.dumps(body))
-    write_manifest(tmp_path, MANIFEST_KIND)
+    rewrite_sealed(tmp_path, "policy.json", lambda body: body["state"].update(score="overridden"))
     with pytest.raises(ArtifactError, match=r"policy.json: unexpected state \['score'\]"):
         load_policy(tmp_path)
