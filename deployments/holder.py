@@ -24,7 +24,7 @@ from deployments.served import ServedPolicy
 from deployments.knobs import HOLDER_KNOBS, with_knobs
 from policies.leases import BudgetLedger, Lease, Report
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the controller snapshot carries the served rule, coverage and forced acceptances
 KV_NAMESPACE = "cascade"
 
 
