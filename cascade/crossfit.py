@@ -24,7 +24,7 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -52,14 +52,24 @@ class CrossFit:
                        "completion_tokens": int(s.completion_tokens.sum()), "cost": float(s.cost.sum())}
                 for name, s in self.experts.items()}
 
+    def calibrated(self, calibrations: dict[str, Any]) -> CrossFit:
+        """The same outputs with each calibrated expert's probabilities passed through its calibrator
+        (:class:`cascade.expert_calibration.ExpertCalibration`), as the held-out parts are."""
+        experts = {name: calibrations[name].apply(s) if name in calibrations else s for name, s in self.experts.items()}
+        return replace(self, experts=experts)
 
-def cross_fitted(config: CascadeConfig, roles: DataRoles, small_tier: Any, progress: bool) -> CrossFit | None:
+
+def cross_fitted(config: CascadeConfig, roles: DataRoles, small_tier: Any, progress: bool,
+                 calibrations: dict[str, Any] | None = None) -> CrossFit | None:
     """Out-of-fold training outcomes for a configured learned policy (``policy.crossfit_folds`` > 0), else None;
-    rule policies spend no extra expert calls."""
+    rule policies spend no extra expert calls. The experts' probabilities pass through ``calibrations``
+    (the held-out parts' expert calibrators), so the policy learns from the outcomes it will serve."""
     if config.policy.kind != "learned" or not config.policy.crossfit_folds:
         return None
     experts = {"expert": config.expert, **({"control": config.control_expert} if config.control_expert else {})}
-    return crossfit(config, roles, small_tier, folds=config.policy.crossfit_folds, experts=experts, progress=progress)
+    training = crossfit(config, roles, small_tier, folds=config.policy.crossfit_folds, experts=experts,
+                        progress=progress)
+    return training.calibrated(calibrations or {})
 
 
 def crossfit(config: CascadeConfig, roles: DataRoles, final_small: Any, folds: int = 5,

@@ -8,6 +8,9 @@ engine is started in the constructor, so a replica only takes traffic once its e
 external server is not contacted until the first deferral, so the app starts (and answers
 degraded) while that server is down.
 
+The expert's label probabilities pass through the calibrator ``cascade tune`` saved in the artifact
+(``expert.calibration``; :mod:`cascade.experts.calibrated`), as they did in the harness.
+
 Health: Serve calls ``check_health`` every ``serve.expert_health_check_period_s``; it judges one
 probe sample. An in-process engine that fails it makes the replica unhealthy, so Serve replaces it;
 an external server that fails it is only reported (``status``), since a new replica would not help.
@@ -29,7 +32,7 @@ from cascade.data import Dataset
 from cascade.data.roles import labelled_pool, load_roles
 from cascade.experts.errors import ExpertUnavailable
 from deployments.payloads import Payload
-from deployments.served import served_modality
+from deployments.served import expert_calibrator, served_modality
 from deployments.contracts import ExpertOverloaded
 
 IN_PROCESS_KINDS = ("vllm", "transformers")
@@ -66,9 +69,12 @@ class ExpertServer:
 
     async def __init__(self, config: CascadeConfig) -> None:
         from cascade.experts import make_expert
+        from cascade.experts.calibrated import CalibratedExpert
 
         pool = training_pool(config)
-        self._expert = make_expert(config.expert, cost=config.cost, pool=pool)
+        expert = make_expert(config.expert, cost=config.cost, pool=pool)
+        calibrator = expert_calibrator(config)  # fitted by `cascade tune` on the pool judged leave-one-out
+        self._expert = expert if calibrator is None else CalibratedExpert(expert, calibrator)
         self._in_process = config.expert.kind in IN_PROCESS_KINDS
         self._probe = probe_input(config, pool)
         if self._in_process:

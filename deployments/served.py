@@ -5,6 +5,7 @@ Layout (each part checksummed by its own manifest)::
 
     <artifact_dir>/small/   a saved cascade.small.SmallTier (detector + calibrator)
     <artifact_dir>/hop/     a saved policies.Hop (policy + threshold + certificate)
+    <artifact_dir>/expert_calibrator/  the expert's calibrator (unless ``expert.calibration`` is none)
 
 Everything is loaded and checked in the driver before any replica starts, so a missing, corrupt
 or mismatched artifact fails ``build_app`` with the file's name.
@@ -89,9 +90,28 @@ def load_served(config: CascadeConfig) -> ServedPolicy:
     if not math.isfinite(hop.threshold):
         raise ArtifactError(f"{root / HOP_DIR}: threshold is {hop.threshold}; serving needs a finite threshold")
     certificate = hop.certificate.model_dump(mode="json") if hop.certificate is not None else None
+    expert_calibrator(config)  # the expert replicas load it again: a missing or damaged one fails here first
     return ServedPolicy(policy=hop.policy, threshold=float(hop.threshold), certificate=certificate,
                         label_names=tuple(config.expert.labels), modality=modality, small_dir=root / SMALL_DIR,
                         n_features=getattr(small.detector, "n_features_in_", None) if modality == "features" else None)
+
+
+def expert_calibrator(config: CascadeConfig) -> Any:
+    """The expert's calibrator saved by ``cascade tune``, or ``None`` when ``expert.calibration`` is none."""
+    from cascade.calibration import load_calibrator
+    from cascade.expert_calibration import EXPERT_CALIBRATOR_DIR
+
+    if config.expert.calibration == "none":
+        return None
+    directory = Path(config.artifact_dir) / EXPERT_CALIBRATOR_DIR
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory}: missing; expert.calibration is '{config.expert.calibration}' and this "
+                            "artifact holds no expert calibrator (tuned before expert calibration): re-run `cascade tune`")
+    calibrator = load_calibrator(directory)
+    if calibrator.kind != config.expert.calibration:
+        raise ArtifactError(f"{directory}: a '{calibrator.kind}' calibrator, the config asks for "
+                            f"'{config.expert.calibration}'; re-run `cascade tune`")
+    return calibrator
 
 
 def served_modality(config: CascadeConfig) -> Modality:

@@ -49,6 +49,18 @@ def frontier_table(results: dict[str, Any], expert: str) -> str:
     return "\n".join(lines)
 
 
+def calibration_table(results: dict[str, Any]) -> str:
+    """Each expert's calibration: kind, pool, the calls and tokens it spent, test accuracy and ECE before / after."""
+    lines = ["| expert | calibrator | pool (leave-one-out) | extra calls | prompt tokens | extra cost | "
+             "accuracy before → after | ECE before → after |", "|---|---|---|---|---|---|---|---|"]
+    for tier, row in results.get("expert_calibration", {}).items():
+        usage, test = row["usage"], row["test"]
+        lines.append(f"| {tier} | {row['kind']} | {row['pool_size']} | {usage['calls']} | {usage['prompt_tokens']} | "
+                     f"{_fmt(usage['cost'], 2)} | {_fmt(test['accuracy_before'])} → {_fmt(test['accuracy_after'])} | "
+                     f"{_fmt(test['ece_before'])} → {_fmt(test['ece_after'])} |")
+    return "\n".join(lines)
+
+
 def adherence_table(results: dict[str, Any]) -> str:
     lines = ["| tuner | metric | target | guarantee | mean realised (95% CI) | violation rate | refused |",
              "|---|---|---|---|---|---|---|"]
@@ -69,6 +81,10 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"Total time {results['timing_s']['total']:.0f} s{_cache_note(results)}.",
         "## Each tier alone (test)", tier_table(results),
     ]
+    if results.get("expert_calibration"):
+        parts += ["Expert probabilities are calibrated on the labelled pool, each sample judged with its own label "
+                  "out of retrieval; the fit, certify and test parts are never read. The table above and everything "
+                  "below use the calibrated experts. Before and after on the test part:", calibration_table(results)]
     if results.get("crossfit"):
         crossfit = results["crossfit"]
         spent = "; ".join(f"`{name}` {u['calls']} calls, {u['prompt_tokens']} prompt + {u['completion_tokens']} "

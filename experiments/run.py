@@ -5,7 +5,8 @@ Steps, each cached or pure numpy after the first run:
 1. load the seeded train / fit / certify / test parts (:func:`cascade.data.roles.load_roles`);
 2. fit the small tier (detector on train, calibrator on fit) and score the held-out parts;
 3. score the expert and the no-LLM control expert on the test part, and on the held-out parts when a
-   swept policy or the budget reads them there (cached by content hash);
+   swept policy or the budget reads them there (cached by content hash); calibrate each expert on the
+   labelled pool judged leave-one-out (:mod:`cascade.expert_calibration`);
 4. fit each deferral policy in ``experiment.policies`` on the fit part, sweep it on the test part;
 5. summarise (AIQ, APGR, CPT, gap to oracle), check budget adherence over random certify/test splits;
 6. write PNG plots, ``report.md`` and ``results.json`` into ``results/<name>/``.
@@ -49,7 +50,7 @@ def run_experiment(config: CascadeConfig, results_root: str | Path | None = None
     held_out = score_held_out(config, roles, small_tier, refresh=refresh, progress=progress,
                               held_out_experts=harness_needs_experts(config))
     test = held_out.test
-    training = cross_fitted(config, roles, small_tier, progress)
+    training = cross_fitted(config, roles, small_tier, progress, held_out.calibrations)
     curves, scalars = frontier_tables(config, held_out.fit, test, training)
     adherence = budget_adherence(config, held_out)
     tiers = tier_summary(config, test, small_tier, roles)
@@ -60,6 +61,7 @@ def run_experiment(config: CascadeConfig, results_root: str | Path | None = None
         "data": {name: {"samples": len(part), "positive_rate": part.positive_rate} for name, part in parts.items()},
         "evaluated": held_out.sizes(),
         "expert_pool_size": len(labelled_pool(config, roles.train)),  # labelled samples the experts retrieve from
+        "expert_calibration": held_out.expert_calibration,  # per expert: calibrator, its pool cost, test before/after
         "tiers": tiers,
         "scalars": scalars,
         "budget_adherence": adherence,

@@ -7,12 +7,14 @@ content hash. The held-out scores are cut into the ``fit`` part (policies learn 
 ``certify`` part (budget tuners certify here) by the roles of :func:`cascade.data.roles.load_roles`.
 ``experiment.max_scored_per_split`` caps both subsets. A learned policy may also learn from the
 cross-fitted training outcomes (:mod:`cascade.crossfit`) after the fit part's (:func:`learning_set`).
+Every expert's probabilities pass through its calibrator (``expert.calibration``), fitted on the
+labelled pool judged leave-one-out (:mod:`cascade.expert_calibration`), before anything reads them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,7 @@ from cascade.crossfit import CrossFit
 from cascade.data import Dataset
 from cascade.data.dataset import stratified_subsample
 from cascade.data.roles import DataRoles, labelled_pool
+from cascade.expert_calibration import fit_expert_calibration
 from cascade.experts.fingerprint import expert_fingerprint
 from cascade.scoring import (TierScores, cached, content_hash, dataset_hash, progress_console, score_expert,
                              score_small, score_with_ray_data)
@@ -67,6 +70,11 @@ class Scored:
         return Scored(self.small.subset(index), {name: s.subset(index) for name, s in self.experts.items()},
                       None if self.tie_keys is None else self.tie_keys[index], dict(self.from_cache))
 
+    def calibrated(self, calibrations: dict[str, Any]) -> Scored:
+        """The same part with each calibrated expert's probabilities passed through its calibrator."""
+        experts = {name: calibrations[name].apply(s) if name in calibrations else s for name, s in self.experts.items()}
+        return replace(self, experts=experts)
+
 
 @dataclass(frozen=True)
 class HeldOut:
@@ -75,6 +83,10 @@ class HeldOut:
     fit: Scored
     certify: Scored
     test: Scored
+    expert_calibration: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """per calibrated expert: :meth:`cascade.expert_calibration.ExpertCalibration.report`"""
+    calibrations: dict[str, Any] = field(default_factory=dict)
+    """per calibrated expert: the fitted :class:`~cascade.expert_calibration.ExpertCalibration`"""
 
     def sizes(self) -> dict[str, int]:
         return {"fit": len(self.fit), "certify": len(self.certify), "test": len(self.test)}
@@ -119,18 +131,28 @@ def score_held_out(config: CascadeConfig, roles: DataRoles, small_tier: Any, ref
                       engines, with_experts=held_out_experts)
         test = _score(config, roles.test.subset(evaluation_index(roles.test, cap, seed)), pool, small_tier,
                       refresh, progress, engines)
+        calibrations = {tier: calibration for tier, expert_config in expert_tiers(config).items()
+                        if (calibration := fit_expert_calibration(
+                            config, tier, expert_config, pool,
+                            lambda t=tier, ec=expert_config: _engine(config, ec, pool, t, engines), refresh, progress))}
     finally:
         for expert in engines.values():
             expert.close()
     certify = np.isin(held_index, roles.certify_index)
-    return HeldOut(fit=held.subset(~certify), certify=held.subset(certify), test=test)
+    reports = {tier: calibration.report(test.experts[tier]) for tier, calibration in calibrations.items()}
+    held, test = held.calibrated(calibrations), test.calibrated(calibrations)
+    return HeldOut(fit=held.subset(~certify), certify=held.subset(certify), test=test, expert_calibration=reports,
+                   calibrations=calibrations)
+
+
+def expert_tiers(config: CascadeConfig) -> dict[str, ExpertConfig]:
+    """The expert tiers an experiment scores: ``expert``, and ``control`` when configured."""
+    return {"expert": config.expert, **({"control": config.control_expert} if config.control_expert else {})}
 
 
 def _score(config: CascadeConfig, dataset: Dataset, pool: Dataset, small_tier: Any, refresh: bool,
            progress: bool, engines: dict[str, Any], with_experts: bool = True) -> Scored:
-    experts = {"expert": config.expert} if with_experts else {}
-    if with_experts and config.control_expert is not None:
-        experts["control"] = config.control_expert
+    experts = expert_tiers(config) if with_experts else {}
     by_expert, from_cache = {}, {}
     for tier, expert_config in experts.items():
         fingerprint = expert_fingerprint(expert_config, dataset.modality)
@@ -157,9 +179,17 @@ def _score_with_expert(config: CascadeConfig, expert_config: ExpertConfig, pool:
         return score_with_ray_data(lambda: make_expert(expert_config, cost=cost, pool=pool), dataset, tier,
                                    concurrency=config.experiment.ray_data_concurrency,
                                    num_cpus=config.experiment.ray_data_num_cpus)
+    return score_expert(_engine(config, expert_config, pool, tier, engines), dataset, tier, progress=progress)
+
+
+def _engine(config: CascadeConfig, expert_config: ExpertConfig, pool: Dataset, tier: str,
+            engines: dict[str, Any]) -> Any:
+    """The tier's expert, made on first need and kept in ``engines`` for the next split."""
+    from cascade.experts import make_expert
+
     if tier not in engines:
         engines[tier] = make_expert(expert_config, cost=config.cost, pool=pool)
-    return score_expert(engines[tier], dataset, tier, progress=progress)
+    return engines[tier]
 
 
 def policy_scores(kind: str, fit: Scored, scored: Scored, expert: str, seed: int = 0) -> np.ndarray:

@@ -9,8 +9,11 @@ The artifact directory (``config.artifact_dir``) is what the Ray Serve app loads
     hop/          policy + threshold + certificate, checksummed
     config.yaml   the config it was tuned with
     certificate.json  the certificate again, for people to read
+    expert_calibrator/  the expert's calibrator (``expert.calibration``; absent for ``none``), fitted on
+                      the labelled pool judged leave-one-out; the Serve app's expert applies it
     policy_fit.json   what the policy learned from (fit part, cross-fitted training samples), what it
-                      serves and why, and the extra expert calls and tokens cross-fitting spent
+                      serves and why, the extra expert calls and tokens cross-fitting spent, and the
+                      expert calibration (kind, pool, calls and tokens spent judging the pool)
 
 A learned policy with ``policy.crossfit_folds`` > 0 also learns from out-of-fold outputs over the
 train split (:func:`cascade.crossfit.cross_fitted`); rule policies spend no extra expert calls.
@@ -31,6 +34,8 @@ from typing import Any
 from cascade.config import CascadeConfig
 from cascade.crossfit import CrossFit, cross_fitted
 from cascade.data.roles import labelled_pool, load_roles
+from cascade.expert_calibration import EXPERT_CALIBRATOR_DIR, ExpertCalibration, fit_expert_calibration
+from cascade.experts.calibrated import FITTED_ON
 from cascade.scoring import content_hash, dataset_hash, score_small
 from cascade.small import fit_small_tier
 from policies import Hop, make_policy, make_tuner, tie_keys
@@ -51,7 +56,11 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     learns_from_expert, certifies_cost = config.policy.kind in NEEDS_EXPERT, config.budget.kind == "cost"
     needed = held_out_needs_experts([config.policy.kind], config.budget.kind)
     held_out = score_held_out(config, roles, small_tier, progress=progress) if needed else None
-    training = cross_fitted(config, roles, small_tier, progress) if learns_from_expert else None
+    pool = labelled_pool(config, roles.train)
+    calibration = (held_out.calibrations.get("expert") if held_out is not None
+                   else expert_calibration(config, pool, progress))
+    calibrations = {"expert": calibration} if calibration is not None else {}
+    training = cross_fitted(config, roles, small_tier, progress, calibrations) if learns_from_expert else None
     if held_out is not None and learns_from_expert:
         fit, learn_on = held_out.fit.small, learning_set(held_out.fit, training, "expert")
         if config.policy.kind != "learned":
@@ -80,14 +89,37 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     staging.mkdir(parents=True)
     small_tier.save(staging / "small")
     hop.save(staging / "hop")
+    if calibration is not None:
+        calibration.calibrator.save(staging / EXPERT_CALIBRATOR_DIR)
     config.to_yaml(staging / "config.yaml")
     certificate = hop.certificate.model_dump(mode="json")
     (staging / "certificate.json").write_text(json.dumps(certificate, indent=2))
-    fitted = policy_fit(config, policy, len(fit.y), training, len(labelled_pool(config, roles.train)))
+    fitted = policy_fit(config, policy, len(fit.y), training, len(pool))
+    fitted["expert_calibration"] = None if calibration is None else {
+        "kind": calibration.kind, "fitted_on": FITTED_ON, "pool_size": calibration.pool_size,
+        "usage": calibration.usage.as_dict()}
     (staging / "policy_fit.json").write_text(json.dumps(fitted, indent=2))
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)
     return certificate
+
+
+def expert_calibration(config: CascadeConfig, pool: Any, progress: bool = True) -> ExpertCalibration | None:
+    """The served expert's calibrator, fitted on the pool judged leave-one-out (the pool's scores cached, so
+    after the harness no model runs); the expert's engine starts only on a cache miss and is closed after."""
+    from cascade.experts import make_expert
+
+    engines: list[Any] = []
+
+    def expert() -> Any:
+        engines.append(make_expert(config.expert, cost=config.cost, pool=pool))
+        return engines[-1]
+
+    try:
+        return fit_expert_calibration(config, "expert", config.expert, pool, expert, progress=progress)
+    finally:
+        for engine in engines:
+            engine.close()
 
 
 # settings that cannot change what a tuning finds: where it is saved, how it is served, what the harness sweeps

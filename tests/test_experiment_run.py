@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cascade.config import CascadeConfig
@@ -64,7 +65,7 @@ def test_rule_policies_with_a_rate_budget_score_only_the_test_part_with_the_expe
         update={"policies": ["confidence", "entropy"]})})
     results = json.loads((run_experiment(rules, progress=False) / "results.json").read_text())
     assert results["expert_parts"] == ["test"]
-    assert len(list((tmp_path / "cache" / "scores").glob("*.json"))) == 1  # one expert, one scored split
+    assert len(list((tmp_path / "cache" / "scores").glob("*.json"))) == 2  # one expert: the test split, its pool
     policies = results["scalars"]["expert"]["policies"]
     assert {"confidence", "entropy", "oracle", "random"} == set(policies)
     assert "learned_choice" not in results["scalars"]["expert"]
@@ -72,7 +73,7 @@ def test_rule_policies_with_a_rate_budget_score_only_the_test_part_with_the_expe
 
     everything = json.loads((run_experiment(config, progress=False) / "results.json").read_text())
     assert everything["expert_parts"] == ["fit", "certify", "test"]
-    assert len(list((tmp_path / "cache" / "scores").glob("*.json"))) == 2  # the held-out split added
+    assert len(list((tmp_path / "cache" / "scores").glob("*.json"))) == 3  # the held-out split added
 
 
 def test_the_experts_retrieve_only_from_the_labels_the_detector_learned_from(config: CascadeConfig,
@@ -93,3 +94,29 @@ def test_the_experts_retrieve_only_from_the_labels_the_detector_learned_from(con
     detector_learned_from = SmallTier.from_config(config).training_subset(train)
     assert pools and all(sorted(pool.ids) == sorted(detector_learned_from.ids) for pool in pools)
     assert results["expert_pool_size"] == len(detector_learned_from) < len(train)
+
+
+def test_the_expert_is_calibrated_on_its_pool_and_reported_before_and_after(config: CascadeConfig) -> None:
+    from cascade.calibration import make_calibrator
+    from cascade.data.roles import labelled_pool, load_roles
+    from cascade.experts import make_expert
+    from cascade.experts.calibrated import leaving_out_self
+    from cascade.small import fit_small_tier
+    from policies.held_out import score_held_out
+
+    roles = load_roles(config)
+    held_out = score_held_out(config, roles, fit_small_tier(config, roles)[0], progress=False)
+    pool = labelled_pool(config, roles.train)
+    expert = make_expert(config.expert, pool=pool)
+    with leaving_out_self(expert):
+        calibrator = make_calibrator("platt").fit(expert.judge(pool.X).probs, pool.y)  # the pool, nothing held out
+    test = roles.test.subset(np.searchsorted(roles.test.ids, held_out.test.small.ids))
+    np.testing.assert_allclose(held_out.test.experts["expert"].probs, calibrator.transform(expert.judge(test.X).probs))
+
+    results = json.loads((run_experiment(config, progress=False) / "results.json").read_text())
+    row = results["expert_calibration"]["expert"]
+    assert row["kind"] == "platt" and row["pool_size"] == len(pool) == row["usage"]["calls"]
+    assert row["test"]["accuracy_after"] == pytest.approx(results["tiers"]["expert"]["accuracy"])
+    assert row["test"]["ece_after"] == pytest.approx(results["tiers"]["expert"]["ece"])
+    report = (Path(config.experiment.results_dir) / config.name / "report.md").read_text()
+    assert "| expert | platt | " in report

@@ -82,3 +82,32 @@ def test_cross_fitting_feeds_a_learned_policy_only_and_the_artifact_says_what_it
     assert record["choice"] in ("rule", "learned", "blend") and record["reason"]
     hop, small = Hop.load(Path(learned.artifact_dir) / "hop"), SmallTier.load(Path(learned.artifact_dir) / "small")
     assert hop.policy.n_features_in_ == small.n_features == 3  # probabilities + predicted expert cost
+
+
+def test_the_artifact_holds_the_expert_calibrator_the_app_serves_and_policy_fit_says_what_it_cost(raw: dict) -> None:
+    from cascade.artifact import ArtifactError
+    from cascade.calibration import load_calibrator
+    from cascade.data.roles import labelled_pool
+    from cascade.expert_calibration import EXPERT_CALIBRATOR_DIR
+    from deployments.served import expert_calibrator, load_served
+
+    config = CascadeConfig.from_dict(raw)  # confidence policy, rate budget: no held-out expert scoring
+    tune(config, progress=False)
+    root = Path(config.artifact_dir)
+    saved = load_calibrator(root / EXPERT_CALIBRATOR_DIR)
+    assert saved.kind == "platt" and expert_calibrator(config).kind == "platt"
+    record = json.loads((root / "policy_fit.json").read_text())["expert_calibration"]
+    pool = len(labelled_pool(config, load_roles(config).train))
+    assert record["kind"] == "platt" and record["pool_size"] == pool == record["usage"]["calls"]
+    assert "leave-one-out" in record["fitted_on"]
+
+    isotonic = CascadeConfig.from_dict({**raw, "expert": {**raw["expert"], "calibrator": "isotonic"}})
+    with pytest.raises(ArtifactError, match="a 'platt' calibrator, the config asks for 'isotonic'"):
+        load_served(isotonic)
+    for file in (root / EXPERT_CALIBRATOR_DIR).iterdir():
+        file.unlink()
+    (root / EXPERT_CALIBRATOR_DIR).rmdir()
+    with pytest.raises(ArtifactError, match="expert_calibrator: missing"):
+        load_served(config)  # at load, in the driver: never at the first deferred request
+    none = CascadeConfig.from_dict({**raw, "expert": {**raw["expert"], "calibrator": "none"}})
+    assert expert_calibrator(none) is None and load_served(none).certificate is not None  # needs no calibrator

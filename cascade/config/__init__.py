@@ -165,10 +165,21 @@ class ExpertConfig(Section):
                                                         "to this many tokens' characters")
     explain_max_tokens: int = Field(96, gt=0, description="LLM kinds: bound on a generated rationale's length")
     vote_smoothing: float = Field(0.5, gt=0, description="knn-vote: pseudo-count per label")
+    calibrator: Literal["none", "temperature", "platt", "isotonic"] | None = Field(
+        None, description="LLM kinds, knn-vote: calibrator of the expert's label probabilities, fitted on the labelled "
+                          "pool judged leave-one-out, never on the fit, certify or test part (None: platt; cnn: none, "
+                          "it is trained on that pool); see cascade.experts.calibrated")
     timeout_s: float = Field(30.0, gt=0, description="openai: seconds per HTTP request")
     max_retries: int = Field(2, ge=0, description="openai: retries of a failed HTTP request")
     retry_backoff_s: float = Field(0.5, ge=0, description="openai: first back-off between HTTP retries (doubles each "
                                                           "retry)")
+
+    @property
+    def calibration(self) -> str:
+        """The calibrator kind this expert's probabilities pass through (``none``: as the expert gives them)."""
+        if self.kind == "cnn":
+            return "none"
+        return self.calibrator or "platt"
 
     @property
     def display_name(self) -> str:
@@ -192,6 +203,7 @@ EXPERT_FIELD_KINDS: dict[str, tuple[str, ...]] = {
     "explain_max_tokens": LLM_EXPERTS,
     "shots": (*LLM_EXPERTS, "knn-vote"),
     "vote_smoothing": ("knn-vote",),
+    "calibrator": (*LLM_EXPERTS, "knn-vote"),
 }
 """Expert fields only some kinds read -> those kinds (the other fields every kind reads)."""
 

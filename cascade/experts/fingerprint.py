@@ -25,8 +25,10 @@ from cascade.experts.dtype import resolve_dtype
 from cascade.experts.labels import SCORING_FORMAT
 from cascade.experts.prompts import default_template
 
-NOT_IN_ANSWERS = frozenset({"timeout_s", "max_retries", "retry_backoff_s", "api_key_env", "explain_max_tokens"})
-"""Config fields that change how an expert is reached or explains, never its label probabilities."""
+NOT_IN_ANSWERS = frozenset({"timeout_s", "max_retries", "retry_backoff_s", "api_key_env", "explain_max_tokens",
+                            "calibrator"})
+"""Config fields that change how an expert is reached or explains, never its raw label probabilities (the
+calibrator maps them afterwards, from cached raw scores)."""
 
 LLM_KINDS = ("vllm", "openai", "transformers")
 _LIBRARIES = {

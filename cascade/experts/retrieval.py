@@ -4,7 +4,9 @@ Texts are compared by MiniLM cosine similarity (:class:`cascade.embeddings.Embed
 disk); feature rows by Euclidean distance after z-scoring with the pool's mean and spread (a
 missing value, NaN, counts as the pool's mean).
 Each neighbour comes with a weight in ``[0, 1]`` (cosine clipped at 0, or ``1 / (1 + distance)``).
-The pool is used as given: a query that is itself in the pool retrieves itself.
+The pool is used as given: a query that is itself in the pool retrieves itself, except inside
+:meth:`NeighbourRetriever.leaving_out_self` (leave-one-out: a pool sample scored there never sees its
+own label, e.g. to calibrate an expert on its own labelled pool).
 
 >>> retriever = NeighbourRetriever(train, k=4)           # doctest: +SKIP
 >>> index, weight = retriever.query(["Cheap meds!"])      # doctest: +SKIP
@@ -14,7 +16,9 @@ The pool is used as given: a query that is itself in the pool retrieves itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -49,6 +53,26 @@ class NeighbourRetriever:
             self._mean, spread = column_moments(features)
             self._scale = np.where(spread > 0, spread, 1.0)
             self._vectors = standardised(features, self._mean, self._scale)
+        self._leave_out = False
+        self._pool_keys: dict[str, list[int]] | None = None
+
+    @contextmanager
+    def leaving_out_self(self) -> Iterator[None]:
+        """Within this block a query never retrieves a pool sample identical to it (same text, or the same
+        feature row): scoring the pool itself then is leave-one-out. Needs ``k`` + 1 samples in the pool."""
+        if len(self.labels) <= self.k:
+            raise ValueError(f"leave-one-out retrieval of k={self.k} neighbours needs a pool of at least {self.k + 1}, "
+                             f"got {len(self.labels)}")
+        if self._pool_keys is None:
+            keys: dict[str, list[int]] = {}
+            for i, key in enumerate(_content_keys(self.texts if self.modality == "text" else self.features)):
+                keys.setdefault(key, []).append(i)
+            self._pool_keys = keys
+        self._leave_out = True
+        try:
+            yield
+        finally:
+            self._leave_out = False
 
     def query(self, X: Sequence[str] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pool indices ``(n, k)`` (nearest first) and their weights ``(n, k)``."""
@@ -61,21 +85,40 @@ class NeighbourRetriever:
             if queries.ndim != 2 or queries.shape[1] != self._vectors.shape[1]:
                 raise ValueError(f"this pool holds rows of {self._vectors.shape[1]} features; got {queries.shape}")
             queries = standardised(queries, self._mean, self._scale)
-        parts = [self._nearest(queries[start:start + _QUERY_CHUNK]) for start in range(0, len(queries), _QUERY_CHUNK)]
+        own = self._own_samples(X) if self._leave_out else None
+        parts = [self._nearest(queries[start:start + _QUERY_CHUNK], None if own is None else own[start:start + _QUERY_CHUNK])
+                 for start in range(0, len(queries), _QUERY_CHUNK)]
         if not parts:
             return np.zeros((0, self.k), dtype=np.int64), np.zeros((0, self.k))
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def _nearest(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _own_samples(self, X: Sequence[str] | np.ndarray) -> list[list[int]]:
+        """Per query: the pool indices holding the same content (left out of its neighbours)."""
+        keys = self._pool_keys or {}
+        return [keys.get(key, []) for key in _content_keys(X)]
+
+    def _nearest(self, queries: np.ndarray, own: list[list[int]] | None = None) -> tuple[np.ndarray, np.ndarray]:
         if self.modality == "text":
             closeness = cross(queries, self._vectors)
         else:
             products = cross(queries, self._vectors)
             squared = (queries ** 2).sum(1)[:, None] + (self._vectors ** 2).sum(1)[None, :] - 2 * products
             closeness = -np.sqrt(np.maximum(squared, 0.0))
+        for row, indices in enumerate(own or []):
+            closeness[row, indices] = -np.inf  # weight 0 should a query have fewer than k other samples
         top = np.argpartition(-closeness, self.k - 1, axis=1)[:, : self.k]
         order = np.argsort(-np.take_along_axis(closeness, top, axis=1), axis=1, kind="stable")
         index = np.take_along_axis(top, order, axis=1)
         best = np.take_along_axis(closeness, index, axis=1)
         weight = np.clip(best, 0.0, 1.0) if self.modality == "text" else 1.0 / (1.0 - best)
         return index, weight
+
+
+def _content_keys(X: Sequence[str] | np.ndarray | None) -> list[str]:
+    """A digest per sample: of the text, or of the feature row (every NaN alike)."""
+    if X is None:
+        return []
+    if isinstance(X, np.ndarray) and X.dtype.kind in "fiu":
+        rows = np.where(np.isnan(X), np.nan, X).astype(np.float64) if X.dtype.kind == "f" else X.astype(np.float64)
+        return [hashlib.sha256(np.ascontiguousarray(row).tobytes()).hexdigest() for row in rows]
+    return [hashlib.sha256(str(text).encode("utf-8", "surrogatepass")).hexdigest() for text in X]
