@@ -97,21 +97,14 @@ def load_served(config: CascadeConfig) -> ServedPolicy:
 
 
 def expert_calibrator(config: CascadeConfig) -> Any:
-    """The expert's calibrator saved by ``cascade tune``, or ``None`` when ``expert.calibration`` is none."""
-    from cascade.calibration import load_calibrator
-    from cascade.expert_calibration import EXPERT_CALIBRATOR_DIR
+    """The expert's calibrator saved by ``cascade tune`` (checked against ``config.expert``), or ``None``
+    when ``expert.calibration`` is none."""
+    from cascade.expert_calibration import EXPERT_CALIBRATOR_DIR, load_expert_calibrator
 
     if config.expert.calibration == "none":
         return None
-    directory = Path(config.artifact_dir) / EXPERT_CALIBRATOR_DIR
-    if not directory.is_dir():
-        raise ArtifactError(f"{directory}: missing; expert.calibration is '{config.expert.calibration}' and this "
-                            "artifact holds no expert calibrator (tuned before expert calibration): re-run `cascade tune`")
-    calibrator = load_calibrator(directory)
-    if calibrator.kind != config.expert.calibration:
-        raise ArtifactError(f"{directory}: a '{calibrator.kind}' calibrator, the config asks for "
-                            f"'{config.expert.calibration}'; re-run `cascade tune`")
-    return calibrator
+    return load_expert_calibrator(Path(config.artifact_dir) / EXPERT_CALIBRATOR_DIR, config.expert,
+                                  served_modality(config))
 
 
 def served_modality(config: CascadeConfig) -> Modality:

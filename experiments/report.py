@@ -51,11 +51,11 @@ def frontier_table(results: dict[str, Any], expert: str) -> str:
 
 def calibration_table(results: dict[str, Any]) -> str:
     """Each expert's calibration: kind, pool, the calls and tokens it spent, test accuracy and ECE before / after."""
-    lines = ["| expert | calibrator | pool (leave-one-out) | extra calls | prompt tokens | extra cost | "
+    lines = ["| expert | calibrator | judged of pool (leave-one-out) | extra calls | prompt tokens | extra cost | "
              "accuracy before → after | ECE before → after |", "|---|---|---|---|---|---|---|---|"]
     for tier, row in results.get("expert_calibration", {}).items():
         usage, test = row["usage"], row["test"]
-        lines.append(f"| {tier} | {row['kind']} | {row['pool_size']} | {usage['calls']} | {usage['prompt_tokens']} | "
+        lines.append(f"| {tier} | {row['kind']} | {row.get('judged', row['pool_size'])} of {row['pool_size']} | {usage['calls']} | {usage['prompt_tokens']} | "
                      f"{_fmt(usage['cost'], 2)} | {_fmt(test['accuracy_before'])} → {_fmt(test['accuracy_after'])} | "
                      f"{_fmt(test['ece_before'])} → {_fmt(test['ece_after'])} |")
     return "\n".join(lines)

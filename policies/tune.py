@@ -34,7 +34,8 @@ from typing import Any
 from cascade.config import CascadeConfig
 from cascade.crossfit import CrossFit, cross_fitted
 from cascade.data.roles import labelled_pool, load_roles
-from cascade.expert_calibration import EXPERT_CALIBRATOR_DIR, ExpertCalibration, fit_expert_calibration
+from cascade.expert_calibration import (EXPERT_CALIBRATOR_DIR, ExpertCalibration, fit_expert_calibration,
+                                       save_expert_calibrator)
 from cascade.experts.calibrated import FITTED_ON
 from cascade.scoring import content_hash, dataset_hash, score_small
 from cascade.small import fit_small_tier
@@ -90,14 +91,14 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     small_tier.save(staging / "small")
     hop.save(staging / "hop")
     if calibration is not None:
-        calibration.calibrator.save(staging / EXPERT_CALIBRATOR_DIR)
+        save_expert_calibrator(calibration, staging / EXPERT_CALIBRATOR_DIR, config.expert, roles.train.modality)
     config.to_yaml(staging / "config.yaml")
     certificate = hop.certificate.model_dump(mode="json")
     (staging / "certificate.json").write_text(json.dumps(certificate, indent=2))
     fitted = policy_fit(config, policy, len(fit.y), training, len(pool))
     fitted["expert_calibration"] = None if calibration is None else {
         "kind": calibration.kind, "fitted_on": FITTED_ON, "pool_size": calibration.pool_size,
-        "usage": calibration.usage.as_dict()}
+        "judged": calibration.judged, "usage": calibration.usage.as_dict()}
     (staging / "policy_fit.json").write_text(json.dumps(fitted, indent=2))
     shutil.rmtree(root, ignore_errors=True)
     staging.rename(root)

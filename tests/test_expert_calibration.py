@@ -156,3 +156,24 @@ def test_score_expert_inside_the_block_is_the_left_out_scoring() -> None:
         scores = score_expert(expert, pool, "expert", progress=False)
         direct = expert.judge(pool.features).probs
     np.testing.assert_allclose(scores.probs, direct)
+
+
+def test_calibration_samples_bounds_the_expert_calls_with_a_seeded_draw_from_the_pool(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cascade.scoring
+    from cascade.expert_calibration import calibration_draw
+
+    monkeypatch.setattr(cascade.scoring, "cache_dir", lambda name: tmp_path / "cache" / name)
+    (tmp_path / "cache" / "scores").mkdir(parents=True)
+    raw = _config(tmp_path).model_dump(mode="json")
+    raw["expert"]["calibration_samples"] = 50
+    config, pool = CascadeConfig.from_dict(raw), _rows(200)
+    calibration = fit_expert_calibration(config, "expert", config.expert, pool,
+                                         lambda: KnnVoteExpert(NeighbourRetriever(pool, k=5), ["normal", "anomaly"]),
+                                         progress=False)
+    assert calibration is not None and calibration.usage.calls == calibration.judged == 50
+    assert calibration.pool_size == 200
+    draw = calibration_draw(pool, 50, config.experiment.seed)
+    assert set(draw.ids) <= set(pool.ids) and list(draw.ids) == list(calibration_draw(pool, 50, 0).ids)
+    assert list(draw.ids) != list(calibration_draw(pool, 50, 1).ids)
+    assert calibration_draw(pool, None, 0) is pool and calibration_draw(pool, 500, 0) is pool

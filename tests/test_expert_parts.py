@@ -47,6 +47,13 @@ def test_the_demo_sweeps_rules_so_the_shipped_config_scores_only_the_test_part()
     assert "learned" in demo_experiment(learned).experiment.policies and harness_needs_experts(demo_experiment(learned))
 
 
+def test_the_demo_scores_at_most_its_test_mails_and_never_more_than_the_config() -> None:
+    shipped = CascadeConfig.from_yaml(CONFIG)
+    assert demo_experiment(shipped, test_mails=150).experiment.max_scored_per_split == 150
+    assert demo_experiment(shipped, test_mails=10_000).experiment.max_scored_per_split == \
+        shipped.experiment.max_scored_per_split
+
+
 def test_experiment_policies_is_validated() -> None:
     raw = CascadeConfig.from_yaml(CONFIG).model_dump(mode="json")
     raw["experiment"]["policies"] = ["confidence", "chow"]

@@ -19,25 +19,27 @@ import pytest
 
 from cascade.config import CascadeConfig
 from serving import (AUTHORIZED, BAD_INPUTS, CONTROL_TOKEN, KeptDeferred, cascade_config, detect,
-                     free_port, served_app, share_after_target, spam_kept_and_deferred,
-                     tune_artifact)
+                     free_port, served_app, share_after_target, spam_kept_and_deferred)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> CascadeConfig:
+    from policies.tune import tune
+
     artifact = tmp_path_factory.mktemp("artifact") / "spam"
-    tune_artifact(artifact)
     token_file = tmp_path_factory.mktemp("secrets") / "control-token"
     token_file.write_text(CONTROL_TOKEN)
-    return cascade_config(
+    config = cascade_config(
         artifact,
         expert={"kind": "vllm", "model": str(tiny_llama), "shots": 0, "max_model_len": 512, "kv_cache_gib": 1.0,
                 "max_input_tokens": 256},
         budget={"learning_rate": 0.01},
         serve={"port": free_port(), "expert_timeout_s": 15.0, "control": {"token_file": str(token_file)}},
     )
+    tune(config, progress=False)  # the served vLLM expert's calibrator is fitted on its own pool scores
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +147,8 @@ def test_an_unreachable_expert_server_gives_degraded_answers(config: CascadeConf
     down = config.model_copy(update={
         "name": "expert-down",
         "expert": config.expert.model_copy(update={"kind": "openai", "base_url": f"http://127.0.0.1:{free_port()}",
-                                                   "max_retries": 0, "timeout_s": 2.0}),
+                                                   "max_retries": 0, "timeout_s": 2.0,
+                                                   "calibrator": "none"}),
         "serve": config.serve.model_copy(update={"detector_num_cpus": 0.1, "expert_num_cpus": 0.1,
                                                  "router_num_cpus": 0.1}),
     })

@@ -4,6 +4,7 @@ the fit part, the threshold is certified on the certify part, and the certificat
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ def test_the_artifact_holds_the_expert_calibrator_the_app_serves_and_policy_fit_
     config = CascadeConfig.from_dict(raw)  # confidence policy, rate budget: no held-out expert scoring
     tune(config, progress=False)
     root = Path(config.artifact_dir)
-    saved = load_calibrator(root / EXPERT_CALIBRATOR_DIR)
+    saved = load_calibrator(root / EXPERT_CALIBRATOR_DIR / "calibrator")
     assert saved.kind == "platt" and expert_calibrator(config).kind == "platt"
     record = json.loads((root / "policy_fit.json").read_text())["expert_calibration"]
     pool = len(labelled_pool(config, load_roles(config).train))
@@ -104,9 +105,10 @@ def test_the_artifact_holds_the_expert_calibrator_the_app_serves_and_policy_fit_
     isotonic = CascadeConfig.from_dict({**raw, "expert": {**raw["expert"], "calibrator": "isotonic"}})
     with pytest.raises(ArtifactError, match="a 'platt' calibrator, the config asks for 'isotonic'"):
         load_served(isotonic)
-    for file in (root / EXPERT_CALIBRATOR_DIR).iterdir():
-        file.unlink()
-    (root / EXPERT_CALIBRATOR_DIR).rmdir()
+    other_expert = CascadeConfig.from_dict({**raw, "expert": {**raw["expert"], "shots": 5}})
+    with pytest.raises(ArtifactError, match="fitted for the expert 'knn-vote \\(k=4, no LLM\\)'"):
+        load_served(other_expert)  # a calibrator of another expert's probabilities is refused
+    shutil.rmtree(root / EXPERT_CALIBRATOR_DIR)
     with pytest.raises(ArtifactError, match="expert_calibrator: missing"):
         load_served(config)  # at load, in the driver: never at the first deferred request
     none = CascadeConfig.from_dict({**raw, "expert": {**raw["expert"], "calibrator": "none"}})

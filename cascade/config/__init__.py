@@ -169,6 +169,9 @@ class ExpertConfig(Section):
         None, description="LLM kinds, knn-vote: calibrator of the expert's label probabilities, fitted on the labelled "
                           "pool judged leave-one-out, never on the fit, certify or test part (None: platt; cnn: none, "
                           "it is trained on that pool); see cascade.experts.calibrated")
+    calibration_samples: int | None = Field(
+        300, ge=20, description="LLM kinds, knn-vote: judge at most this many pool samples (a seeded uniform draw) to "
+                                "fit the calibrator; None: the whole pool. Each is one expert call")
     timeout_s: float = Field(30.0, gt=0, description="openai: seconds per HTTP request")
     max_retries: int = Field(2, ge=0, description="openai: retries of a failed HTTP request")
     retry_backoff_s: float = Field(0.5, ge=0, description="openai: first back-off between HTTP retries (doubles each "
@@ -203,7 +206,7 @@ EXPERT_FIELD_KINDS: dict[str, tuple[str, ...]] = {
     "explain_max_tokens": LLM_EXPERTS,
     "shots": (*LLM_EXPERTS, "knn-vote"),
     "vote_smoothing": ("knn-vote",),
-    "calibrator": (*LLM_EXPERTS, "knn-vote"),
+    "calibrator": (*LLM_EXPERTS, "knn-vote"), "calibration_samples": (*LLM_EXPERTS, "knn-vote"),
 }
 """Expert fields only some kinds read -> those kinds (the other fields every kind reads)."""
 

@@ -30,7 +30,8 @@ from cascade.calibration import CalibratorBase, make_calibrator
 from cascade.experts.protocol import Expert, ExpertInput
 from cascade.experts.result import ExpertResult, Explanation
 
-FITTED_ON = "the labelled pool, each sample judged with its own label out of retrieval (leave-one-out)"
+FITTED_ON = ("the labelled pool (all of it, or a seeded uniform draw of expert.calibration_samples), each sample "
+             "judged with its own label out of retrieval (leave-one-out)")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from cascade.experts.labels import SCORING_FORMAT
 from cascade.experts.prompts import default_template
 
 NOT_IN_ANSWERS = frozenset({"timeout_s", "max_retries", "retry_backoff_s", "api_key_env", "explain_max_tokens",
-                            "calibrator"})
+                            "calibrator", "calibration_samples"})
 """Config fields that change how an expert is reached or explains, never its raw label probabilities (the
 calibrator maps them afterwards, from cached raw scores)."""
 
