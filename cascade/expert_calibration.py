@@ -22,7 +22,7 @@ import numpy as np
 
 
 from cascade.artifact import ArtifactError, verify_manifest, write_manifest
-from cascade.calibration import CalibratorBase, ece, load_calibrator
+from cascade.calibration import CALIBRATORS, CalibratorBase, ece, load_calibrator
 from cascade.config import CascadeConfig, ExpertConfig
 from cascade.data import Dataset
 from cascade.experts.calibrated import FITTED_ON, CalibrationUsage, fit_expert_calibrator, leaving_out_self
@@ -46,6 +46,9 @@ class ExpertCalibration:
     """pool samples judged (leave-one-out) to fit the calibrator (``expert.calibration_samples``)"""
     usage: CalibrationUsage
     from_cache: bool
+    pool_probs: np.ndarray
+    """the expert's raw probabilities on the judged pool samples (what the calibrator was fitted on)"""
+    pool_y: np.ndarray
 
     def apply(self, scores: TierScores) -> TierScores:
         """``scores`` with calibrated probabilities (so calibrated predictions and correctness)."""
@@ -53,14 +56,26 @@ class ExpertCalibration:
             return scores
         return replace(scores, probs=self.calibrator.transform(scores.probs))
 
-    def report(self, raw_test: TierScores) -> dict[str, Any]:
-        """What was fitted, on what, at what cost, and accuracy / ECE on the test part before and after."""
+    def report(self, raw_test: TierScores, deferred: np.ndarray | None = None) -> dict[str, Any]:
+        """What was fitted, on what, at what cost; accuracy / ECE on the test part before and after; and every
+        calibrator kind fitted on the same pool scores, on all test samples and on the ``deferred`` ones
+        (a boolean mask: those the small tier hands over, where the expert's answers count)."""
         after = self.apply(raw_test)
+        compared = {}
+        for kind in CALIBRATORS:
+            probs = fit_expert_calibrator(kind, self.pool_probs, self.pool_y).transform(raw_test.probs)
+            correct = probs.argmax(axis=1) == raw_test.y
+            compared[kind] = {"accuracy": float(np.mean(correct)), "ece": float(ece(probs, raw_test.y)),
+                              "accuracy_deferred": None if deferred is None or not deferred.any()
+                              else float(np.mean(correct[deferred]))}
         return {
-            "kind": self.kind, "fitted_on": FITTED_ON, "pool_size": self.pool_size, "judged": self.judged, "usage": self.usage.as_dict(),
+            "kind": self.kind, "fitted_on": FITTED_ON, "pool_size": self.pool_size, "judged": self.judged,
+            "usage": self.usage.as_dict(),
             "test": {"samples": len(raw_test.y),
                      "accuracy_before": float(np.mean(raw_test.correct)), "accuracy_after": float(np.mean(after.correct)),
                      "ece_before": float(ece(raw_test.probs, raw_test.y)), "ece_after": float(ece(after.probs, after.y))},
+            "deferred_samples": None if deferred is None else int(np.sum(deferred)),
+            "compared": compared,
         }
 
 
@@ -88,7 +103,8 @@ def fit_expert_calibration(config: CascadeConfig, tier: str, expert_config: Expe
 
     scores, hit = cached(key, judge_pool, refresh=refresh, fingerprint=fingerprint, ids=judged.ids)
     return ExpertCalibration(tier=tier, kind=kind, calibrator=fit_expert_calibrator(kind, scores.probs, scores.y),
-                             pool_size=len(pool), judged=len(judged), usage=CalibrationUsage.of(scores), from_cache=hit)
+                             pool_size=len(pool), judged=len(judged), usage=CalibrationUsage.of(scores), from_cache=hit,
+                             pool_probs=scores.probs, pool_y=scores.y)
 
 
 def calibration_draw(pool: Dataset, samples: int | None, seed: int) -> Dataset:

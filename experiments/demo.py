@@ -6,9 +6,9 @@ start the Ray Serve app -> send real test mails through it -> print what happene
 The demo's experiment sweeps the rule policies (and the configured one): with a rule policy and a
 rate budget the LLM then scores only the test part; ``cascade experiment run`` also compares the
 policies that learn from the expert (which doubles the LLM calls). To stay within about five
-minutes on two cores, the LLM scores ``test_mails`` test mails (default 200; the shipped report
-scores 600) and judges the labelled pool once, leave-one-out, for its calibrator; ``cascade tune``
-reads both from the cache.
+minutes on two cores, the LLM scores ``test_mails`` test mails (default 150; the shipped report
+scores 600) and judges 100 of its labelled pool mails, leave-one-out, for its calibrator (the
+report: 200); ``cascade tune`` reads both from the cache, and 200 mails go through the served app.
 """
 
 from __future__ import annotations
@@ -24,8 +24,22 @@ from rich.console import Console
 from cascade.config import CascadeConfig
 
 DEMO_RATE = 0.2
-DEMO_TEST_MAILS = 200
+DEMO_TEST_MAILS = 150
+DEMO_CALIBRATION_SAMPLES = 100
 RULE_POLICIES = ("confidence", "margin", "entropy")
+
+
+def demo_settings(config: CascadeConfig, calibration_samples: int = DEMO_CALIBRATION_SAMPLES) -> CascadeConfig:
+    """``config`` with each expert's calibrator fitted on at most ``calibration_samples`` pool mails (experiment
+    and tune alike, so tune reads the experiment's cached pool scores)."""
+    def bounded(expert: Any) -> Any:
+        if expert is None or expert.calibration == "none":
+            return expert
+        current = expert.calibration_samples
+        return expert.model_copy(update={"calibration_samples": calibration_samples if current is None
+                                         else min(current, calibration_samples)})
+
+    return config.model_copy(update={"expert": bounded(config.expert), "control_expert": bounded(config.control_expert)})
 
 
 def demo_experiment(config: CascadeConfig, test_mails: int = DEMO_TEST_MAILS) -> CascadeConfig:
@@ -40,10 +54,11 @@ def demo_experiment(config: CascadeConfig, test_mails: int = DEMO_TEST_MAILS) ->
         update={"policies": policies, "max_scored_per_split": scored})})
 
 
-def demo(config: CascadeConfig, requests: int = 300, console: Console | None = None,
+def demo(config: CascadeConfig, requests: int = 200, console: Console | None = None,
          test_mails: int = DEMO_TEST_MAILS) -> dict[str, Any]:
     """Run every step, print a summary per step, return the numbers."""
     console = console or Console()
+    config = demo_settings(config)
     clock: dict[str, float] = {}
 
     def step(name: str) -> None:

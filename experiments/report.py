@@ -55,9 +55,19 @@ def calibration_table(results: dict[str, Any]) -> str:
              "accuracy before → after | ECE before → after |", "|---|---|---|---|---|---|---|---|"]
     for tier, row in results.get("expert_calibration", {}).items():
         usage, test = row["usage"], row["test"]
-        lines.append(f"| {tier} | {row['kind']} | {row.get('judged', row['pool_size'])} of {row['pool_size']} | {usage['calls']} | {usage['prompt_tokens']} | "
-                     f"{_fmt(usage['cost'], 2)} | {_fmt(test['accuracy_before'])} → {_fmt(test['accuracy_after'])} | "
+        lines.append(f"| {tier} | {row['kind']} | {row['judged']} of {row['pool_size']} | {usage['calls']} | "
+                     f"{usage['prompt_tokens']} | {_fmt(usage['cost'], 2)} | {_fmt(test['accuracy_before'])} → {_fmt(test['accuracy_after'])} | "
                      f"{_fmt(test['ece_before'])} → {_fmt(test['ece_after'])} |")
+    rows = results.get("expert_calibration", {})
+    if rows:
+        tier, row = next(iter(rows.items()))
+        lines += ["", f"Every calibrator fitted on the same pool scores of `{tier}`, on all {row['test']['samples']} test "
+                  f"samples and on the {row['deferred_samples']} the small tier is least sure of (the 20 % Chow's rule "
+                  "hands over, where the expert's answers count):", "",
+                  "| calibrator | accuracy | ECE | accuracy where deferred |", "|---|---|---|---|"]
+        for kind, cells in row["compared"].items():
+            lines.append(f"| {kind} | {_fmt(cells['accuracy'])} | {_fmt(cells['ece'])} | "
+                         f"{_fmt(cells['accuracy_deferred'])} |")
     return "\n".join(lines)
 
 

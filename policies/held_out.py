@@ -139,10 +139,23 @@ def score_held_out(config: CascadeConfig, roles: DataRoles, small_tier: Any, ref
         for expert in engines.values():
             expert.close()
     certify = np.isin(held_index, roles.certify_index)
-    reports = {tier: calibration.report(test.experts[tier]) for tier, calibration in calibrations.items()}
+    handed_over = least_confident(test.small.probs, DEFERRED_SHARE)
+    reports = {tier: calibration.report(test.experts[tier], handed_over) for tier, calibration in calibrations.items()}
     held, test = held.calibrated(calibrations), test.calibrated(calibrations)
     return HeldOut(fit=held.subset(~certify), certify=held.subset(certify), test=test, expert_calibration=reports,
                    calibrations=calibrations)
+
+
+DEFERRED_SHARE = 0.2
+"""the share of test samples, least confident first, on which calibrators are compared (where the expert answers)"""
+
+
+def least_confident(probs: np.ndarray, share: float) -> np.ndarray:
+    """Boolean mask of the ``share`` of rows with the lowest top-class probability (Chow's rule; ties by index)."""
+    order = np.argsort(probs.max(axis=1), kind="stable")
+    mask = np.zeros(len(probs), dtype=bool)
+    mask[order[: int(np.ceil(share * len(probs)))]] = True
+    return mask
 
 
 def expert_tiers(config: CascadeConfig) -> dict[str, ExpertConfig]:

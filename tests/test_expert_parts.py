@@ -47,6 +47,16 @@ def test_the_demo_sweeps_rules_so_the_shipped_config_scores_only_the_test_part()
     assert "learned" in demo_experiment(learned).experiment.policies and harness_needs_experts(demo_experiment(learned))
 
 
+def test_the_demo_bounds_the_calibration_calls_of_every_calibrated_expert() -> None:
+    from experiments.demo import demo_settings
+
+    shipped = CascadeConfig.from_yaml(CONFIG)
+    demo = demo_settings(shipped, calibration_samples=100)
+    assert demo.expert.calibration_samples == demo.control_expert.calibration_samples == 100
+    assert demo_settings(shipped, calibration_samples=10_000).expert.calibration_samples == \
+        shipped.expert.calibration_samples
+
+
 def test_the_demo_scores_at_most_its_test_mails_and_never_more_than_the_config() -> None:
     shipped = CascadeConfig.from_yaml(CONFIG)
     assert demo_experiment(shipped, test_mails=150).experiment.max_scored_per_split == 150
