@@ -6,9 +6,9 @@ start the Ray Serve app -> send real test mails through it -> print what happene
 The demo's experiment sweeps the rule policies (and the configured one): with a rule policy and a
 rate budget the LLM then scores only the test part; ``cascade experiment run`` also compares the
 policies that learn from the expert (which doubles the LLM calls). To stay within about five
-minutes on two cores, the LLM scores ``test_mails`` test mails (default 150; the shipped report
+minutes on two cores, the LLM scores ``test_mails`` test mails (default 100; the shipped report
 scores 600) and judges 100 of its labelled pool mails, leave-one-out, for its calibrator (the
-report: 200); ``cascade tune`` reads both from the cache, and 200 mails go through the served app.
+report: 200); ``cascade tune`` reads both from the cache, and 150 mails go through the served app.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rich.console import Console
 from cascade.config import CascadeConfig
 
 DEMO_RATE = 0.2
-DEMO_TEST_MAILS = 150
+DEMO_TEST_MAILS = 100
 DEMO_CALIBRATION_SAMPLES = 100
 RULE_POLICIES = ("confidence", "margin", "entropy")
 
@@ -54,7 +54,7 @@ def demo_experiment(config: CascadeConfig, test_mails: int = DEMO_TEST_MAILS) ->
         update={"policies": policies, "max_scored_per_split": scored})})
 
 
-def demo(config: CascadeConfig, requests: int = 200, console: Console | None = None,
+def demo(config: CascadeConfig, requests: int = 150, console: Console | None = None,
          test_mails: int = DEMO_TEST_MAILS) -> dict[str, Any]:
     """Run every step, print a summary per step, return the numbers."""
     console = console or Console()
