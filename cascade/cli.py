@@ -264,8 +264,8 @@ def budget_command(
 def demo_command(
     config: str = typer.Option("experiments/configs/spamassassin.yaml", help="the experiment to demo"),
     requests: int = typer.Option(150, help="test mails to send through the running app"),
-    test_mails: int = typer.Option(100, min=20, help="test mails the experiment step scores with every tier "
-                                                      "(`cascade experiment run` scores the config's max_scored_per_split)"),
+    test_mails: int = typer.Option(100, min=20, help="test mails the experiment step scores with every tier (`cascade "
+                                                      "experiment run` scores the config's max_scored_per_split)"),
 ) -> None:
     """Fetch, run the SpamAssassin experiment, tune a 20% budget, serve it, send real traffic."""
     from experiments.demo import demo

@@ -99,12 +99,13 @@ def demo_section(path: Path) -> str:
     numbers = json.loads(path.read_text())
     facts = provenance(numbers, "make demo")
     steps = "\n".join(f"| {name} | {seconds:.0f} |" for name, seconds in numbers["timings_s"].items())
-    cached = [tier for tier, hit in numbers.get("expert_scores_from_cache", {}).items() if hit]
+    hits = numbers.get("expert_scores_from_cache")
+    cached = "not recorded" if hits is None else ", ".join(t for t, hit in hits.items() if hit) or "none (a first run)"
     traffic = numbers["traffic"]
     return (f"## Demo `make demo`\n\n- command: `{facts['command']}`\n- commit: {facts['commit']}\n"
             f"- date: {facts['date']}\n- machine: {facts['machine']}\n"
             f"- files: [{path.name}]({path.relative_to(OUT.parent).as_posix()})\n"
-            f"- expert scores read from the cache: {', '.join(cached) or 'none (a first run)'}\n\n"
+            f"- expert scores read from the cache: {cached}\n\n"
             f"| step | seconds |\n|---|---:|\n{steps}\n| total | {numbers['total_s']:.0f} |\n\n"
             f"Traffic: {traffic['answered']} of {traffic['requests']} answered, {traffic['lost']} lost; realised "
             f"deferral rate {traffic['defer_rate']:.1%}; accuracy {traffic['accuracy']:.3f} against "

@@ -109,17 +109,17 @@ def test_the_expert_is_calibrated_on_its_pool_and_reported_before_and_after(conf
     pool = labelled_pool(config, roles.train)
     expert = make_expert(config.expert, pool=pool)
     with leaving_out_self(expert):
-        calibrator = make_calibrator("temperature").fit(expert.judge(pool.X).probs, pool.y)  # the pool, nothing held out
+        calibrator = make_calibrator("platt").fit(expert.judge(pool.X).probs, pool.y)  # the pool, nothing held out
     test = roles.test.subset(np.searchsorted(roles.test.ids, held_out.test.small.ids))
     np.testing.assert_allclose(held_out.test.experts["expert"].probs, calibrator.transform(expert.judge(test.X).probs))
 
     results = json.loads((run_experiment(config, progress=False) / "results.json").read_text())
     row = results["expert_calibration"]["expert"]
-    assert row["kind"] == "temperature" and row["pool_size"] == len(pool) == row["usage"]["calls"]
+    assert row["kind"] == "platt" and row["pool_size"] == len(pool) == row["usage"]["calls"]
     assert row["test"]["accuracy_after"] == pytest.approx(results["tiers"]["expert"]["accuracy"])
     assert row["test"]["ece_after"] == pytest.approx(results["tiers"]["expert"]["ece"])
     report = (Path(config.experiment.results_dir) / config.name / "report.md").read_text()
-    assert "| expert | temperature | " in report
+    assert "| expert | platt | " in report
     assert set(row["compared"]) == {"none", "temperature", "platt", "isotonic"}
     assert row["compared"]["temperature"]["accuracy"] == row["compared"]["none"]["accuracy"]  # answers kept
-    assert row["compared"]["temperature"]["ece"] == pytest.approx(row["test"]["ece_after"])
+    assert row["compared"]["platt"]["ece"] == pytest.approx(row["test"]["ece_after"])

@@ -133,9 +133,9 @@ def test_platt_on_the_pool_makes_the_vote_better_calibrated_on_unseen_rows() -> 
     assert ece(calibrated, unseen.y) < ece(raw, unseen.y)
 
 
-def test_expert_calibration_defaults_to_temperature_and_a_cnn_is_never_calibrated_on_its_training_pool() -> None:
-    assert ExpertConfig(kind="knn-vote", shots=3).calibration == "temperature"
-    assert ExpertConfig(kind="vllm").calibration == "temperature"
+def test_expert_calibration_defaults_to_platt_and_a_cnn_is_never_calibrated_on_its_training_pool() -> None:
+    assert ExpertConfig(kind="knn-vote", shots=3).calibration == "platt"
+    assert ExpertConfig(kind="vllm").calibration == "platt"
     assert ExpertConfig(kind="knn-vote", shots=3, calibrator="none").calibration == "none"
     assert ExpertConfig(kind="cnn").calibration == "none"
 

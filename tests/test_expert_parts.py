@@ -69,3 +69,15 @@ def test_experiment_policies_is_validated() -> None:
     raw["experiment"]["policies"] = ["confidence", "chow"]
     with pytest.raises(ValueError, match="experiment.policies"):
         CascadeConfig.from_dict(raw)
+
+
+def test_the_demo_traffic_is_a_uniform_draw_of_the_test_split_not_its_tail() -> None:
+    from cascade.data.roles import load_roles
+    from experiments.demo import traffic_index
+
+    config = CascadeConfig.from_yaml(CONFIG)
+    test = load_roles(config).test
+    index = traffic_index(len(test), 150, config.experiment.seed)
+    assert len(set(index)) == 150 and set(index) <= set(range(len(test)))
+    assert abs(test.y[index].mean() - test.y.mean()) < 0.1  # the split's tail of 150 is all spam
+    assert list(index) == list(traffic_index(len(test), 150, config.experiment.seed))

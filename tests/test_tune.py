@@ -96,14 +96,14 @@ def test_the_artifact_holds_the_expert_calibrator_the_app_serves_and_policy_fit_
     tune(config, progress=False)
     root = Path(config.artifact_dir)
     saved = load_calibrator(root / EXPERT_CALIBRATOR_DIR / "calibrator")
-    assert saved.kind == "temperature" and expert_calibrator(config).kind == "temperature"
+    assert saved.kind == "platt" and expert_calibrator(config).kind == "platt"
     record = json.loads((root / "policy_fit.json").read_text())["expert_calibration"]
     pool = len(labelled_pool(config, load_roles(config).train))
-    assert record["kind"] == "temperature" and record["pool_size"] == pool == record["usage"]["calls"]
+    assert record["kind"] == "platt" and record["pool_size"] == pool == record["usage"]["calls"]
     assert "leave-one-out" in record["fitted_on"]
 
     isotonic = CascadeConfig.from_dict({**raw, "expert": {**raw["expert"], "calibrator": "isotonic"}})
-    with pytest.raises(ArtifactError, match="a 'temperature' calibrator, the config asks for 'isotonic'"):
+    with pytest.raises(ArtifactError, match="a 'platt' calibrator, the config asks for 'isotonic'"):
         load_served(isotonic)
     other_expert = CascadeConfig.from_dict({**raw, "expert": {**raw["expert"], "shots": 5}})
     with pytest.raises(ArtifactError, match="fitted for the expert 'knn-vote \\(k=4, no LLM\\)'"):

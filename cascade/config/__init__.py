@@ -167,9 +167,9 @@ class ExpertConfig(Section):
     vote_smoothing: float = Field(0.5, gt=0, description="knn-vote: pseudo-count per label")
     calibrator: Literal["none", "temperature", "platt", "isotonic"] | None = Field(
         None, description="LLM kinds, knn-vote: calibrator of the expert's label probabilities, fitted on the labelled "
-                          "pool judged leave-one-out, never on the fit, certify or test part (None: temperature, which "
-                          "keeps the expert's answers and makes its confidence honest; platt and isotonic also move its "
-                          "decisions, see the experiment reports; cnn: none, it is trained on that pool)")
+                          "pool judged leave-one-out, never on the fit, certify or test part (None: platt; temperature "
+                          "keeps the expert's answers, platt and isotonic also move its decisions, see the experiment "
+                          "reports; cnn: none, it is trained on that pool)")
     calibration_samples: int | None = Field(
         300, ge=20, description="LLM kinds, knn-vote: judge at most this many pool samples (a seeded uniform draw) to "
                                 "fit the calibrator; None: the whole pool. Each is one expert call")
@@ -183,7 +183,7 @@ class ExpertConfig(Section):
         """The calibrator kind this expert's probabilities pass through (``none``: as the expert gives them)."""
         if self.kind == "cnn":
             return "none"
-        return self.calibrator or "temperature"
+        return self.calibrator or "platt"
 
     @property
     def display_name(self) -> str:
