@@ -122,7 +122,7 @@ def build() -> str:
         numbers = json.loads((folder / "results.json").read_text())
         command = f"cascade experiment run {config_for(numbers.get('name', folder.name))}"
         parts.append(section(f"Experiment `{folder.name}`", folder / "report.md", numbers,
-                             (folder / "report.md").read_text(), command, n_tables=3))
+                             (folder / "report.md").read_text(), command, n_tables=4))
         if (folder / "demo.json").is_file():
             parts.append(demo_section(folder / "demo.json"))
     for path in sorted(BENCHMARKS.glob("*.json")):
