@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.benchmarks.bench_monitor import (
-    ALPHA, MONITORS, PREFIX, Pool, Scenario, delay, delay_summary, drift_block, drift_weights, first_alarm,
-    group_shares, mean_p_value, null_block, population_risk, rate_interval, request_of_label, split_delta, watch,
+from experiments.benchmarks.bench_monitor import drift_block, null_block, watch
+from experiments.benchmarks.monitor_streams import (
+    ALPHA, MONITORS, PREFIX, Pool, Scenario, delay, delay_summary, drift_weights, first_alarm, group_shares,
+    mean_p_value, population_risk, rate_interval, request_of_label, split_delta,
 )
 from policies import AcceptedErrorTuner, JointTuner, threshold_grid
 
