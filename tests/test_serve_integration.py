@@ -35,7 +35,8 @@ def config(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Cascad
         artifact,
         expert={"kind": "vllm", "model": str(tiny_llama), "shots": 0, "max_model_len": 512, "kv_cache_gib": 1.0,
                 "max_input_tokens": 256},
-        budget={"learning_rate": 0.01},
+        # other modules tune the same certify part with another expert in this session: a second tuning
+        budget={"learning_rate": 0.01, "certify_reuse": "spend-delta"},
         serve={"port": free_port(), "expert_timeout_s": 15.0, "control": {"token_file": str(token_file)}},
     )
     tune(config, progress=False)  # the served vLLM expert's calibrator is fitted on its own pool scores
