@@ -102,7 +102,8 @@ def demo_section(path: Path) -> str:
     hits = numbers.get("expert_scores_from_cache")
     cached = "not recorded" if hits is None else ", ".join(t for t, hit in hits.items() if hit) or "none (a first run)"
     traffic = numbers["traffic"]
-    return (f"## Demo `make demo`\n\n- command: `{facts['command']}`\n- commit: {facts['commit']}\n"
+    note = f" ({numbers['note']})" if numbers.get("note") else ""
+    return (f"## Demo `make demo`{note}\n\n- command: `{facts['command']}`\n- commit: {facts['commit']}\n"
             f"- date: {facts['date']}\n- machine: {facts['machine']}\n"
             f"- files: [{path.name}]({path.relative_to(OUT.parent).as_posix()})\n"
             f"- expert scores read from the cache: {cached}\n\n"
@@ -123,8 +124,8 @@ def build() -> str:
         command = f"cascade experiment run {config_for(numbers.get('name', folder.name))}"
         parts.append(section(f"Experiment `{folder.name}`", folder / "report.md", numbers,
                              (folder / "report.md").read_text(), command, n_tables=4))
-        if (folder / "demo.json").is_file():
-            parts.append(demo_section(folder / "demo.json"))
+        for demo_file in sorted(folder.glob("demo*.json")):
+            parts.append(demo_section(demo_file))
     for path in sorted(BENCHMARKS.glob("*.json")):
         report = path.with_suffix(".md")
         numbers = json.loads(path.read_text())
