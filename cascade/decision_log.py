@@ -1,0 +1,377 @@
+"""The decision log: every verdict, written off the request path, with its late true label.
+
+:meth:`DecisionLog.record` only enqueues (a bounded queue; when it is full the oldest waiting
+decision is dropped and counted in ``dropped_``); one writer thread inserts batches of
+``batch_size`` (or whatever waited ``flush_interval_s``) and then applies retention (age and row
+cap, feedback with its decision). :meth:`DecisionLog.attach_feedback` adds true labels, per item and
+idempotently; monitors and re-certification read :meth:`DecisionLog.labelled`. Any SQLAlchemy URL
+works; the default is an SQLite file under ``$CASCADE_HOME`` in WAL mode.
+
+>>> log = DecisionLog("sqlite://")
+>>> d = Decision(id=new_decision_id(), time=time.time(), probabilities=(0.9, 0.1), content_hash="h",
+...              deferral_score=0.1, threshold=0.5, tie_key=None, tier="small", label="spam",
+...              degraded=False, forced=False, certified=True, certificate_id="c1", app_version="1.0",
+...              tenant=None)
+>>> log.record([d])
+>>> [r.status for r in log.attach_feedback([(d.id, "ham"), ("nope", "ham")], labels=["spam", "ham"])]
+['ok', 'unknown id']
+>>> [(x.decision == d, x.true_label) for x in log.labelled()]
+[(True, 'ham')]
+>>> log.close()
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+logger = logging.getLogger(__name__)
+
+TIERS = ("small", "expert", "abstained")
+Tier = Literal["small", "expert", "abstained"]
+FeedbackStatus = Literal["ok", "unknown id", "bad label", "conflict", "duplicate"]
+_CHUNK = 500  # ids per IN (...) clause, under SQLite's variable limit
+
+class DecisionLogError(RuntimeError):
+    """The decision log database cannot be used; the message names the URL (never its password)."""
+
+
+def new_decision_id() -> str:
+    """A fresh verdict id (uuid4 hex), returned in the response and used as the feedback key."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One served verdict as logged; ``probabilities`` are the calibrated class probabilities."""
+
+    id: str
+    time: float
+    content_hash: str
+    probabilities: tuple[float, ...]
+    deferral_score: float | None
+    threshold: float
+    tie_key: float | None
+    tier: Tier
+    label: str
+    degraded: bool
+    forced: bool
+    certified: bool
+    certificate_id: str | None
+    app_version: str
+    tenant: str | None
+
+    def __post_init__(self) -> None:
+        if self.tier not in TIERS:
+            raise ValueError(f"Decision {self.id}: tier {self.tier!r} is not one of {list(TIERS)}")
+        object.__setattr__(self, "probabilities", tuple(float(p) for p in self.probabilities))
+
+
+@dataclass(frozen=True)
+class FeedbackResult:
+    """What happened to one feedback item: ``ok``, ``unknown id``, ``bad label``, ``conflict`` or ``duplicate``."""
+
+    id: str
+    status: FeedbackStatus
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A logged decision with its true label and the time (unix seconds) the label arrived."""
+
+    decision: Decision
+    true_label: str
+    received: float
+
+
+# column types by the Decision field's annotation (``X | None`` makes the column nullable)
+_SQL_TYPES: dict[str, Any] = {"str": sa.Text, "float": sa.Float, "bool": sa.Boolean, "Tier": sa.String(16),
+                              "tuple[float, ...]": sa.Text}  # fmt: skip
+metadata = sa.MetaData()
+decisions_table = sa.Table("decisions", metadata, *(
+    sa.Column(f.name, sa.String(32) if f.name == "id" else _SQL_TYPES[str(f.type).removesuffix(" | None")],
+              primary_key=f.name == "id", nullable=str(f.type).endswith(" | None"), index=f.name == "time")
+    for f in fields(Decision)
+))  # fmt: skip
+feedback_table = sa.Table(
+    "feedback", metadata,
+    sa.Column("decision_id", sa.String(32), primary_key=True),
+    sa.Column("true_label", sa.Text, nullable=False),
+    sa.Column("received", sa.Float, nullable=False, index=True),
+)  # fmt: skip
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def _engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+    memory = parsed.database in (None, "", ":memory:")
+    if memory:
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+    else:
+        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN below
+        if not memory:
+            dbapi_connection.execute("PRAGMA journal_mode=WAL")
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # take the write lock up front: another replica's writer then waits (busy timeout)
+        # instead of failing a read-then-write transaction
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _row(decision: Decision) -> dict[str, Any]:
+    return {**asdict(decision), "probabilities": json.dumps(decision.probabilities)}
+
+
+def _decision(row: Any) -> Decision:
+    values = {f.name: getattr(row, f.name) for f in fields(Decision)}
+    return Decision(**{**values, "probabilities": tuple(json.loads(values["probabilities"]))})
+
+
+class DecisionLog:
+    """A decision log on ``url`` (default ``$CASCADE_HOME/decisions.sqlite``); tables made if missing.
+
+    ``retention_days`` / ``max_rows`` (``None``: unbounded) bound what is kept; ``max_queue`` bounds
+    the decisions waiting for the writer. ``dropped_`` counts decisions dropped from a full queue,
+    ``failed_`` those whose insert failed (logged), ``written_`` those inserted by this object.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        retention_days: float | None = 30,
+        max_rows: int | None = None,
+        batch_size: int = 256,
+        flush_interval_s: float = 0.5,
+        max_queue: int = 100_000,
+    ) -> None:
+        if url is None:
+            from cascade.paths import home
+
+            url = f"sqlite:///{home() / 'decisions.sqlite'}"
+        self.url, self.retention_days, self.max_rows = url, retention_days, max_rows
+        self.batch_size, self.flush_interval_s, self.max_queue = batch_size, flush_interval_s, max_queue
+        try:
+            self.engine_ = _engine(url)
+            metadata.create_all(self.engine_)
+        except Exception as exc:
+            raise DecisionLogError(f"decision log database {_safe_url(url)}: {exc}") from None
+        self.dropped_ = self.failed_ = self.written_ = 0
+        self._queue: deque[Decision] = deque()
+        self._enqueued = self._handled = 0
+        self._flush_to = 0
+        self._closing = self._closed = False
+        self._cond = threading.Condition()
+        self._db = threading.Lock()  # one connection at a time per object (also makes in-memory SQLite safe)
+        self._writer = threading.Thread(target=self._run, name="decision-log-writer", daemon=True)
+        self._writer.start()
+
+    def record(self, decisions: Iterable[Decision]) -> None:
+        """Enqueue decisions for the writer; never waits on I/O (a full queue drops its oldest)."""
+        with self._cond:
+            if self._closing:
+                raise DecisionLogError(f"decision log {_safe_url(self.url)} is closed")
+            for decision in decisions:
+                if len(self._queue) >= self.max_queue:
+                    self._queue.popleft()
+                    self.dropped_ += 1
+                    self._handled += 1
+                self._queue.append(decision)
+                self._enqueued += 1
+            if len(self._queue) >= self.batch_size:
+                self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Wait until every decision enqueued so far is written (or dropped / failed)."""
+        with self._cond:
+            self._flush_to = max(self._flush_to, self._enqueued)
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._handled >= self._flush_to or not self._writer.is_alive())
+
+    def close(self) -> None:
+        """Flush, stop the writer and release the database; calling it again does nothing."""
+        if self._closed:
+            return
+        self.flush()
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._writer.join()
+        self.engine_.dispose()
+        self._closed = True
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._closing or len(self._queue) >= self.batch_size or self._handled < self._flush_to,
+                    timeout=self.flush_interval_s,
+                )
+                if self._closing and not self._queue:
+                    return
+                batch = [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+            if batch:
+                self._write(batch)
+                with self._cond:
+                    self._handled += len(batch)
+                    self._cond.notify_all()
+
+    def _write(self, batch: list[Decision]) -> None:
+        try:
+            with self._db, self.engine_.begin() as conn:
+                conn.execute(decisions_table.insert(), [_row(d) for d in batch])
+            self.written_ += len(batch)
+        except Exception:
+            self.failed_ += len(batch)
+            logger.exception("decision log %s: %d decisions not written", _safe_url(self.url), len(batch))
+            return
+        try:
+            self.prune()
+        except Exception:
+            logger.exception("decision log %s: retention failed", _safe_url(self.url))
+
+    def prune(self) -> int:
+        """Delete decisions older than ``retention_days`` and beyond ``max_rows`` (oldest first), with
+        their feedback; return how many decisions went. The writer calls it after each batch."""
+        removed = 0
+        with self._db, self.engine_.begin() as conn:
+            if self.retention_days is not None:
+                too_old = decisions_table.c.time < time.time() - self.retention_days * 86400
+                old_ids = sa.select(decisions_table.c.id).where(too_old)
+                conn.execute(feedback_table.delete().where(feedback_table.c.decision_id.in_(old_ids)))
+                removed += conn.execute(decisions_table.delete().where(too_old)).rowcount
+            if self.max_rows is not None:
+                newest_first = sa.select(decisions_table.c.id).order_by(
+                    decisions_table.c.time.desc(), decisions_table.c.id.desc()
+                )
+                extra = conn.scalars(newest_first.offset(self.max_rows)).all()
+                for start in range(0, len(extra), _CHUNK):
+                    ids = extra[start : start + _CHUNK]
+                    conn.execute(feedback_table.delete().where(feedback_table.c.decision_id.in_(ids)))
+                    removed += conn.execute(decisions_table.delete().where(decisions_table.c.id.in_(ids))).rowcount
+        return removed
+
+    def attach_feedback(self, items: Sequence[tuple[str, str]], labels: Sequence[str]) -> list[FeedbackResult]:
+        """Attach ``(decision id, true label)`` items; one result per item, in order. Flushes first, so
+        decisions recorded before are seen. A label outside ``labels`` is ``bad label``; the same label
+        again is a ``duplicate`` (no-op); a different one for a labelled id a ``conflict`` (kept as is)."""
+        self.flush()
+        allowed = set(labels)
+        ids = list({decision_id for decision_id, _ in items})
+        with self._db, self.engine_.begin() as conn:
+            known: set[str] = set()
+            stored: dict[str, str] = {}
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                known.update(conn.scalars(sa.select(decisions_table.c.id).where(decisions_table.c.id.in_(chunk))))
+                query = sa.select(feedback_table.c.decision_id, feedback_table.c.true_label)
+                stored.update(conn.execute(query.where(feedback_table.c.decision_id.in_(chunk))).all())
+            results, new_rows, received = [], [], time.time()
+            for decision_id, true_label in items:
+                if decision_id not in known:
+                    status: FeedbackStatus = "unknown id"
+                elif true_label not in allowed:
+                    status = "bad label"
+                elif decision_id in stored:
+                    status = "duplicate" if stored[decision_id] == true_label else "conflict"
+                else:
+                    status = "ok"
+                    stored[decision_id] = true_label
+                    new_rows.append({"decision_id": decision_id, "true_label": true_label, "received": received})
+                results.append(FeedbackResult(decision_id, status))
+            if new_rows:
+                conn.execute(feedback_table.insert(), new_rows)
+        return results
+
+    def labelled(self, since: float | None = None) -> list[Labelled]:
+        """Decisions with a true label, oldest label first; ``since``: only labels received after it."""
+        self.flush()
+        query = sa.select(decisions_table, feedback_table.c.true_label, feedback_table.c.received).join(
+            feedback_table, feedback_table.c.decision_id == decisions_table.c.id
+        )
+        if since is not None:
+            query = query.where(feedback_table.c.received > since)
+        with self._db, self.engine_.connect() as conn:
+            rows = conn.execute(query.order_by(feedback_table.c.received, decisions_table.c.id)).all()
+        return [Labelled(_decision(row), row.true_label, row.received) for row in rows]
+
+    def export(self, path: str | Path, format: Literal["csv", "parquet"] = "parquet") -> int:
+        """Write every decision with its true label and its arrival time (empty / null if none) to
+        ``path``; return the row count. CSV keeps ``probabilities`` as JSON text, Parquet as doubles."""
+        if format not in ("csv", "parquet"):
+            raise ValueError(f"export format {format!r} is not one of ['csv', 'parquet']")
+        self.flush()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joined = decisions_table.outerjoin(feedback_table, feedback_table.c.decision_id == decisions_table.c.id)
+        query = sa.select(decisions_table, feedback_table.c.true_label, feedback_table.c.received).select_from(joined)
+        with self._db, self.engine_.connect() as conn:
+            result = conn.execute(query.order_by(decisions_table.c.time, decisions_table.c.id)).mappings()
+            chunks = (list(chunk) for chunk in result.partitions(10_000))
+            return _write_csv(path, chunks) if format == "csv" else _write_parquet(path, chunks)
+
+
+EXPORT_COLUMNS = [f.name for f in fields(Decision)] + ["true_label", "received"]
+
+
+def _write_csv(path: Path, chunks: Iterator[list[Any]]) -> int:
+    count = 0
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS)
+        writer.writeheader()
+        for chunk in chunks:
+            writer.writerows(chunk)
+            count += len(chunk)
+    return count
+
+
+def _write_parquet(path: Path, chunks: Iterator[list[Any]]) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    types = {"str": pa.string(), "float": pa.float64(), "bool": pa.bool_(), "Tier": pa.string()}
+    annotations = {f.name: str(f.type).removesuffix(" | None") for f in fields(Decision)}
+    annotations.update(true_label="str", received="float", probabilities="list")
+    schema = pa.schema([(name, types.get(annotations[name], pa.list_(pa.float64()))) for name in EXPORT_COLUMNS])
+    count = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        for chunk in chunks:
+            rows = [{**row, "probabilities": json.loads(row["probabilities"])} for row in chunk]
+            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
+            count += len(rows)
+    return count
