@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> CascadeConfig:
+    import policies.certify_ledger
     from policies.tune import tune
 
     artifact = tmp_path_factory.mktemp("artifact") / "spam"
@@ -35,11 +36,13 @@ def config(tmp_path_factory: pytest.TempPathFactory, tiny_llama: Path) -> Cascad
         artifact,
         expert={"kind": "vllm", "model": str(tiny_llama), "shots": 0, "max_model_len": 512, "kv_cache_gib": 1.0,
                 "max_input_tokens": 256},
-        # other modules tune the same certify part with another expert in this session: a second tuning
-        budget={"learning_rate": 0.01, "certify_reuse": "spend-delta"},
+        budget={"learning_rate": 0.01},
         serve={"port": free_port(), "expert_timeout_s": 15.0, "control": {"token_file": str(token_file)}},
     )
-    tune(config, progress=False)  # the served vLLM expert's calibrator is fitted on its own pool scores
+    ledger = tmp_path_factory.mktemp("certify-uses-vllm")
+    with pytest.MonkeyPatch.context() as patch:  # its own ledger: other modules tune this part with another expert
+        patch.setattr(policies.certify_ledger, "cache_dir", lambda name: ledger / name)
+        tune(config, progress=False)  # the served vLLM expert's calibrator is fitted on its own pool scores
     return config
 
 
