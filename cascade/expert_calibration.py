@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-
 from cascade.artifact import ArtifactError, verify_manifest, write_manifest
 from cascade.calibration import CALIBRATORS, CalibratorBase, ece, load_calibrator
 from cascade.config import CascadeConfig, ExpertConfig
