@@ -9,7 +9,7 @@ works; the default is an SQLite file under ``$CASCADE_HOME`` in WAL mode.
 
 >>> log = DecisionLog("sqlite://")
 >>> d = Decision(id=new_decision_id(), time=time.time(), probabilities=(0.9, 0.1), content_hash="h",
-...              deferral_score=0.1, threshold=0.5, tie_key=None, tier="small", label="spam",
+...              deferral_score=0.1, threshold=0.5, tie_key=None, tier="small", label="spam", deferred=False,
 ...              degraded=False, forced=False, certified=True, certificate_id="c1", app_version="1.0",
 ...              tenant=None)
 >>> log.record([d])
@@ -22,7 +22,6 @@ works; the default is an SQLite file under ``$CASCADE_HOME`` in WAL mode.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import re
@@ -30,7 +29,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -57,7 +56,10 @@ def new_decision_id() -> str:
 
 @dataclass(frozen=True)
 class Decision:
-    """One served verdict as logged; ``probabilities`` are the calibrated class probabilities."""
+    """One served verdict as logged. ``probabilities`` are the small tier's calibrated class
+    probabilities, ``deferral_score`` / ``threshold`` / ``tie_key`` the rule's inputs (the tie key only
+    for a score tied at the threshold), ``deferred`` whether the rule deferred it (before the hard cap
+    and the expert's health), ``tier`` / ``label`` what was served."""
 
     id: str
     time: float
@@ -68,6 +70,7 @@ class Decision:
     tie_key: float | None
     tier: Tier
     label: str
+    deferred: bool
     degraded: bool
     forced: bool
     certified: bool
@@ -112,6 +115,13 @@ feedback_table = sa.Table(
     sa.Column("decision_id", sa.String(32), primary_key=True),
     sa.Column("true_label", sa.Text, nullable=False),
     sa.Column("received", sa.Float, nullable=False, index=True),
+)  # fmt: skip
+certificates_table = sa.Table(
+    "certificates", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("time", sa.Float, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("certificate", sa.Text, nullable=False),
 )  # fmt: skip
 
 
@@ -318,21 +328,64 @@ class DecisionLog:
                 conn.execute(feedback_table.insert(), new_rows)
         return results
 
-    def labelled(self, since: float | None = None) -> list[Labelled]:
-        """Decisions with a true label, oldest label first; ``since``: only labels received after it."""
+    def labelled(self, since: float | None = None, certificate_id: str | None = None,
+                 logged_after: float | None = None) -> list[Labelled]:
+        """Decisions with a true label, oldest label first; ``since``: only labels received after it;
+        ``certificate_id``: only decisions served under that certificate; ``logged_after``: only
+        decisions made after that time."""
         self.flush()
         query = sa.select(decisions_table, feedback_table.c.true_label, feedback_table.c.received).join(
             feedback_table, feedback_table.c.decision_id == decisions_table.c.id
         )
         if since is not None:
             query = query.where(feedback_table.c.received > since)
+        if certificate_id is not None:
+            query = query.where(decisions_table.c.certificate_id == certificate_id)
+        if logged_after is not None:
+            query = query.where(decisions_table.c.time > logged_after)
         with self._db, self.engine_.connect() as conn:
             rows = conn.execute(query.order_by(feedback_table.c.received, decisions_table.c.id)).all()
         return [Labelled(_decision(row), row.true_label, row.received) for row in rows]
 
+    def decisions(self, after: float | None = None, until: float | None = None,
+                  certificate_id: str | None = None) -> list[Decision]:
+        """Logged decisions made in ``(after, until]`` (either end open when ``None``), oldest first
+        (ties by id), optionally only those served under ``certificate_id``. Reads what is in the
+        database: other writers' decisions appear once they have flushed."""
+        self.flush()
+        query = sa.select(decisions_table)
+        if after is not None:
+            query = query.where(decisions_table.c.time > after)
+        if until is not None:
+            query = query.where(decisions_table.c.time <= until)
+        if certificate_id is not None:
+            query = query.where(decisions_table.c.certificate_id == certificate_id)
+        with self._db, self.engine_.connect() as conn:
+            rows = conn.execute(query.order_by(decisions_table.c.time, decisions_table.c.id)).all()
+        return [_decision(row) for row in rows]
+
+    def record_certificate(self, certificate_id: str, certificate: dict[str, Any], reason: str) -> bool:
+        """Keep a served certificate (the first time its id is seen; returns whether it was new), so
+        every ``certificate_id`` in the log can be looked up, replaced ones included."""
+        with self._db, self.engine_.begin() as conn:
+            known = conn.scalar(sa.select(certificates_table.c.id).where(certificates_table.c.id == certificate_id))
+            if known is not None:
+                return False
+            conn.execute(certificates_table.insert(), [{"id": certificate_id, "time": time.time(), "reason": reason,
+                                                        "certificate": json.dumps(certificate, sort_keys=True)}])
+        return True
+
+    def certificates(self) -> list[dict[str, Any]]:
+        """Every certificate recorded, oldest first: ``id``, ``time``, ``reason``, ``certificate``."""
+        with self._db, self.engine_.connect() as conn:
+            rows = conn.execute(sa.select(certificates_table).order_by(certificates_table.c.time)).all()
+        return [{"id": r.id, "time": r.time, "reason": r.reason, "certificate": json.loads(r.certificate)} for r in rows]
+
     def export(self, path: str | Path, format: Literal["csv", "parquet"] = "parquet") -> int:
         """Write every decision with its true label and its arrival time (empty / null if none) to
         ``path``; return the row count. CSV keeps ``probabilities`` as JSON text, Parquet as doubles."""
+        from cascade.decision_export import write_csv, write_parquet
+
         if format not in ("csv", "parquet"):
             raise ValueError(f"export format {format!r} is not one of ['csv', 'parquet']")
         self.flush()
@@ -343,35 +396,28 @@ class DecisionLog:
         with self._db, self.engine_.connect() as conn:
             result = conn.execute(query.order_by(decisions_table.c.time, decisions_table.c.id)).mappings()
             chunks = (list(chunk) for chunk in result.partitions(10_000))
-            return _write_csv(path, chunks) if format == "csv" else _write_parquet(path, chunks)
+            return write_csv(path, chunks) if format == "csv" else write_parquet(path, chunks)
 
 
-EXPORT_COLUMNS = [f.name for f in fields(Decision)] + ["true_label", "received"]
+def decision_log_url(config: Any) -> str:
+    """The decision log of ``config.serve.decision_log``: the URL in ``url_env`` (when that variable is
+    set), else ``url``, else an SQLite file named after the config under ``$CASCADE_HOME/decisions``."""
+    import os
+
+    from cascade.paths import home
+
+    settings = config.serve.decision_log
+    if settings.url_env and os.environ.get(settings.url_env):
+        return os.environ[settings.url_env]
+    if settings.url:
+        return str(settings.url)
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name).strip("-") or "cascade"
+    return f"sqlite:///{home() / 'decisions' / f'{name}.sqlite'}"
 
 
-def _write_csv(path: Path, chunks: Iterator[list[Any]]) -> int:
-    count = 0
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS)
-        writer.writeheader()
-        for chunk in chunks:
-            writer.writerows(chunk)
-            count += len(chunk)
-    return count
-
-
-def _write_parquet(path: Path, chunks: Iterator[list[Any]]) -> int:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    types = {"str": pa.string(), "float": pa.float64(), "bool": pa.bool_(), "Tier": pa.string()}
-    annotations = {f.name: str(f.type).removesuffix(" | None") for f in fields(Decision)}
-    annotations.update(true_label="str", received="float", probabilities="list")
-    schema = pa.schema([(name, types.get(annotations[name], pa.list_(pa.float64()))) for name in EXPORT_COLUMNS])
-    count = 0
-    with pq.ParquetWriter(path, schema) as writer:
-        for chunk in chunks:
-            rows = [{**row, "probabilities": json.loads(row["probabilities"])} for row in chunk]
-            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-            count += len(rows)
-    return count
+def open_decision_log(config: Any) -> DecisionLog:
+    """The :class:`DecisionLog` ``config.serve.decision_log`` describes (retention, batching, queue)."""
+    settings = config.serve.decision_log
+    return DecisionLog(decision_log_url(config), retention_days=settings.retention_days, max_rows=settings.max_rows,
+                       batch_size=settings.batch_size, flush_interval_s=settings.flush_interval_s,
+                       max_queue=settings.max_queue)

@@ -26,13 +26,15 @@ from pydantic import Field, ValidationError, model_validator
 from cascade.config.budget import (BUDGET_FIELD_KINDS, BUDGETS, AcceptedErrorBudget, BudgetConfig, CostBudget,
                                    JointBudget, RateBudget, budget_config, is_other_kinds_default)
 from cascade.config.section import Section
-from cascade.config.serve import BreakerConfig, ControlConfig, ServeConfig, SharedBudgetConfig
+from cascade.config.serve import (BreakerConfig, ControlConfig, DecisionLogConfig, FeedbackConfig, MonitorConfig,
+                                  ServeConfig, SharedBudgetConfig)
 from cascade.types import CostModel
 
 __all__ = [  # the sections live in their own modules; users import every config model from here
     "AcceptedErrorBudget", "BreakerConfig", "BudgetConfig", "CalibratorConfig", "CascadeConfig", "ConfigError",
-    "ConfigWarning", "ControlConfig", "CostBudget", "DatasetConfig", "DetectorConfig", "ExperimentConfig",
-    "ExpertConfig", "JointBudget", "PolicyConfig", "RateBudget", "ServeConfig", "SharedBudgetConfig", "budget_config",
+    "ConfigWarning", "ControlConfig", "CostBudget", "DatasetConfig", "DecisionLogConfig", "DetectorConfig",
+    "ExperimentConfig", "ExpertConfig", "FeedbackConfig", "JointBudget", "MonitorConfig", "PolicyConfig", "RateBudget",
+    "ServeConfig", "SharedBudgetConfig", "budget_config",
 ]
 
 FILE_DATASETS = ("csv", "jsonl", "parquet")

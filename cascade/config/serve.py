@@ -1,4 +1,5 @@
-"""The ``serve`` section: replicas, batching, limits, the breaker, control access and the shared budget."""
+"""The ``serve`` section: replicas, batching, limits, the breaker, control access, the shared budget, and the
+production feedback loop (decision log, feedback, monitors)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,49 @@ class SharedBudgetConfig(Section):
     lease_ttl_s: float = Field(5.0, gt=0, description="an unreported lease expires, its allowance returned, after this")
     num_cpus: float = Field(0.05, gt=0, description="CPUs of the holder's one replica")
     max_queued_requests: int = Field(256, gt=0, description="exchanges queued at a router before failing (retried)")
+
+
+class FeedbackConfig(ControlConfig):
+    """Who may send true labels (``POST /v1/feedback``): holders of a bearer token of their own."""
+
+    token_env: str = Field("CASCADE_FEEDBACK_TOKEN", min_length=1,
+                           description="environment variable holding the feedback token")
+    max_items: int = Field(1000, gt=0, description="labels one feedback request may carry")
+
+
+class DecisionLogConfig(Section):
+    """Where every served decision is written (off the request path) for feedback and the monitors."""
+
+    enabled: bool = Field(True, description="log every decision; off: no decision ids, no feedback, no monitors")
+    url: str | None = Field(None, description="an SQLAlchemy URL (e.g. postgresql+psycopg://...) for a database the "
+                                              "whole cluster shares; None: an SQLite file under $CASCADE_HOME")
+    url_env: str | None = Field(None, description="environment variable holding the URL (keeps a password out of "
+                                                  "the YAML); wins over url when set")
+    retention_days: float | None = Field(30.0, gt=0, description="decisions older than this are deleted (None: kept)")
+    max_rows: int | None = Field(1_000_000, gt=0, description="at most this many decisions kept, newest first")
+    batch_size: int = Field(256, gt=0, description="decisions per insert")
+    flush_interval_s: float = Field(0.5, gt=0, description="a decision waits at most this long to be written")
+    max_queue: int = Field(100_000, gt=0, description="decisions waiting for the writer; beyond, the oldest is "
+                                                      "dropped and counted")
+
+
+class MonitorConfig(Section):
+    """Anytime-valid monitors of the served certificate (:mod:`policies.watch`) and what an alarm does."""
+
+    enabled: bool = Field(True, description="watch the certificate (needs the decision log)")
+    delta: float = Field(0.05, gt=0, lt=1, description="δ_monitor: the chance that any monitor raises a false alarm "
+                                                       "while the certificate holds, split evenly among the monitors")
+    action: Literal["alert", "fallback", "recertify"] = Field(
+        "alert", description="on alarm: alert (report only), fallback (the most conservative certified rule), or "
+                             "recertify (re-tune on fresh logged data, then swap the rule)")
+    interval_s: float = Field(1.0, gt=0, description="how often the monitors read the decision log")
+    settle_s: float = Field(2.0, ge=0, description="decisions younger than this are read on a later pass (writers "
+                                                   "flush off the request path)")
+    jump: float = Field(0.01, gt=0, le=1, description="the exchangeability martingale's jump rate (Simple Jumper)")
+    recertify_labels: int = Field(500, gt=0, description="fresh labelled decisions (logged after the alarm) that "
+                                                         "accepted-error and joint budgets re-certify on")
+    recertify_decisions: int = Field(1000, gt=0, description="fresh decisions (logged after the alarm) that rate and "
+                                                             "cost budgets re-certify on, from their scores alone")
 
 
 class ServeConfig(Section):
@@ -66,3 +110,6 @@ class ServeConfig(Section):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     control: ControlConfig = Field(default_factory=ControlConfig)
     shared_budget: SharedBudgetConfig = Field(default_factory=SharedBudgetConfig)
+    decision_log: DecisionLogConfig = Field(default_factory=DecisionLogConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
