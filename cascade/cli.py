@@ -8,6 +8,7 @@
     cascade serve CONFIG                start the Ray Serve app, print its URL
     cascade detect TEXT... [--url]      send samples to a running app
     cascade budget [--target X]         read or change a running app's budget (token: CASCADE_API_TOKEN)
+    cascade log export CONFIG --out F   write the decision log (verdicts + late labels) to CSV / Parquet
     cascade demo                        all of the above on SpamAssassin
 
 Errors print one line and a hint; ``cascade --debug ...`` prints the traceback instead.
@@ -34,6 +35,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 experiment_app = typer.Typer(help="Experiments: reproduce cost-accuracy curves.", no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
+log_app = typer.Typer(help="The decision log: every served verdict with its late true label.", no_args_is_help=True)
+app.add_typer(log_app, name="log")
 console = Console()
 _options = {"debug": False}
 
@@ -258,6 +261,39 @@ def budget_command(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     console.print_json(budget.model_dump_json())
+
+
+EXPORT_FORMATS = {".csv": "csv", ".parquet": "parquet"}
+
+
+@log_app.command("export")
+def log_export(
+    config: str = typer.Argument(..., help="cascade YAML whose serve.decision_log the app writes"),
+    out: str = typer.Option(..., "--out", help="the file to write, e.g. decisions.parquet"),
+    format: str = typer.Option(None, "--format", help="csv or parquet (default: from the --out suffix)"),
+) -> None:
+    """Write every logged decision with its true label (empty if none yet) to a CSV or Parquet file."""
+    from sqlalchemy.engine import make_url
+
+    from cascade.config import ConfigError
+    from cascade.decision_log import decision_log_url, open_decision_log
+
+    chosen = format or EXPORT_FORMATS.get(Path(out).suffix.lower())
+    if chosen is None:
+        raise typer.BadParameter(f"no export format for the suffix {Path(out).suffix!r}; end the file name in .csv "
+                                 "or .parquet, or pass --format csv|parquet", param_hint="--out")
+    if chosen not in EXPORT_FORMATS.values():
+        raise typer.BadParameter(f"{chosen!r} is not one of csv, parquet", param_hint="--format")
+    cfg = _config(config)
+    if not cfg.serve.decision_log.enabled:
+        raise ConfigError(f"{config}: serve.decision_log.enabled is false, so the app logs no decisions to export")
+    url = make_url(decision_log_url(cfg))
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).expanduser().exists():
+        raise FileNotFoundError(f"no decision log at {url.database}: the app writes it once it serves "
+                                "(serve.decision_log.url or url_env says where)")
+    with open_decision_log(cfg) as log:
+        rows = log.export(out, chosen)  # type: ignore[arg-type]
+    typer.echo(f"exported {rows} decisions to {out}")  # one line, unwrapped
 
 
 @app.command("demo")

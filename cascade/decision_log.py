@@ -10,7 +10,7 @@ works; the default is an SQLite file under ``$CASCADE_HOME`` in WAL mode.
 >>> log = DecisionLog("sqlite://")
 >>> d = Decision(id=new_decision_id(), time=time.time(), probabilities=(0.9, 0.1), content_hash="h",
 ...              deferral_score=0.1, threshold=0.5, tie_key=None, tier="small", label="spam", deferred=False,
-...              degraded=False, forced=False, certified=True, certificate_id="c1", app_version="1.0",
+...              cost=0.001, degraded=False, forced=False, certified=True, certificate_id="c1", app_version="1.0",
 ...              tenant=None)
 >>> log.record([d])
 >>> [r.status for r in log.attach_feedback([(d.id, "ham"), ("nope", "ham")], labels=["spam", "ham"])]
@@ -59,7 +59,7 @@ class Decision:
     """One served verdict as logged. ``probabilities`` are the small tier's calibrated class
     probabilities, ``deferral_score`` / ``threshold`` / ``tie_key`` the rule's inputs (the tie key only
     for a score tied at the threshold), ``deferred`` whether the rule deferred it (before the hard cap
-    and the expert's health), ``tier`` / ``label`` what was served."""
+    and the expert's health), ``tier`` / ``label`` / ``cost`` what was served and what it cost."""
 
     id: str
     time: float
@@ -71,6 +71,7 @@ class Decision:
     tier: Tier
     label: str
     deferred: bool
+    cost: float
     degraded: bool
     forced: bool
     certified: bool

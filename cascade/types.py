@@ -80,6 +80,8 @@ class Verdict(BaseModel):
     """The answer for one sample and how it was reached."""
 
     id: str | None = None
+    decision_id: str | None = Field(None, description="this decision's id in the decision log: send it with the true "
+                                                      "label to POST /v1/feedback (None: no decision log)")
     label: str
     probability: float = Field(ge=0, le=1, description="calibrated probability of `label`")
     source: Tier

@@ -50,7 +50,7 @@ from deployments.router import CascadeRouter
 
 APP_NAME = "cascade"
 ROUTER_MAX_ONGOING_REQUESTS = 256
-_PASSED_ENV = ("CASCADE_HOME",)
+_PASSED_ENV = ("CASCADE_HOME",)  # and serve.decision_log.url_env (a database URL kept out of the YAML)
 
 
 class AppArgs(BaseModel):
@@ -71,7 +71,8 @@ def build_app(config: CascadeConfig) -> Application:
     expert = ExpertServer.options(**options["expert"]).bind(config)
     holder = BudgetHolder.options(**options["holder"]).bind(config, served)
     access = ControlAccess.from_config(config.serve.control)  # read here: only its digest reaches the replicas
-    return CascadeRouter.options(**options["router"]).bind(config, served, access, detector, expert, holder)
+    feedback = ControlAccess.from_config(config.serve.feedback, "feedback")
+    return CascadeRouter.options(**options["router"]).bind(config, served, access, feedback, detector, expert, holder)
 
 
 def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
@@ -84,7 +85,8 @@ def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
     """
     settings = config.serve
     autoscaling = {role: AutoscalingConfig(**values) for role, values in (settings.autoscaling or {}).items()}
-    env = {name: os.environ[name] for name in _PASSED_ENV if name in os.environ}
+    passed = _PASSED_ENV + ((settings.decision_log.url_env,) if settings.decision_log.url_env else ())
+    env = {name: os.environ[name] for name in passed if name in os.environ}
     roles = {
         "detector": (settings.detector_replicas, settings.detector_num_cpus, {}, 2 * settings.max_batch_size,
                      settings.detector_max_queued_requests),

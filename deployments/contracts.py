@@ -16,6 +16,7 @@ from deployments.payloads import Payload
 from deployments.served import ServedPolicy
 from deployments.schemas import Modality
 from policies.online import Decisions
+from policies.watch import certificate_id
 
 TierProbe = Callable[[], Awaitable[bool]]
 """Answers whether a tier can serve now (False or an exception: it cannot)."""
@@ -72,6 +73,8 @@ class ServiceSettings:
     n_features: int | None = None
     missing_values: bool = False
     """the detector takes missing feature values (NaN; ``null`` in JSON)"""
+    certificate_id: str | None = None
+    """the served certificate's id (:func:`policies.watch.certificate_id`) until the holder says otherwise"""
 
     @classmethod
     def from_config(cls, config: CascadeConfig, served: ServedPolicy) -> "ServiceSettings":
@@ -83,7 +86,8 @@ class ServiceSettings:
                    certificate=served.certificate,
                    breaker_failures=serve.breaker.failures, breaker_cooldown_s=serve.breaker.cooldown_s,
                    readiness_timeout_s=serve.readiness_timeout_s, n_features=served.n_features,
-                   missing_values=detector_class(config.detector.kind).missing_values is not None)
+                   missing_values=detector_class(config.detector.kind).missing_values is not None,
+                   certificate_id=certificate_id(served.certificate))
 
 
 class InvalidBudget(ValueError):

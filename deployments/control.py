@@ -40,37 +40,40 @@ class ControlAccess:
 
     token_digest: bytes | None
     allow_unauthenticated: bool = False
+    section: str = "control"
+    """the config section the token belongs to (``control`` or ``feedback``), named in refusals"""
 
     @classmethod
-    def from_token(cls, token: str | None, allow_unauthenticated: bool = False) -> ControlAccess:
+    def from_token(cls, token: str | None, allow_unauthenticated: bool = False, section: str = "control") -> ControlAccess:
         digest = hashlib.sha256(token.encode()).digest() if token else None
-        return cls(token_digest=digest, allow_unauthenticated=allow_unauthenticated)
+        return cls(token_digest=digest, allow_unauthenticated=allow_unauthenticated, section=section)
 
     @classmethod
-    def from_config(cls, control: ControlConfig) -> ControlAccess:
+    def from_config(cls, control: ControlConfig, section: str = "control") -> ControlAccess:
         """Read the token from ``control.token_file`` (when set) or the ``control.token_env`` variable."""
         if control.token_file is not None:
             path = Path(control.token_file)
             if not path.is_file():
-                raise ConfigError(f"serve.control.token_file: no such file {path}")
+                raise ConfigError(f"serve.{section}.token_file: no such file {path}")
             token = path.read_text(encoding="utf-8").strip()
             if not token:
-                raise ConfigError(f"serve.control.token_file: {path} is empty")
+                raise ConfigError(f"serve.{section}.token_file: {path} is empty")
         else:
             token = os.environ.get(control.token_env, "").strip()
-        return cls.from_token(token or None, control.allow_unauthenticated)
+        return cls.from_token(token or None, control.allow_unauthenticated, section)
 
     def refusal(self, authorization: str | None) -> Refusal | None:
         """``None`` when a request with this ``Authorization`` header may mutate, else why not."""
         if self.token_digest is None:
             if self.allow_unauthenticated:
                 return None
-            return Refusal(403, "forbidden", "changes are disabled: no control token is configured (set the "
-                                             "token's environment variable or serve.control.token_file; "
-                                             "serve.control.allow_unauthenticated: true for local use only)")
+            where = f"serve.{self.section}"
+            return Refusal(403, "forbidden", f"disabled: no {self.section} token is configured (set the token's "
+                                             f"environment variable or {where}.token_file; "
+                                             f"{where}.allow_unauthenticated: true for local use only)")
         if not authorization or not authorization.lower().startswith(_SCHEME):
-            return Refusal(401, "unauthorized", "this change needs 'Authorization: Bearer <token>'")
+            return Refusal(401, "unauthorized", "this request needs 'Authorization: Bearer <token>'")
         presented = hashlib.sha256(authorization[len(_SCHEME):].strip().encode()).digest()
         if not hmac.compare_digest(presented, self.token_digest):
-            return Refusal(401, "unauthorized", "the bearer token is not the control token")
+            return Refusal(401, "unauthorized", f"the bearer token is not the {self.section} token")
         return None

@@ -3,8 +3,8 @@
 * A body over the limit is refused with 413 before it is parsed: at once when ``Content-Length``
   says so, or, for a chunked body, as soon as the bytes streamed in pass the limit (the body is
   held only up to the limit, then handed to the app).
-* A mutating route (``MUTATIONS``) needs the control token (:mod:`deployments.control`): 401/403
-  before the body is read.
+* A mutating route (``MUTATIONS``) needs the control token (:mod:`deployments.control`), and
+  ``POST /v1/feedback`` the feedback token: 401/403 before the body is read.
 * Every answered request is counted by route and status, 4xx also as rejected input.
 """
 
@@ -24,6 +24,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MUTATIONS: frozenset[tuple[str, str]] = frozenset({("PUT", "/v1/budget")})
+FEEDBACK: tuple[str, str] = ("POST", "/v1/feedback")
 
 
 class BodyTooLarge(Exception):
@@ -34,8 +35,9 @@ class RequestGuard:
     """ASGI middleware; ``routes`` are the paths metrics name (others count as ``other``)."""
 
     def __init__(self, app: ASGIApp, body_limit: int, access: ControlAccess, metrics: CascadeMetrics,
-                 routes: Collection[str]) -> None:
+                 routes: Collection[str], feedback_access: ControlAccess | None = None) -> None:
         self.app = app
+        self.feedback_access = feedback_access or ControlAccess.from_token(None, section="feedback")
         self.body_limit = body_limit
         self.access = access
         self.metrics = metrics
@@ -74,8 +76,10 @@ class RequestGuard:
         if declared.isdigit() and int(declared) > self.body_limit:
             message = f"request body of {declared} bytes is over the limit of {self.body_limit}"
             return 413, "payload_too_large", message, {}
-        if (scope["method"], scope["path"]) in MUTATIONS:
-            refused = self.access.refusal(headers.get("authorization"))
+        route = (scope["method"], scope["path"])
+        if route in MUTATIONS or route == FEEDBACK:
+            access = self.feedback_access if route == FEEDBACK else self.access
+            refused = access.refusal(headers.get("authorization"))
             if refused is not None:
                 extra = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else {}
                 return refused.status, refused.error, refused.message, extra

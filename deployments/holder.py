@@ -9,22 +9,32 @@ nothing (its unreported lease expires). The checkpoint is keyed by a fingerprint
 on (the artifact's threshold and certificate, the budget settings, a format version): an app
 deployed with a different budget starts fresh. It lives as long as the Ray cluster. A target
 declared in the holder's ``user_config`` (``serve deploy``) is applied when the declaration changes.
+
+The holder also keeps the served certificate (:class:`~deployments.keeper.CertificateKeeper`): every
+``serve.monitor.interval_s`` it reads the decision log, feeds the anytime-valid monitors and acts on
+an alarm (alert, fallback, recertify). Each event is one JSON line on the ``cascade.monitor``
+logger (the replica's log file); the monitors' evidence and alarms are gauges
+(``ray_cascade_monitor_evidence``, ``ray_cascade_monitor_alarm``), re-certifications a counter.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import hashlib
 import json
+import logging
 from typing import Any
 
 from ray import serve
 
 from cascade.config import CascadeConfig, ConfigError
-from deployments.served import ServedPolicy
+from deployments.served import ServedPolicy, watched
 from deployments.knobs import HOLDER_KNOBS, with_knobs
 from policies.leases import BudgetLedger, Lease, Report
 
-CHECKPOINT_VERSION = 2  # 2: the controller snapshot carries the served rule, coverage and forced acceptances
+CHECKPOINT_VERSION = 3  # 3: the served certificate and rule (re-certification swaps them)
+monitor_log = logging.getLogger("cascade.monitor")
 KV_NAMESPACE = "cascade"
 
 
@@ -39,7 +49,7 @@ def budget_fingerprint(config: CascadeConfig, served: ServedPolicy) -> str:
 class BudgetHolder:
     """The app's :class:`~policies.leases.BudgetLedger` (one replica; see the module docstring)."""
 
-    def __init__(self, config: CascadeConfig, served: ServedPolicy) -> None:
+    async def __init__(self, config: CascadeConfig, served: ServedPolicy) -> None:
         shared = config.serve.shared_budget
         self._config = config
         self._declared: float | None = None
@@ -53,7 +63,43 @@ class BudgetHolder:
         else:
             self._ledger = BudgetLedger(served.controller(config), shared.lease_deferrals, shared.lease_ttl_s)
             self.resumed = False
+        self._keeper = self._watcher = None
+        self._read_error: str | None = None
+        if watched(config) and served.certificate is not None:
+            from cascade.decision_log import open_decision_log
+            from deployments.keeper import CertificateKeeper
+
+            snapshot = stored.get("watch") if self.resumed and stored is not None else None
+            log = await asyncio.to_thread(open_decision_log, config)
+            self._keeper = await asyncio.to_thread(CertificateKeeper, config, served, log, served.reference, snapshot)
+            self._ledger.info = self._keeper.lease_info()
+            self._metrics = _monitor_metrics()
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
         self._save()
+
+    async def _watch(self) -> None:
+        """Read the log, feed the monitors, act; forever, every ``serve.monitor.interval_s``."""
+        keeper = self._keeper
+        assert keeper is not None
+        while True:
+            try:
+                reading = await asyncio.to_thread(keeper.read)
+                events = keeper.apply(reading, self._ledger)  # on the loop: never during an exchange
+                self._read_error = None
+            except Exception as exc:
+                events, self._read_error = [], f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+                monitor_log.exception("cascade monitor: the decision log could not be read")
+            self._ledger.info = keeper.lease_info()
+            for event in events:
+                monitor_log.warning(json.dumps(event, sort_keys=True, default=str))
+                if event["event"] == "recertified":
+                    self._metrics["recertified"].inc()
+            if events:
+                self._save()
+            for name, monitor in keeper.state()["monitors"].items():
+                self._metrics["evidence"].set(monitor["evidence"], tags={"monitor": name})
+                self._metrics["alarm"].set(float(monitor["alarm"]), tags={"monitor": name})
+            await asyncio.sleep(self._config.serve.monitor.interval_s)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve's ``user_config``: a declared ``budget.target`` (:mod:`deployments.knobs`), applied when
@@ -78,11 +124,16 @@ class BudgetHolder:
         """Account for a router replica's report; its next lease."""
         lease = self._ledger.exchange(report)
         self._save()
+        if self._keeper is not None and self._keeper.in_doubt:
+            lease = dataclasses.replace(lease, covered=False)  # an alarm stands: answers are outside the certificate
         return lease
 
     async def state(self) -> dict[str, Any]:
         """The app's budget now (the controller's state, leases, whether it resumed a checkpoint)."""
-        return {**self._ledger.state(), "resumed": self.resumed}
+        state = {**self._ledger.state(), "resumed": self.resumed}
+        if self._keeper is not None:
+            state["watch"] = {**self._keeper.state(), "error": self._read_error}
+        return state
 
     async def set_target(self, target: float) -> dict[str, Any]:
         """Change the target; ``{"error": ...}`` when the controller refuses it."""
@@ -102,6 +153,16 @@ class BudgetHolder:
     def _save(self) -> None:
         from ray.experimental.internal_kv import _internal_kv_put
 
+        keeper = getattr(self, "_keeper", None)
         value = json.dumps({"fingerprint": self._fingerprint, "ledger": self._ledger.snapshot(),
-                            "declared": self._declared})
+                            "declared": self._declared, "watch": keeper.snapshot() if keeper is not None else None})
         _internal_kv_put(self._key, value, overwrite=True, namespace=KV_NAMESPACE)
+
+
+def _monitor_metrics() -> dict[str, Any]:
+    from ray.serve.metrics import Counter, Gauge
+
+    return {"evidence": Gauge("cascade_monitor_evidence", "e-process of each monitor of the served certificate "
+                              "(alarm at 1/δ)", tag_keys=("monitor",)),
+            "alarm": Gauge("cascade_monitor_alarm", "1 while the monitor's alarm stands", tag_keys=("monitor",)),
+            "recertified": Counter("cascade_recertifications_total", "served rules swapped for a re-certified one")}

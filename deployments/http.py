@@ -33,10 +33,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cascade import __version__
 from cascade.config import ServeConfig
+from cascade.decision_log import DecisionLogError
 from cascade.types import Sample
 from deployments.payloads import InvalidSamples
 from deployments.budgets import BudgetUnavailable
 from deployments.control import ControlAccess
+from deployments.decisions import FeedbackDisabled
 from deployments.guard import RequestGuard
 from deployments.schemas import (
     BudgetState,
@@ -45,6 +47,8 @@ from deployments.schemas import (
     ErrorResponse,
     ExplainRequest,
     ExplainResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     FieldProblem,
     Health,
     Modality,
@@ -55,7 +59,7 @@ from deployments.schemas import (
 from deployments.contracts import InvalidBudget, SmallTierUnavailable
 from deployments.metrics import CascadeMetrics
 
-ROUTES: tuple[str, ...] = ("/v1/detect", "/v1/explain", "/v1/budget", "/healthz", "/readyz")
+ROUTES: tuple[str, ...] = ("/v1/detect", "/v1/explain", "/v1/budget", "/v1/feedback", "/healthz", "/readyz")
 TIER_HEADER = "X-Cascade-Tier"
 DEGRADED_HEADER = "X-Cascade-Degraded"
 _SIZE_ERRORS = {"too_long", "string_too_long"}
@@ -83,14 +87,20 @@ class CascadeAPI(Protocol):
 
     async def set_budget(self, update: BudgetUpdate) -> BudgetState: ...
 
+    async def feedback(self, request: FeedbackRequest) -> FeedbackResponse: ...
+
     def health(self) -> Health: ...
 
     async def readiness(self) -> Readiness: ...
 
 
-def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAccess) -> FastAPI:
-    """The FastAPI app: ``/v1/detect``, ``/v1/explain``, ``/v1/budget``, ``/healthz``, ``/readyz``, ``/docs``;
-    ``access`` says who may ``PUT /v1/budget``."""
+def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAccess,
+                   feedback_access: ControlAccess | None = None) -> FastAPI:
+    """The FastAPI app: ``/v1/detect``, ``/v1/explain``, ``/v1/budget``, ``/v1/feedback``, ``/healthz``,
+    ``/readyz``, ``/docs``; ``access`` says who may ``PUT /v1/budget``, ``feedback_access`` who may
+    ``POST /v1/feedback`` (default: ``limits.feedback``'s token)."""
+    if feedback_access is None:
+        feedback_access = ControlAccess.from_config(limits.feedback, "feedback")
     models = request_models(limits, service.modality)
     retry_after = {"Retry-After": str(math.ceil(limits.retry_after_s))}
     app = FastAPI(
@@ -99,7 +109,7 @@ def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAcce
         description="A cheap detector answers; a calibrated deferral policy sends likely-wrong samples to an LLM.",
     )
     app.add_middleware(RequestGuard, body_limit=max_body_bytes(limits), access=access, metrics=service.metrics,
-                       routes=ROUTES)
+                       routes=ROUTES, feedback_access=feedback_access)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -121,6 +131,14 @@ def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAcce
     @app.exception_handler(BudgetUnavailable)
     async def _budget_away(request: Request, exc: BudgetUnavailable) -> JSONResponse:
         return _error(503, "budget_unavailable", str(exc), headers=retry_after)
+
+    @app.exception_handler(FeedbackDisabled)
+    async def _no_log(request: Request, exc: FeedbackDisabled) -> JSONResponse:
+        return _error(409, "decision_log_disabled", str(exc))
+
+    @app.exception_handler(DecisionLogError)
+    async def _log_down(request: Request, exc: DecisionLogError) -> JSONResponse:
+        return _error(503, "decision_log_unavailable", str(exc), headers=retry_after)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
@@ -159,6 +177,13 @@ def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAcce
     async def set_budget(body: BudgetUpdate) -> BudgetState:
         """Change the deferral-rate target at run time (for the whole app); needs ``Authorization: Bearer``."""
         return await service.set_budget(body)
+
+    @app.post("/v1/feedback", response_model=FeedbackResponse, responses={
+        **_CONTROL_RESPONSES, 409: {"model": ErrorResponse, "description": "the app keeps no decision log"}})
+    async def feedback(body: models.feedback) -> FeedbackResponse:  # type: ignore[valid-type]
+        """Attach true labels to logged decisions (late, for any subset; idempotent); needs the feedback
+        token (``Authorization: Bearer``). One outcome per item: ok, duplicate, conflict, unknown id, bad label."""
+        return await service.feedback(body)
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:

@@ -26,6 +26,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from cascade.config import CascadeConfig
+from cascade.decision_log import open_decision_log
 from cascade.types import Sample
 from deployments.answers import Triage
 from deployments.payloads import Payload, samples_in
@@ -38,8 +39,8 @@ from deployments.expert import ExpertHandle
 from deployments.http import build_http_app
 from deployments.knobs import ROUTER_KNOBS, with_knobs
 from deployments.metrics import CascadeMetrics
-from deployments.schemas import (BudgetState, BudgetUpdate, DetectResponse, ExplainRequest, ExplainResponse, Health,
-                                 Modality, Readiness)
+from deployments.schemas import (BudgetState, BudgetUpdate, DetectResponse, ExplainRequest, ExplainResponse,
+                                 FeedbackRequest, FeedbackResponse, Health, Modality, Readiness)
 from deployments.service import CascadeService, raised
 from policies.leases import Lease, LeasedBudget, Report
 
@@ -50,12 +51,14 @@ class CascadeRouter:
     """The HTTP entry point of the cascade app; ``detector`` is ``None`` when the small tier runs here."""
 
     async def __init__(self, config: CascadeConfig, served: ServedPolicy, access: ControlAccess,
-                       detector: DeploymentHandle | None, expert: DeploymentHandle, holder: DeploymentHandle) -> None:
+                       feedback_access: ControlAccess, detector: DeploymentHandle | None, expert: DeploymentHandle,
+                       holder: DeploymentHandle) -> None:
         from cascade.small import SmallTier
 
         self._config = config
         self._served = served
         self._access = access
+        self._feedback_access = feedback_access
         self._holder = holder
         expert_client = ExpertHandle(expert)
         small = (LocalSmallTier(SmallTier.load(Path(served.small_dir))) if detector is None
@@ -67,6 +70,7 @@ class CascadeRouter:
             ServiceSettings.from_config(config, served), small=small, expert=expert_client, policy=served.policy,
             controller=SharedBudget(leased, read=self._read_budget, change=self._change_budget), cost=config.cost,
             expert_probe=expert_client.status,
+            decision_log=open_decision_log(config) if config.serve.decision_log.enabled else None,
         )
         await leased.start()  # the first lease before the first request: a new replica can defer at once
 
@@ -83,7 +87,7 @@ class CascadeRouter:
         self.triage_batch.set_batch_wait_timeout_s(config.serve.router_batch_wait_timeout_s)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_http_app(self, self._config.serve, self._access)
+        return build_http_app(self, self._config.serve, self._access, self._feedback_access)
 
     async def detect(self, samples: Sequence[Sample], rationale: bool = False) -> DetectResponse:
         """Verdicts for ``samples``, in order: validate, triage in the batches the chunks join, answer."""
@@ -117,6 +121,14 @@ class CascadeRouter:
 
     async def set_budget(self, update: BudgetUpdate) -> BudgetState:
         return await self._service.set_budget(update)
+
+    async def feedback(self, request: FeedbackRequest) -> FeedbackResponse:
+        return await self._service.feedback(request)
+
+    def __del__(self) -> None:
+        log = getattr(getattr(self, "_service", None), "decision_log", None)
+        if log is not None:
+            log.close()  # what waits in the queue is written before the replica goes
 
     def health(self) -> Health:
         return self._service.health()

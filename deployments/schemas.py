@@ -97,10 +97,62 @@ class ExplainResponse(BaseModel):
     latency_ms: float
 
 
+class FeedbackItem(_Body):
+    """A true label for one logged decision (its verdict's ``decision_id``)."""
+
+    decision_id: str = Field(min_length=1, max_length=64)
+    label: str = Field(min_length=1, max_length=256)
+
+
+class FeedbackRequest(_Body):
+    """True labels, arriving late and for a subset of the decisions; sending one again is harmless."""
+
+    items: list[FeedbackItem] = Field(min_length=1)
+
+
+class FeedbackOutcome(BaseModel):
+    decision_id: str
+    status: Literal["ok", "unknown id", "bad label", "conflict", "duplicate"] = Field(
+        description="ok: attached; duplicate: this label was already attached; conflict: another label was "
+                    "(kept as is); unknown id: no such decision logged (or pruned); bad label: not a served label")
+
+
+class FeedbackResponse(BaseModel):
+    """One outcome per item, in order, and how many of each."""
+
+    results: list[FeedbackOutcome]
+    counts: dict[str, int]
+
+
+class MonitorState(BaseModel):
+    """One anytime-valid monitor of the served certificate (:mod:`policies.watch`)."""
+
+    bound: float | None = Field(description="the certified bound it tests (None: exchangeability)")
+    n: int = Field(description="observations so far")
+    mean: float | None = Field(description="their running mean")
+    evidence: float = Field(description="the e-process now; 1 at the start, alarm at alarm_at_evidence")
+    alarm_at_evidence: float = Field(description="1/δ of this monitor (δ_monitor split among the monitors)")
+    alarm: bool
+    alarm_at: int | None = Field(description="the observation that raised the alarm")
+
+
+class WatchState(BaseModel):
+    """The monitors of the served certificate and what the app does about an alarm."""
+
+    status: Literal["watching", "alarm", "fallback", "recertifying", "recertify-failed", "unwatched"]
+    message: str
+    delta: float = Field(description="δ_monitor: chance of any false alarm while the certificate holds")
+    action: Literal["alert", "fallback", "recertify"]
+    certificate_id: str | None
+    monitors: dict[str, MonitorState]
+    replaced: list[dict[str, Any]] = Field(description="earlier certificates this app served, and why replaced")
+    error: str | None = Field(None, description="the last failure to read the decision log, if the latest pass failed")
+
+
 class GuaranteeNow(BaseModel):
     """The guarantee in force for the threshold served now (:func:`policies.online.guarantee_now`)."""
 
-    status: Literal["certified", "defers-less", "tracking", "overridden", "uncertified"]
+    status: Literal["certified", "defers-less", "tracking", "overridden", "uncertified", "in-doubt"]
     statement: str
     certified_threshold: float | None = Field(None, description="the threshold the certificate is about")
 
@@ -125,6 +177,8 @@ class BudgetState(BaseModel):
                                                  "answered (hard cap or missing lease allowance)")
     forced_total: int = Field(0, description="such forced acceptances since the budget started")
     replicas: int | None = Field(None, description="router replicas sharing this budget now (None: in-process)")
+    certificate_id: str | None = Field(None, description="the id every decision served under the certificate carries")
+    watch: WatchState | None = Field(None, description="the certificate's monitors (None: not watched)")
 
 
 class Health(BaseModel):
@@ -165,6 +219,7 @@ class RequestModels:
 
     detect: type[DetectRequest]
     explain: type[ExplainRequest]
+    feedback: type[FeedbackRequest]
 
 
 def request_models(limits: ServeConfig, modality: Modality) -> RequestModels:
@@ -193,7 +248,11 @@ def request_models(limits: ServeConfig, modality: Modality) -> RequestModels:
         sample=(sample, ...),
         question=(str | None, Field(None, min_length=1, max_length=limits.max_text_chars)),
     )
-    return RequestModels(detect=detect, explain=explain)
+    feedback = create_model(
+        "FeedbackRequest", __base__=FeedbackRequest, __doc__=FeedbackRequest.__doc__,
+        items=(list[FeedbackItem], Field(min_length=1, max_length=limits.feedback.max_items)),
+    )
+    return RequestModels(detect=detect, explain=explain, feedback=feedback)
 
 
 def max_body_bytes(limits: ServeConfig) -> int:

@@ -6,6 +6,7 @@ Layout (each part checksummed by its own manifest)::
     <artifact_dir>/small/   a saved cascade.small.SmallTier (detector + calibrator)
     <artifact_dir>/hop/     a saved policies.Hop (policy + threshold + certificate)
     <artifact_dir>/expert_calibrator/  the expert's calibrator (unless ``expert.calibration`` is none)
+    <artifact_dir>/monitor_reference/  the certify part's deferral scores (the exchangeability monitor's)
 
 Everything is loaded and checked in the driver before any replica starts, so a missing, corrupt
 or mismatched artifact fails ``build_app`` with the file's name.
@@ -41,6 +42,8 @@ class ServedPolicy:
     modality: Modality
     small_dir: Path
     n_features: int | None = None
+    reference: Any = None
+    """the certify part's deferral scores (numpy), which the exchangeability monitor compares with"""
 
     def controller(self, config: CascadeConfig) -> Any:
         """A fresh :class:`~policies.OnlineController` serving the certified rule (threshold and tie rule),
@@ -76,6 +79,7 @@ def load_served(config: CascadeConfig) -> ServedPolicy:
     """Load and check the artifact in ``config.artifact_dir``."""
     from cascade.small import SmallTier
     from policies.tiers import Hop
+    from policies.watch import MONITOR_REFERENCE_DIR, load_reference
 
     modality = served_modality(config)
     root = Path(config.artifact_dir)
@@ -91,9 +95,15 @@ def load_served(config: CascadeConfig) -> ServedPolicy:
         raise ArtifactError(f"{root / HOP_DIR}: threshold is {hop.threshold}; serving needs a finite threshold")
     certificate = hop.certificate.model_dump(mode="json") if hop.certificate is not None else None
     expert_calibrator(config)  # the expert replicas load it again: a missing or damaged one fails here first
+    reference = load_reference(root / MONITOR_REFERENCE_DIR) if watched(config) else None
     return ServedPolicy(policy=hop.policy, threshold=float(hop.threshold), certificate=certificate,
                         label_names=tuple(config.expert.labels), modality=modality, small_dir=root / SMALL_DIR,
-                        n_features=getattr(small.detector, "n_features_in_", None) if modality == "features" else None)
+                        reference=reference, n_features=getattr(small.detector, "n_features_in_", None) if modality == "features" else None)
+
+
+def watched(config: CascadeConfig) -> bool:
+    """Whether the app watches its certificate: the decision log and the monitors are both on."""
+    return config.serve.decision_log.enabled and config.serve.monitor.enabled
 
 
 def expert_calibrator(config: CascadeConfig) -> Any:

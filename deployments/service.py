@@ -25,11 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from cascade import __version__
+from cascade.decision_log import DecisionLog, new_decision_id
 from cascade.experts.errors import ExpertUnavailable
 from cascade.types import CostModel, Sample, Verdict
 from deployments.answers import Answers, Triage
 from deployments.payloads import InvalidSamples, Payload, feature_rows, joined, payload_of, take
 from deployments.breaker import CircuitBreaker
+from deployments.decisions import attach_feedback, decision_rows
 from deployments.contracts import (
     Budget,
     CircuitOpen,
@@ -48,6 +51,8 @@ from deployments.schemas import (
     DetectResponse,
     ExplainRequest,
     ExplainResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     GuaranteeNow,
     Health,
     Modality,
@@ -70,6 +75,7 @@ class CascadeService:
         metrics: CascadeMetrics | None = None,
         expert_probe: TierProbe | None = None,
         breaker: CircuitBreaker | None = None,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or CascadeMetrics()
@@ -84,6 +90,7 @@ class CascadeService:
         self.breaker = breaker or CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s,
                                                  probed=expert_probe is not None)
         self._expert_check: asyncio.Task[None] | None = None
+        self.decision_log = decision_log
 
     def retune(self, settings: ServiceSettings) -> None:
         """New settings for the next request (timeouts, breaker thresholds); the breaker keeps its state."""
@@ -155,9 +162,10 @@ class CascadeService:
         label_index = answers.probabilities.argmax(axis=1)
         probability = np.clip(answers.probabilities[np.arange(n), label_index], 0.0, 1.0)
         total_ms = _ms_since(started)
+        ids = [new_decision_id() for _ in range(n)] if self.decision_log is not None else [None] * n
         verdicts = [  # built from values computed here: no re-validation on the hot path
             Verdict.model_construct(
-                id=samples[i].id, label=str(self._labels[label_index[i]]), probability=float(probability[i]),
+                id=samples[i].id, decision_id=ids[i], label=str(self._labels[label_index[i]]), probability=float(probability[i]),
                 source=answers.source[i], deferral_score=float(scores[i]), threshold=float(triage.thresholds[i]),
                 cost=float(answers.cost[i]),
                 latency_ms={"small": small_ms, "policy": triage.policy_ms, **({"expert": expert_ms} if defer[i] else {}),
@@ -170,11 +178,19 @@ class CascadeService:
             for i in range(n)
         ]
         self._record(answers, defer, total_ms)
+        if self.decision_log is not None:
+            self.decision_log.record(decision_rows(
+                ids, payload, triage, answers, self._labels, certified, self.settings.certificate,  # type: ignore[arg-type]
+                self._controller.state().get("certificate_id", self.settings.certificate_id), __version__))
         if not certified.all():
             self.metrics.uncertified.inc(int(n - np.count_nonzero(certified)))
         answered_by = {tier: int(np.count_nonzero(answers.source == tier)) for tier in ("small", "expert")}
         return DetectResponse.model_construct(verdicts=verdicts, answered_by=answered_by,
                                               degraded=int(answers.degraded.sum()))
+
+    async def feedback(self, request: FeedbackRequest) -> FeedbackResponse:
+        """Attach true labels to logged decisions (per item: ok, duplicate, conflict, unknown id, bad label)."""
+        return await attach_feedback(self.decision_log, request.items, self.settings.label_names)
 
     async def explain(self, request: ExplainRequest) -> ExplainResponse:
         """The expert's answer about one sample; degraded (no answer, the reason) if it fails."""
@@ -209,16 +225,21 @@ class CascadeService:
 
         state = await self._controller.current()
         hard_cap = state["hard_cap"]
-        guarantee = guarantee_now(self.settings.budget_kind, self.settings.certificate, state)
+        watch = state.get("watch")
+        certificate = watch["certificate"] if watch else self.settings.certificate
+        guarantee = guarantee_now(self.settings.budget_kind, certificate, state)
+        if watch and watch["status"] not in ("watching", "unwatched"):
+            guarantee = in_doubt(watch, guarantee)
         return BudgetState(
             kind=self.settings.budget_kind, target=state["target"], realised_rate=state["realised_rate"],
             window=state["window"], observed=min(state["decisions"], state["window"]), threshold=state["threshold"],
             hard_cap=hard_cap, cap_remaining=state["cap_remaining"] if hard_cap is not None else None,
-            capped=hard_cap is not None and state["cap_remaining"] == 0, certificate=self.settings.certificate,
+            capped=hard_cap is not None and state["cap_remaining"] == 0, certificate=certificate,
             guarantee=GuaranteeNow(**guarantee, certified_threshold=state["certified_threshold"]),
             served_rule="track" if state.get("adapt", True) else "certified",
             forced_in_window=state.get("forced_in_window", 0), forced_total=state.get("forced_total", 0),
-            replicas=state.get("replicas"),
+            replicas=state.get("replicas"), watch=watch,
+            certificate_id=watch["certificate_id"] if watch else self.settings.certificate_id,
         )
 
     async def set_budget(self, update: BudgetUpdate) -> BudgetState:
@@ -349,6 +370,17 @@ class CascadeService:
         if expert_cost > 0:
             metrics.cost.inc(expert_cost, tags={"tier": "expert"})
         metrics.latency.observe(total_ms, tags={"tier": "total"})
+
+
+def in_doubt(watch: dict[str, Any], guarantee: dict[str, str]) -> dict[str, str]:
+    """The guarantee while a monitor's alarm stands: what was certified, and why it is in doubt."""
+    alarmed = {name: m for name, m in watch["monitors"].items() if m["alarm"]}
+    evidence = "; ".join(f"{name}: evidence {m['evidence']:.3g} ≥ {m['alarm_at_evidence']:.3g}"
+                         + (f" (mean {m['mean']:.4g} against the bound {m['bound']:.4g})" if m["bound"] is not None
+                            and m["mean"] is not None else "")
+                         for name, m in alarmed.items())
+    return {"status": "in-doubt", "statement": f"{watch['message']} ({evidence}); answers are flagged certified: false "
+                                              f"until the alarm is resolved. Before the alarm: {guarantee['statement']}"}
 
 
 def raised(outcome: Triage | BaseException) -> Triage:

@@ -95,6 +95,8 @@ class BudgetLedger:
         self._expires: dict[int, float] = {}
         self._seen: dict[str, float] = {}
         self._next_id = 1
+        self.info: dict[str, Any] = {}
+        """what the owner adds to every state and lease (the holder: the served certificate's id and watch)"""
 
     @property
     def reserved(self) -> int:
@@ -136,7 +138,7 @@ class BudgetLedger:
         now = self._clock()
         replicas = sum(1 for at in self._seen.values() if now - at < self.ttl_s)
         return {**self.controller.state(), "reserved": self.reserved, "leases": len(self._reserved),
-                "replicas": replicas}
+                "replicas": replicas, **self.info}
 
     def snapshot(self) -> dict[str, Any]:
         """Everything a restarted holder needs, JSON-ready: the controller and the live leases."""

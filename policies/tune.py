@@ -9,6 +9,8 @@ The artifact directory (``config.artifact_dir``) is what the Ray Serve app loads
     hop/          policy + threshold + certificate, checksummed
     config.yaml   the config it was tuned with
     certificate.json  the certificate again, for people to read
+    monitor_reference/  the certify part's deferral scores, checksummed: the exchangeability monitor's
+                      reference (:mod:`policies.watch`)
     expert_calibrator/  the expert's calibrator (``expert.calibration``; absent for ``none``), fitted on
                       the labelled pool judged leave-one-out; the Serve app's expert applies it
     policy_fit.json   what the policy learned from (fit part, cross-fitted training samples), what it
@@ -40,6 +42,8 @@ from cascade.experts.calibrated import FITTED_ON
 from cascade.scoring import content_hash, dataset_hash, score_small
 from cascade.small import fit_small_tier
 from policies import Hop, make_policy, make_tuner, tie_keys
+from policies.ties import canonical
+from policies.watch import MONITOR_REFERENCE_DIR, save_reference
 from policies.certify_ledger import CertifyLedger
 from policies.held_out import NEEDS_EXPERT, held_out_needs_experts, learning_set, score_held_out
 from policies.tuners import budget_grid
@@ -81,8 +85,8 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
         certify, expert_cost = score_small(small_tier, roles.certify, config.cost.small_per_call), None
         keys = None if seed is None else tie_keys(roles.certify.X, seed)
     spent = ledger.record(part, label, tuning, tuner.delta, config.budget.certify_reuse, config.artifact_dir)
-    tuner.fit(policy.score(certify.features), certify.correct, expert_cost, tie_keys=keys, tie_seed=seed,
-              part="certify")
+    certify_scores = canonical(policy.score(certify.features))
+    tuner.fit(certify_scores, certify.correct, expert_cost, tie_keys=keys, tie_seed=seed, part="certify")
     hop = Hop(policy, float(tuner.threshold_), spent.apply(tuner.certificate_))
     root = Path(config.artifact_dir)
     staging = root.with_name(root.name + ".partial")
@@ -90,6 +94,7 @@ def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     staging.mkdir(parents=True)
     small_tier.save(staging / "small")
     hop.save(staging / "hop")
+    save_reference(certify_scores, staging / MONITOR_REFERENCE_DIR)
     if calibration is not None:
         save_expert_calibrator(calibration, staging / EXPERT_CALIBRATOR_DIR, config.expert, roles.train.modality)
     config.to_yaml(staging / "config.yaml")

@@ -21,7 +21,7 @@ def decision(at: float | None = None, **changes: object) -> Decision:
     values: dict[str, object] = dict(
         id=new_decision_id(), time=time.time() if at is None else at, content_hash="sha256:ab",
         probabilities=(0.8, 0.2), deferral_score=0.2, threshold=0.5, tie_key=0.25, tier="small",
-        label="spam", deferred=False, degraded=False, forced=False, certified=True, certificate_id="cert-1",
+        label="spam", deferred=False, cost=0.001, degraded=False, forced=False, certified=True, certificate_id="cert-1",
         app_version="1.2.3", tenant="acme",
     )  # fmt: skip
     return Decision(**{**values, **changes})  # type: ignore[arg-type]
