@@ -117,8 +117,8 @@ class CertificateKeeper:
             self._label_seen = {k: v for k, v in self._label_seen.items() if v > self._label_cursor - LABEL_MARGIN_S}
         now = self._clock()
         observations = [Observation(d.deferral_score, d.deferred, d.cost) for d in reading.decisions]
-        observations += [Observation(x.decision.deferral_score, x.decision.deferred, x.decision.cost,
-                                     accepted_wrong(x.decision.label, x.true_label, x.decision.deferred))
+        observations += [Observation(x.decision.deferral_score, x.decision.deferred, x.decision.cost, labelled=True,
+                                     accepted_wrong=accepted_wrong(x.decision.label, x.true_label, x.decision.deferred))
                          for x in reading.labelled]
         events = [self._event("monitor_alarm", monitor=name, **self.watch.state()[name])
                   for name in self.watch.observe(observations, now=now)]

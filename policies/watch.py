@@ -86,6 +86,8 @@ class Observation:
     deferral_score: float | None
     deferred: bool
     cost: float
+    labelled: bool = False
+    """a decision seen again because its true label came back (only the labelled monitors read it)"""
     accepted_wrong: bool | None = None
     """for a labelled decision the rule accepted: whether the served label was wrong (else None)"""
 
@@ -135,21 +137,20 @@ class CertificateWatch:
         return any(monitor.alarm_ for monitor in self.monitors.values())
 
     def observe(self, observations: Sequence[Observation], now: float | None = None) -> list[str]:
-        """Feed decisions in logged order (labelled ones carry ``accepted_wrong``); return the monitors
-        that raised their alarm during this call."""
+        """Feed decisions in logged order, and labelled decisions again (``labelled``, with
+        ``accepted_wrong``) as their labels arrive; return the monitors that raised their alarm in this call."""
         if not observations:
             return []
         before = {name for name, monitor in self.monitors.items() if monitor.alarm_}
         for name, monitor in self.monitors.items():
             if name == "accepted_error":
-                values = [o.accepted_wrong for o in observations if o.accepted_wrong is not None]
+                values = [o.accepted_wrong for o in observations if o.labelled and o.accepted_wrong is not None]
             elif name == "defer_rate":
-                values = [o.deferred for o in observations if o.accepted_wrong is None]
+                values = [o.deferred for o in observations if not o.labelled]
             elif name == "cost_per_request":
-                values = [min(max(o.cost, 0.0), monitor.scale) for o in observations if o.accepted_wrong is None]
+                values = [min(max(o.cost, 0.0), monitor.scale) for o in observations if not o.labelled]
             else:
-                values = [o.deferral_score for o in observations
-                          if o.accepted_wrong is None and o.deferral_score is not None]
+                values = [o.deferral_score for o in observations if not o.labelled and o.deferral_score is not None]
             if values:
                 monitor.update(np.asarray(values, dtype=float))
         raised = [name for name, monitor in self.monitors.items() if monitor.alarm_ and name not in before]
