@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.pool import StaticPool
+
+from cascade.decision_db import create_tables, engine_for, insert_new, safe_url
 
 logger = logging.getLogger(__name__)
 
@@ -126,39 +126,6 @@ certificates_table = sa.Table(
 )  # fmt: skip
 
 
-def _safe_url(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
-
-
-def _engine(url: str) -> Engine:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
-    memory = parsed.database in (None, "", ":memory:")
-    if memory:
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
-    else:
-        Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-    @sa.event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN below
-        if not memory:
-            dbapi_connection.execute("PRAGMA journal_mode=WAL")
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(connection: Connection) -> None:
-        # take the write lock up front: another replica's writer then waits (busy timeout)
-        # instead of failing a read-then-write transaction
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
-
-
 def _row(decision: Decision) -> dict[str, Any]:
     return {**asdict(decision), "probabilities": json.dumps(decision.probabilities)}
 
@@ -192,10 +159,10 @@ class DecisionLog:
         self.url, self.retention_days, self.max_rows = url, retention_days, max_rows
         self.batch_size, self.flush_interval_s, self.max_queue = batch_size, flush_interval_s, max_queue
         try:
-            self.engine_ = _engine(url)
-            metadata.create_all(self.engine_)
+            self.engine_ = engine_for(url)
+            create_tables(self.engine_, metadata)
         except Exception as exc:
-            raise DecisionLogError(f"decision log database {_safe_url(url)}: {exc}") from None
+            raise DecisionLogError(f"decision log database {safe_url(url)}: {exc}") from None
         self.dropped_ = self.failed_ = self.written_ = 0
         self._queue: deque[Decision] = deque()
         self._enqueued = self._handled = 0
@@ -210,7 +177,7 @@ class DecisionLog:
         """Enqueue decisions for the writer; never waits on I/O (a full queue drops its oldest)."""
         with self._cond:
             if self._closing:
-                raise DecisionLogError(f"decision log {_safe_url(self.url)} is closed")
+                raise DecisionLogError(f"decision log {safe_url(self.url)} is closed")
             for decision in decisions:
                 if len(self._queue) >= self.max_queue:
                     self._queue.popleft()
@@ -269,12 +236,12 @@ class DecisionLog:
             self.written_ += len(batch)
         except Exception:
             self.failed_ += len(batch)
-            logger.exception("decision log %s: %d decisions not written", _safe_url(self.url), len(batch))
+            logger.exception("decision log %s: %d decisions not written", safe_url(self.url), len(batch))
             return
         try:
             self.prune()
         except Exception:
-            logger.exception("decision log %s: retention failed", _safe_url(self.url))
+            logger.exception("decision log %s: retention failed", safe_url(self.url))
 
     def prune(self) -> int:
         """Delete decisions older than ``retention_days`` and beyond ``max_rows`` (oldest first), with
@@ -312,7 +279,7 @@ class DecisionLog:
                 known.update(conn.scalars(sa.select(decisions_table.c.id).where(decisions_table.c.id.in_(chunk))))
                 query = sa.select(feedback_table.c.decision_id, feedback_table.c.true_label)
                 stored.update(conn.execute(query.where(feedback_table.c.decision_id.in_(chunk))).all())
-            results, new_rows, received = [], [], time.time()
+            planned, new_rows, received = [], [], time.time()
             for decision_id, true_label in items:
                 if decision_id not in known:
                     status: FeedbackStatus = "unknown id"
@@ -324,9 +291,15 @@ class DecisionLog:
                     status = "ok"
                     stored[decision_id] = true_label
                     new_rows.append({"decision_id": decision_id, "true_label": true_label, "received": received})
-                results.append(FeedbackResult(decision_id, status))
-            if new_rows:
-                conn.execute(feedback_table.insert(), new_rows)
+                planned.append((decision_id, true_label, status))
+            inserted = insert_new(conn, feedback_table, "decision_id", new_rows)
+            lost = [row["decision_id"] for row in new_rows if row["decision_id"] not in inserted]
+            if lost:  # another replica labelled them between our read and our insert
+                query = sa.select(feedback_table.c.decision_id, feedback_table.c.true_label)
+                stored.update(conn.execute(query.where(feedback_table.c.decision_id.in_(lost))).all())
+            results = [FeedbackResult(decision_id, status if status != "ok" or decision_id in inserted else
+                                      ("duplicate" if stored[decision_id] == true_label else "conflict"))
+                       for decision_id, true_label, status in planned]
         return results
 
     def labelled(self, since: float | None = None, certificate_id: str | None = None,
@@ -372,9 +345,9 @@ class DecisionLog:
             known = conn.scalar(sa.select(certificates_table.c.id).where(certificates_table.c.id == certificate_id))
             if known is not None:
                 return False
-            conn.execute(certificates_table.insert(), [{"id": certificate_id, "time": time.time(), "reason": reason,
-                                                        "certificate": json.dumps(certificate, sort_keys=True)}])
-        return True
+            row = {"id": certificate_id, "time": time.time(), "reason": reason,
+                   "certificate": json.dumps(certificate, sort_keys=True)}
+            return bool(insert_new(conn, certificates_table, "id", [row]))
 
     def certificates(self) -> list[dict[str, Any]]:
         """Every certificate recorded, oldest first: ``id``, ``time``, ``reason``, ``certificate``."""
@@ -395,7 +368,8 @@ class DecisionLog:
         joined = decisions_table.outerjoin(feedback_table, feedback_table.c.decision_id == decisions_table.c.id)
         query = sa.select(decisions_table, feedback_table.c.true_label, feedback_table.c.received).select_from(joined)
         with self._db, self.engine_.connect() as conn:
-            result = conn.execute(query.order_by(decisions_table.c.time, decisions_table.c.id)).mappings()
+            streamed = conn.execution_options(stream_results=True, yield_per=10_000)  # a server-side cursor
+            result = streamed.execute(query.order_by(decisions_table.c.time, decisions_table.c.id)).mappings()
             chunks = (list(chunk) for chunk in result.partitions(10_000))
             return write_csv(path, chunks) if format == "csv" else write_parquet(path, chunks)
 

@@ -225,3 +225,55 @@ def test_an_unreachable_server_fails_at_construction_without_the_password() -> N
     with pytest.raises(DecisionLogError, match=r"postgres:\*\*\*@127\.0\.0\.1") as error:
         DecisionLog(f"postgresql+psycopg://postgres:secret@127.0.0.1:{free_port()}/cascade_test")
     assert "secret" not in str(error.value)
+
+
+def _together(count: int, work) -> list[object]:  # type: ignore[no-untyped-def]
+    """Run ``work(i)`` in ``count`` threads released at once; their results (or exceptions), in order."""
+    start, results = threading.Barrier(count), [None] * count
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = work(i)
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+@pytest.mark.integration
+def test_replicas_starting_together_on_a_new_database_all_open_it(url: str) -> None:
+    logs = _together(4, lambda i: DecisionLog(url))
+    assert all(isinstance(log, DecisionLog) for log in logs), logs
+    for log in logs:
+        log.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.integration
+def test_the_same_label_sent_to_two_replicas_at_once_is_attached_once(url: str) -> None:
+    with DecisionLog(url) as first, DecisionLog(url) as second:
+        shared, own = decision(), [decision(), decision()]
+        first.record([shared, *own])
+        first.flush()
+        replicas = (first, second)
+        outcomes = _together(2, lambda i: replicas[i].attach_feedback(
+            [(shared.id, "ham" if i == 0 else "spam"), (own[i].id, "ham")], LABELS))
+        assert not any(isinstance(o, Exception) for o in outcomes), outcomes
+        statuses = sorted(o[0].status for o in outcomes)  # type: ignore[index]
+        assert statuses == ["conflict", "ok"]
+        assert [o[1].status for o in outcomes] == ["ok", "ok"]  # type: ignore[index]
+        assert count_rows(first, "feedback") == 3
+
+
+@pytest.mark.integration
+def test_a_certificate_recorded_by_two_replicas_at_once_is_kept_once(url: str) -> None:
+    with DecisionLog(url) as first, DecisionLog(url) as second:
+        replicas = (first, second)
+        outcomes = _together(2, lambda i: replicas[i].record_certificate("c-1", {"n": 1}, f"replica {i}"))
+        assert sorted(outcomes) == [False, True], outcomes  # type: ignore[type-var]
+        assert [c["id"] for c in first.certificates()] == ["c-1"]
