@@ -264,13 +264,19 @@ class DecisionLog:
                     removed += conn.execute(decisions_table.delete().where(decisions_table.c.id.in_(ids))).rowcount
         return removed
 
-    def attach_feedback(self, items: Sequence[tuple[str, str]], labels: Sequence[str]) -> list[FeedbackResult]:
+    def attach_feedback(self, items: Sequence[tuple[str, str]], labels: Sequence[str],
+                        wait_s: float | None = None) -> list[FeedbackResult]:
         """Attach ``(decision id, true label)`` items; one result per item, in order. Flushes first, so
-        decisions recorded before are seen. A label outside ``labels`` is ``bad label``; the same label
-        again is a ``duplicate`` (no-op); a different one for a labelled id a ``conflict`` (kept as is)."""
+        decisions recorded here are seen; an id not in the database yet is looked up again after
+        ``wait_s`` (default: two flush intervals), as another replica may not have written it yet. A
+        label outside ``labels`` is ``bad label``; the same label again is a ``duplicate`` (no-op); a
+        different one for a labelled id a ``conflict`` (kept as is)."""
         self.flush()
         allowed = set(labels)
         ids = list({decision_id for decision_id, _ in items})
+        missing = set(ids) - self._known(ids)
+        if missing:
+            time.sleep(2 * self.flush_interval_s + 0.1 if wait_s is None else wait_s)
         with self._db, self.engine_.begin() as conn:
             known: set[str] = set()
             stored: dict[str, str] = {}
@@ -301,6 +307,14 @@ class DecisionLog:
                                       ("duplicate" if stored[decision_id] == true_label else "conflict"))
                        for decision_id, true_label, status in planned]
         return results
+
+    def _known(self, ids: Sequence[str]) -> set[str]:
+        known: set[str] = set()
+        with self._db, self.engine_.connect() as conn:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = list(ids[start : start + _CHUNK])
+                known.update(conn.scalars(sa.select(decisions_table.c.id).where(decisions_table.c.id.in_(chunk))))
+        return known
 
     def labelled(self, since: float | None = None, certificate_id: str | None = None,
                  logged_after: float | None = None) -> list[Labelled]:

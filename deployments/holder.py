@@ -163,6 +163,6 @@ def _monitor_metrics() -> dict[str, Any]:
     from ray.serve.metrics import Counter, Gauge
 
     return {"evidence": Gauge("cascade_monitor_evidence", "e-process of each monitor of the served certificate "
-                              "(alarm at 1/δ)", tag_keys=("monitor",)),
+                              "(alarm at 1/delta)", tag_keys=("monitor",)),
             "alarm": Gauge("cascade_monitor_alarm", "1 while the monitor's alarm stands", tag_keys=("monitor",)),
             "recertified": Counter("cascade_recertifications_total", "served rules swapped for a re-certified one")}

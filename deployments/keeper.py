@@ -135,7 +135,11 @@ class CertificateKeeper:
             self.status, self.message = "alarm", f"{monitor} alarm: still serving the rule, outside the certificate"
             return []
         if not self._fallback_installed:
-            _install(ledger, self._fallback_controller(), self.config.budget.kind == "rate")
+            try:
+                _install(ledger, self._fallback_controller(), self.config.budget.kind == "rate")
+            except ValueError as exc:  # say so, keep serving the rule: the alarm stands either way
+                self.status, self.message = "alarm", f"{monitor} alarm; the fallback rule could not be served: {exc}"
+                return [self._event("action_failed", reason=str(exc))]
             self._fallback_installed = True
         if action == "fallback":
             self.status, self.message = "fallback", f"{monitor} alarm: serving the most conservative certified rule"
@@ -176,11 +180,11 @@ class CertificateKeeper:
 
     def _fallback_controller(self) -> Any:
         budget = self.config.budget
-        if budget.kind in ("accepted-error", "joint"):
+        if budget.kind in ("accepted-error", "joint"):  # the passed rule that defers most: lowest threshold, then tie cut
             rules = (self.certificate or {}).get("passed_rules") or [(self.threshold, 1.0)]
-            lowest = min(float(t) for t, _ in rules)
+            threshold, tie_break = min((float(t), float(b)) for t, b in rules)
             pinned = self.config.model_copy(update={"budget": budget.model_copy(update={"served_rule": "certified"})})
-            return self._controller(pinned, lowest, self.certificate)
+            return self._controller(pinned, threshold, {**(self.certificate or {}), "tie_break": tie_break})
         controller = self._controller(self.config, self.threshold, self.certificate)
         controller.min_threshold, controller.adapt = self.threshold, True  # only rise: defer less, hold the target
         return controller

@@ -177,6 +177,8 @@ class BudgetState(BaseModel):
                                                  "answered (hard cap or missing lease allowance)")
     forced_total: int = Field(0, description="such forced acceptances since the budget started")
     replicas: int | None = Field(None, description="router replicas sharing this budget now (None: in-process)")
+    resumed: bool | None = Field(None, description="the budget holder resumed its checkpoint after a restart "
+                                                   "(None: in-process)")
     certificate_id: str | None = Field(None, description="the id every decision served under the certificate carries")
     watch: WatchState | None = Field(None, description="the certificate's monitors (None: not watched)")
 

@@ -238,7 +238,7 @@ class CascadeService:
             guarantee=GuaranteeNow(**guarantee, certified_threshold=state["certified_threshold"]),
             served_rule="track" if state.get("adapt", True) else "certified",
             forced_in_window=state.get("forced_in_window", 0), forced_total=state.get("forced_total", 0),
-            replicas=state.get("replicas"), watch=watch,
+            replicas=state.get("replicas"), watch=watch, resumed=state.get("resumed"),
             certificate_id=watch["certificate_id"] if watch else self.settings.certificate_id,
         )
 

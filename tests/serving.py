@@ -41,9 +41,13 @@ def cascade_config(artifact_dir: Path, **overrides: Any) -> CascadeConfig:
         "budget": {"kind": "rate", "target": 0.2, "hard_cap": 0.5, "window": 200, "learning_rate": 0.05},
         "expert": {"kind": "knn-vote", "shots": 4, "labels": ["ham", "spam"]},
         "cost": {"small_per_call": 0.001, "expert_per_call": 1.0},
-        "serve": {**LIMITS, "expert_timeout_s": 20.0},
+        "serve": {**LIMITS, "expert_timeout_s": 20.0,  # a log of its own: never another test's (or run's) decisions
+                  "decision_log": {"url": f"sqlite:///{Path(artifact_dir).parent / 'decisions.sqlite'}"}},
     }
     for section, values in overrides.items():
+        if section == "budget" and "kind" in values:
+            raw[section] = values  # another kind: its own fields only
+            continue
         raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
     return CascadeConfig.model_validate(raw)
 

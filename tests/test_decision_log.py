@@ -194,3 +194,12 @@ def test_two_replicas_on_one_file_lose_no_rows(url: str) -> None:
         log.close()
     assert [log.failed_ for log in replicas] == [0, 0]
     assert count_rows(replicas[0], "decisions") == 400
+
+
+def test_feedback_waits_for_a_decision_another_replica_has_not_written_yet(url: str) -> None:
+    with DecisionLog(url, flush_interval_s=0.2) as other, DecisionLog(url) as here:
+        made = decision()
+        other.record([made])  # enqueued there, written by its writer a moment later
+        assert [r.status for r in here.attach_feedback([(made.id, "ham")], LABELS, wait_s=5.0)] == ["ok"]
+        assert [r.status for r in here.attach_feedback([("never-logged", "ham")], LABELS, wait_s=0.0)] == [
+            "unknown id"]

@@ -38,13 +38,16 @@ def wrong_chance(scores: np.ndarray, worse: float = 0.0) -> np.ndarray:
     return np.clip(0.25 * scores + worse, 0, 1)
 
 
-def certified(config: CascadeConfig, seed: int = 0) -> tuple[ServedPolicy, np.ndarray]:
-    """A real accepted-error certificate (Learn-then-Test on 1000 synthetic certify samples)."""
+def certified(config: CascadeConfig, seed: int = 0, ties: bool = False) -> tuple[ServedPolicy, np.ndarray]:
+    """A real accepted-error certificate (Learn-then-Test on 1000 synthetic certify samples); with
+    ``ties``, scores on a coarse grid and tie keys, so the passed rules cut ties at many points."""
     rng = np.random.default_rng(seed)
-    scores = np.round(rng.random(1000), 6)
+    scores = np.round(rng.random(1000), 1 if ties else 6)
     correct = rng.random(1000) >= wrong_chance(scores)
-    tuner = make_tuner(config.budget, grid=budget_grid(config.budget, rng.random(1000)))
-    tuner.fit(scores, correct.astype(float), part="certify")
+    keys, fit_keys = (rng.random(1000), rng.random(1000)) if ties else (None, None)
+    grid_scores = np.round(rng.random(1000), 1 if ties else 6)
+    tuner = make_tuner(config.budget, grid=budget_grid(config.budget, grid_scores, fit_keys))
+    tuner.fit(scores, correct.astype(float), tie_keys=keys, tie_seed=1 if ties else None, part="certify")
     served = ServedPolicy(policy=ConfidencePolicy(n_classes=2), threshold=float(tuner.threshold_),
                           certificate=tuner.certificate_.model_dump(mode="json"), label_names=LABELS,
                           modality="text", small_dir=Path("."), reference=scores)
@@ -97,8 +100,9 @@ def log(tmp_path: Path) -> Any:
         yield opened
 
 
-def keeper_for(config: CascadeConfig, log: DecisionLog) -> tuple[CertificateKeeper, BudgetLedger, ServedPolicy]:
-    served, scores = certified(config)
+def keeper_for(config: CascadeConfig, log: DecisionLog,
+               ties: bool = False) -> tuple[CertificateKeeper, BudgetLedger, ServedPolicy]:
+    served, scores = certified(config, ties=ties)
     keeper = CertificateKeeper(config, served, log, scores, clock=Clock())
     return keeper, BudgetLedger(served.controller(config)), served
 
@@ -157,11 +161,13 @@ def test_alert_reports_the_alarm_and_leaves_the_rule(log):
 
 def test_fallback_serves_the_lowest_threshold_rule_that_passed(log):
     config = config_for("fallback")
-    keeper, ledger, served = keeper_for(config, log)
+    keeper, ledger, served = keeper_for(config, log, ties=True)
+    assert len({b for _, b in served.certificate["passed_rules"]}) > 1  # rules cut ties at several points
     serve(log, keeper, ledger, np.random.default_rng(2), 1500, worse=0.3)
-    lowest = min(t for t, _ in served.certificate["passed_rules"])
+    lowest, cut = min((t, b) for t, b in served.certificate["passed_rules"])
     assert keeper.state()["status"] == "fallback"
     assert ledger.controller.threshold == lowest < served.threshold and not ledger.controller.adapt
+    assert ledger.controller.tie_break == cut and ledger.controller.covers_rule()
 
 
 def test_recertify_waits_for_fresh_labels_then_swaps_the_rule_and_keeps_the_old_certificate(log):
