@@ -3,9 +3,10 @@
 On SpamAssassin (``experiments/configs/spamassassin.yaml``: TF-IDF LR on 200 labels, Platt calibrator on
 the fit part, confidence policy fitted there) one rule is certified with the project's tuner: a *joint*
 budget, accepted answers at most ``α = 0.03`` wrong *and* at most ``β`` (the config's rate target, 0.2)
-deferred, with probability ``1 - δ`` (``δ = 0.05``, Learn-then-Test over the fit part's grid). The three
-monitors of :mod:`policies.monitors` watch it, each at ``δ_monitor / 3`` (Bonferroni: the chance that *any*
-of them raises a false alarm is at most ``δ_monitor = 0.05``):
+deferred, with probability ``1 - δ`` (``δ = 0.05``, Learn-then-Test over the fit part's grid). The served
+app's own watch (:class:`policies.watch.CertificateWatch`, what the Serve app's holder runs) watches it with
+the three monitors of :mod:`policies.monitors`, each at ``δ_monitor / 3`` (Bonferroni: the chance that
+*any* of them raises a false alarm is at most ``δ_monitor = 0.05``):
 
 * risk: :class:`~policies.monitors.BoundedMeanMonitor` at ``α`` on the 0/1 error of accepted requests
   whose label comes back (a random ``--label-rate`` of all requests, independent of the decision);
@@ -68,7 +69,8 @@ from experiments.benchmarks.monitor_streams import (AFTER, ALPHA, CONFIG, DELTA_
                                                     split_delta)
 from experiments.benchmarks.results_io import write_results
 from policies import make_policy, make_tuner, tie_keys
-from policies.monitors import BoundedMeanMonitor, ExchangeabilityMonitor, RateMonitor
+from policies.certificate import WITH_PROBABILITY, Certificate
+from policies.watch import CertificateWatch, Observation
 from policies.tuners import BudgetTuner, budget_grid
 
 
@@ -79,13 +81,23 @@ def watch(pool: Pool, requests: np.ndarray, rule: tuple[float, float], reference
     defer = pool.defer(requests, rule)
     wrong = ~pool.correct[requests]
     fed = np.flatnonzero(labelled & ~defer)
-    risk = BoundedMeanMonitor(ALPHA, delta).update(wrong[fed])
     scores = pool.scores[requests]
-    alarms = {"risk": request_of_label(fed, risk.alarm_at_),
-              "exchangeability": ExchangeabilityMonitor(delta, seed=seed).fit(reference).update(scores).alarm_at_}
+    target = {"accepted_error": ALPHA, **({"defer_rate": beta} if beta is not None else {})}
+    certificate = Certificate(kind="joint" if beta is not None else "accepted-error", method="benchmark",
+                              threshold=rule[0], target=target, achieved={}, bound=target, guarantee=WITH_PROBABILITY,
+                              statement="benchmark", n=len(reference), delta=None)
+    # the served watch itself (policies.watch): its monitors, its δ split, fed as the keeper feeds it
+    served = CertificateWatch(certificate, reference, delta=delta * len(target) + delta, seed=seed)
+    served.observe([Observation(float(s), bool(d), 0.0) for s, d in zip(scores, defer)]
+                   + [Observation(float(scores[i]), False, 0.0, labelled=True, accepted_wrong=bool(wrong[i]))
+                      for i in fed])
+    monitors = served.monitors
+    alarms = {"risk": request_of_label(fed, monitors["accepted_error"].alarm_at_),
+              "exchangeability": monitors["exchangeability"].alarm_at_}
     if beta is not None:
-        alarms["rate"] = RateMonitor(beta, delta).update(defer).alarm_at_
-    return {"alarms": alarms, "risk_labels": risk.alarm_at_, "defer": defer, "wrong": wrong, "fed": fed}
+        alarms["rate"] = monitors["defer_rate"].alarm_at_
+    return {"alarms": alarms, "risk_labels": monitors["accepted_error"].alarm_at_, "defer": defer, "wrong": wrong,
+            "fed": fed}
 
 
 def certify(tuner: BudgetTuner, pool: Pool, rows: np.ndarray) -> list[tuple[float, float] | None]:
