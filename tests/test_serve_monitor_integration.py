@@ -1,5 +1,5 @@
 """The certificate watched in the real Ray Serve app: two router replicas log every decision to one
-database, labels come back through POST /v1/feedback, the holder's monitors read them, and a drift
+PostgreSQL database (a real server started for the test, as a cluster would share one), labels come back through POST /v1/feedback, the holder's monitors read them, and a drift
 puts the certificate in doubt (fallback to the most conservative certified rule), across a restart.
 
 The budget is an accepted-error certificate (Learn-then-Test) on the tuned SpamAssassin artifact; the
@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from cascade.config import CascadeConfig
+from postgres import MISSING, postgres_server, server_binaries
 from serving import AUTHORIZED, CONTROL_TOKEN, cascade_config, free_port, served_app
 
 pytestmark = pytest.mark.integration
@@ -27,7 +28,16 @@ LABELLER = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory) -> CascadeConfig:
+def database() -> Iterator[str]:
+    binaries = server_binaries()
+    if binaries is None:
+        pytest.fail(MISSING, pytrace=False)
+    with postgres_server(binaries) as server:
+        yield server.fresh_database("cascade_decisions")
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory, database: str) -> CascadeConfig:
     from policies.tune import tune
 
     root = tmp_path_factory.mktemp("monitored")
@@ -39,7 +49,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> CascadeConfig:
         serve={"port": free_port(), "router_replicas": 2, "router_num_cpus": 0.1, "expert_num_cpus": 0.1,
                "control": {"token_file": str(secrets / "control")},
                "feedback": {"token_file": str(secrets / "feedback")},
-               "decision_log": {"url": f"sqlite:///{root / 'decisions.sqlite'}", "flush_interval_s": 0.1},
+               "decision_log": {"url": database, "flush_interval_s": 0.1},
                "monitor": {"action": "fallback", "interval_s": 0.2, "settle_s": 0.5}})
     tune(config, progress=False)
     return config
