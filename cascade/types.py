@@ -91,6 +91,9 @@ class Verdict(BaseModel):
     latency_ms: dict[str, float] = Field(default_factory=dict)
     degraded: bool = Field(False, description="the rule deferred this sample but the small tier answered it (the "
                                               "expert failed or timed out, or the sample was forced)")
+    degraded_reason: str | None = Field(None, description="why a degraded answer came from the small tier: forced, "
+                                                          "deadline, timeout, circuit_open, overloaded, unavailable "
+                                                          "or error")
     forced: bool = Field(False, description="the rule deferred this sample; the hard cap or a router replica "
                                             "without lease allowance made the small tier answer it")
     certified: bool = Field(False, description="the served certificate covers this answer (see GET /v1/budget)")

@@ -64,6 +64,7 @@ class ServiceSettings:
     expert_name: str
     expert_timeout_s: float
     max_samples_per_request: int
+    deadline_ms: float | None = None
     budget_kind: str = "rate"
     served_rule: str = "track"
     certificate: dict[str, Any] | None = None
@@ -82,6 +83,7 @@ class ServiceSettings:
         return cls(name=config.name, label_names=served.label_names, modality=served.modality,
                    expert_name=config.expert.display_name,
                    expert_timeout_s=serve.expert_timeout_s, max_samples_per_request=serve.max_samples_per_request,
+                   deadline_ms=serve.deadline_ms,
                    budget_kind=config.budget.kind, served_rule=str(config.budget.served_rule),
                    certificate=served.certificate,
                    breaker_failures=serve.breaker.failures, breaker_cooldown_s=serve.breaker.cooldown_s,

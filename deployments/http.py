@@ -38,6 +38,7 @@ from cascade.types import Sample
 from deployments.payloads import InvalidSamples
 from deployments.budgets import BudgetUnavailable
 from deployments.control import ControlAccess
+from deployments.deadline import DEADLINE_HEADER, parse_deadline_header
 from deployments.decisions import FeedbackDisabled
 from deployments.guard import RequestGuard
 from deployments.schemas import (
@@ -79,7 +80,8 @@ class CascadeAPI(Protocol):
     modality: Modality
     metrics: CascadeMetrics
 
-    async def detect(self, samples: Sequence[Sample], rationale: bool = False) -> DetectResponse: ...
+    async def detect(self, samples: Sequence[Sample], rationale: bool = False,
+                     deadline_ms: float | None = None) -> DetectResponse: ...
 
     async def explain(self, request: ExplainRequest) -> ExplainResponse: ...
 
@@ -152,9 +154,14 @@ def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAcce
                       headers=exc.headers)
 
     @app.post("/v1/detect", response_model=DetectResponse, responses=_ERROR_RESPONSES)
-    async def detect(body: models.detect) -> Response:  # type: ignore[valid-type]
-        """Verdicts for one or many samples; the expert is awaited only for deferred ones."""
-        result = await service.detect(body.samples, rationale=body.rationale)
+    async def detect(body: models.detect, request: Request) -> Response:  # type: ignore[valid-type]
+        """Verdicts for one or many samples; the expert is awaited only for deferred ones, and only while
+        the request's deadline (``X-Cascade-Deadline-Ms``, else ``serve.deadline_ms``) leaves time."""
+        try:
+            deadline_ms = parse_deadline_header(request.headers.get(DEADLINE_HEADER))
+        except ValueError as exc:
+            return _error(422, "invalid_request", str(exc), [FieldProblem(field=DEADLINE_HEADER, problem=str(exc))])
+        result = await service.detect(body.samples, rationale=body.rationale, deadline_ms=deadline_ms)
         tiers = [tier for tier, count in result.answered_by.items() if count]
         headers = {TIER_HEADER: tiers[0] if len(tiers) == 1 else "mixed", DEGRADED_HEADER: str(result.degraded)}
         # serialised as built: the service made every value, FastAPI need not validate them again

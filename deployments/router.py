@@ -89,14 +89,15 @@ class CascadeRouter:
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_http_app(self, self._config.serve, self._access, self._feedback_access)
 
-    async def detect(self, samples: Sequence[Sample], rationale: bool = False) -> DetectResponse:
+    async def detect(self, samples: Sequence[Sample], rationale: bool = False,
+                     deadline_ms: float | None = None) -> DetectResponse:
         """Verdicts for ``samples``, in order: validate, triage in the batches the chunks join, answer."""
         started = time.perf_counter()
         payload = self._service.payload(samples)  # InvalidSamples: 422, this request only
         chunks = [payload[start:start + self._chunk] for start in range(0, len(payload), self._chunk)]
         parts = await asyncio.gather(*(self.triage_batch(chunk) for chunk in chunks))
         triage = Triage.join([raised(part) for part in parts])
-        return await self._service.answer(samples, payload, triage, rationale, started)
+        return await self._service.answer(samples, payload, triage, rationale, started, deadline_ms)
 
     @serve.batch(batch_size_fn=samples_in)
     async def triage_batch(self, payloads: list[Payload]) -> list[Triage | BaseException]:

@@ -19,6 +19,7 @@ each cool-down, decides when a request may try it again (no request waits on an 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any
@@ -32,6 +33,7 @@ from cascade.types import CostModel, Sample, Verdict
 from deployments.answers import Answers, Triage
 from deployments.payloads import InvalidSamples, Payload, feature_rows, joined, payload_of, take
 from deployments.breaker import CircuitBreaker
+from deployments.deadline import Deadline, DeadlineExceeded, ExpertLatency
 from deployments.decisions import attach_feedback, decision_rows
 from deployments.contracts import (
     Budget,
@@ -91,6 +93,7 @@ class CascadeService:
                                                  probed=expert_probe is not None)
         self._expert_check: asyncio.Task[None] | None = None
         self.decision_log = decision_log
+        self._expert_latency = ExpertLatency()
 
     def retune(self, settings: ServiceSettings) -> None:
         """New settings for the next request (timeouts, breaker thresholds); the breaker keeps its state."""
@@ -106,12 +109,13 @@ class CascadeService:
         """The samples' texts or feature rows; :class:`InvalidSamples` (a 422 for this request) if they do not fit."""
         return payload_of(samples, self.modality, self.settings.n_features, self.settings.missing_values)
 
-    async def detect(self, samples: Sequence[Sample], rationale: bool = False) -> DetectResponse:
+    async def detect(self, samples: Sequence[Sample], rationale: bool = False,
+                     deadline_ms: float | None = None) -> DetectResponse:
         """Verdicts for ``samples``, in order; this request is its own batch."""
         started = time.perf_counter()
         payload = self.payload(samples)
         (triage,) = await self.triage_batch([payload])
-        return await self.answer(samples, payload, raised(triage), rationale, started)
+        return await self.answer(samples, payload, raised(triage), rationale, started, deadline_ms)
 
     async def triage_batch(self, payloads: list[Payload]) -> list[Triage | BaseException]:
         """Small tier, policy and budget once for several requests' samples, split back per request.
@@ -137,25 +141,30 @@ class CascadeService:
         return list(batch.split([len(p) for p in payloads]))
 
     async def answer(self, samples: Sequence[Sample], payload: Payload, triage: Triage, rationale: bool = False,
-                     started: float | None = None) -> DetectResponse:
+                     started: float | None = None, deadline_ms: float | None = None) -> DetectResponse:
         """The verdicts of one request from its triage: the expert asked for the deferred samples only.
-        ``started`` (``time.perf_counter()`` when the request arrived) times the whole request."""
+        ``started`` (``time.perf_counter()`` when the request arrived) times the whole request and
+        starts its deadline (``deadline_ms``, else ``serve.deadline_ms``; :mod:`deployments.deadline`)."""
         started = time.perf_counter() if started is None else started
+        deadline = Deadline(started, deadline_ms if deadline_ms is not None else self.settings.deadline_ms)
         small_ms, scores, defer = triage.small_ms, triage.scores, triage.defer
         n = len(samples)
         answers = Answers.from_small(triage.small.probabilities, self._cost.small_per_call)
         answers.degraded[triage.forced] = True
+        reasons = np.where(triage.forced, "forced", None).astype(object)
         deferred = np.flatnonzero(defer)
         expert_ms = 0.0
         if deferred.size:
             expert_started = time.perf_counter()
-            reason = await self._ask_expert(take(payload, deferred), deferred, answers, rationale)
+            reason = await self._ask_expert(take(payload, deferred), deferred, answers, rationale, deadline)
             expert_ms = _ms_since(expert_started)
             if reason:
                 answers.degraded[deferred] = True
+                reasons[deferred] = reason
                 self.metrics.fallbacks.inc(deferred.size, tags={"reason": reason})
             else:
                 self.metrics.latency.observe(expert_ms, tags={"tier": "expert"})
+                self._expert_latency.observe(expert_ms)
         certified = triage.covered.copy()
         if self.settings.budget_kind in ("accepted-error", "joint"):
             certified &= ~answers.degraded  # a small-tier answer to a deferred sample is no accepted answer
@@ -170,7 +179,8 @@ class CascadeService:
                 cost=float(answers.cost[i]),
                 latency_ms={"small": small_ms, "policy": triage.policy_ms, **({"expert": expert_ms} if defer[i] else {}),
                             "total": total_ms},
-                degraded=bool(answers.degraded[i]), forced=bool(triage.forced[i]), certified=bool(certified[i]),
+                degraded=bool(answers.degraded[i]), degraded_reason=reasons[i], forced=bool(triage.forced[i]),
+                certified=bool(certified[i]),
                 prompt_tokens=int(answers.prompt_tokens[i]) if answers.source[i] == "expert" else None,
                 completion_tokens=int(answers.completion_tokens[i]) if answers.source[i] == "expert" else None,
                 rationale=answers.rationales[i],
@@ -279,8 +289,17 @@ class CascadeService:
         except Exception:  # a tier that cannot say it is up is down
             return False
 
-    async def _guarded(self, call: Awaitable[Any]) -> Any:
-        """Await an expert call through the circuit breaker (and the timeout); record how it went."""
+    async def _guarded(self, call: Awaitable[Any], deadline: Deadline | None = None) -> Any:
+        """Await an expert call through the circuit breaker and the timeout (at most the time the
+        request's ``deadline`` leaves: running out of that is :class:`DeadlineExceeded`, no expert
+        failure); record how it went."""
+        left = math.inf if deadline is None else deadline.remaining_s()
+        if left <= self._expert_latency.expected_s():
+            close = getattr(call, "close", None)
+            if close is not None:
+                close()
+            raise DeadlineExceeded(f"{max(left, 0) * 1000:.0f} ms left; the expert takes about "
+                                   f"{self._expert_latency.expected_s() * 1000:.0f} ms")
         if not self.breaker.allow():
             close = getattr(call, "close", None)
             if close is not None:
@@ -289,8 +308,14 @@ class CascadeService:
                 self._expert_check = asyncio.create_task(self._check_expert())
             raise CircuitOpen(f"the expert failed {self.breaker.consecutive_failures} times in a row; "
                               f"trying it again after {self.breaker.cooldown_s:g} s")
+        timeout = min(self.settings.expert_timeout_s, left)
         try:
-            result = await asyncio.wait_for(call, self.settings.expert_timeout_s)
+            result = await asyncio.wait_for(call, timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            if timeout < self.settings.expert_timeout_s:
+                raise DeadlineExceeded(f"the request's deadline passed after {timeout * 1000:.0f} ms") from None
+            self.breaker.record_failure()
+            raise
         except ExpertOverloaded:
             raise
         except ExpertUnavailable:
@@ -315,10 +340,11 @@ class CascadeService:
                       expert=self.settings.expert_name,
                       max_samples_per_request=self.settings.max_samples_per_request)
 
-    async def _ask_expert(self, payload: Payload, index: np.ndarray, answers: "Answers", rationale: bool) -> str:
+    async def _ask_expert(self, payload: Payload, index: np.ndarray, answers: "Answers", rationale: bool,
+                          deadline: Deadline | None = None) -> str:
         """Put the expert's answers for ``payload`` into ``answers[index]``; return '' or why it failed."""
         try:
-            result = await self._guarded(self._expert.ajudge(payload))
+            result = await self._guarded(self._expert.ajudge(payload), deadline)
             if tuple(result.label_names) != self.settings.label_names:
                 raise ValueError(f"expert labels {result.label_names} differ from {self.settings.label_names}")
         except Exception as exc:  # any expert failure degrades the answer, never a 5xx
@@ -392,6 +418,8 @@ def raised(outcome: Triage | BaseException) -> Triage:
 
 def _reason(exc: BaseException) -> str:
     """The fallback reason a metric and an error message carry."""
+    if isinstance(exc, DeadlineExceeded):
+        return "deadline"
     if isinstance(exc, CircuitOpen):
         return "circuit_open"
     if isinstance(exc, ExpertOverloaded):

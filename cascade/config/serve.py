@@ -98,6 +98,10 @@ class ServeConfig(Section):
                                                           "160k characters; the tiers cut what they read)")
     max_features: int = Field(4096, gt=0)
     expert_timeout_s: float = Field(30.0, gt=0)
+    deadline_ms: float | None = Field(None, gt=0, le=3_600_000, description="per-request latency budget (the "
+                                      "X-Cascade-Deadline-Ms header overrides it): a deferred sample whose expert "
+                                      "answer cannot arrive in time keeps the small tier's verdict, degraded; None: "
+                                      "only expert_timeout_s")
     autoscaling: dict[Literal["detector", "expert", "router"], dict[str, Any]] | None = Field(
         None, description="role -> a Ray Serve autoscaling_config; a role listed here is autoscaled instead of using "
                           "its replica count")
