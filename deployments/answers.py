@@ -34,12 +34,15 @@ class Triage:
     small_ms: float
     policy_ms: float = 0.0
     """the batch's policy scores, budget decisions and batch metrics, in milliseconds"""
+    started: float = 0.0
+    """``time.perf_counter()`` when the batch reached the small tier (trace spans)"""
 
     def split(self, sizes: Sequence[int]) -> list[Triage]:
         """One triage per request, for requests of ``sizes`` samples in order."""
         bounds = np.cumsum(sizes)[:-1]
         columns = (self.small.probabilities, self.small.features, *(getattr(self, name) for name in _COLUMNS))
-        return [Triage(SmallScores(probabilities, features), *rest, small_ms=self.small_ms, policy_ms=self.policy_ms)
+        return [Triage(SmallScores(probabilities, features), *rest, small_ms=self.small_ms, policy_ms=self.policy_ms,
+                       started=self.started)
                 for probabilities, features, *rest in zip(*(np.split(column, bounds) for column in columns))]
 
     @classmethod
@@ -50,7 +53,8 @@ class Triage:
         small = SmallScores(np.concatenate([p.small.probabilities for p in parts]),
                             np.concatenate([p.small.features for p in parts]))
         return cls(small, *(np.concatenate([getattr(p, name) for p in parts]) for name in _COLUMNS),
-                   small_ms=max(p.small_ms for p in parts), policy_ms=max(p.policy_ms for p in parts))
+                   small_ms=max(p.small_ms for p in parts), policy_ms=max(p.policy_ms for p in parts),
+                   started=min(p.started for p in parts))
 
 
 _COLUMNS = ("scores", "thresholds", "defer", "forced", "covered")

@@ -40,6 +40,7 @@ from deployments.budgets import BudgetUnavailable
 from deployments.control import ControlAccess
 from deployments.deadline import DEADLINE_HEADER, parse_deadline_header
 from deployments.decisions import FeedbackDisabled
+from deployments.tracing import extract
 from deployments.guard import RequestGuard
 from deployments.schemas import (
     BudgetState,
@@ -79,9 +80,10 @@ class CascadeAPI(Protocol):
 
     modality: Modality
     metrics: CascadeMetrics
+    tracer: Any
 
-    async def detect(self, samples: Sequence[Sample], rationale: bool = False,
-                     deadline_ms: float | None = None) -> DetectResponse: ...
+    async def detect(self, samples: Sequence[Sample], rationale: bool = False, deadline_ms: float | None = None,
+                     trace_context: Any = None) -> DetectResponse: ...
 
     async def explain(self, request: ExplainRequest) -> ExplainResponse: ...
 
@@ -161,7 +163,9 @@ def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAcce
             deadline_ms = parse_deadline_header(request.headers.get(DEADLINE_HEADER))
         except ValueError as exc:
             return _error(422, "invalid_request", str(exc), [FieldProblem(field=DEADLINE_HEADER, problem=str(exc))])
-        result = await service.detect(body.samples, rationale=body.rationale, deadline_ms=deadline_ms)
+        context = extract(request.headers) if service.tracer is not None else None  # the client's traceparent
+        result = await service.detect(body.samples, rationale=body.rationale, deadline_ms=deadline_ms,
+                                      trace_context=context)
         tiers = [tier for tier, count in result.answered_by.items() if count]
         headers = {TIER_HEADER: tiers[0] if len(tiers) == 1 else "mixed", DEGRADED_HEADER: str(result.degraded)}
         # serialised as built: the service made every value, FastAPI need not validate them again

@@ -42,6 +42,7 @@ from deployments.metrics import CascadeMetrics
 from deployments.schemas import (BudgetState, BudgetUpdate, DetectResponse, ExplainRequest, ExplainResponse,
                                  FeedbackRequest, FeedbackResponse, Health, Modality, Readiness)
 from deployments.service import CascadeService, raised
+from deployments.tracing import shutdown, tracer_for
 from policies.leases import Lease, LeasedBudget, Report
 
 
@@ -71,6 +72,7 @@ class CascadeRouter:
             controller=SharedBudget(leased, read=self._read_budget, change=self._change_budget), cost=config.cost,
             expert_probe=expert_client.status,
             decision_log=open_decision_log(config) if config.serve.decision_log.enabled else None,
+            tracer=tracer_for(config.serve.tracing),
         )
         await leased.start()  # the first lease before the first request: a new replica can defer at once
 
@@ -89,15 +91,15 @@ class CascadeRouter:
     def __serve_build_asgi_app__(self) -> FastAPI:
         return build_http_app(self, self._config.serve, self._access, self._feedback_access)
 
-    async def detect(self, samples: Sequence[Sample], rationale: bool = False,
-                     deadline_ms: float | None = None) -> DetectResponse:
+    async def detect(self, samples: Sequence[Sample], rationale: bool = False, deadline_ms: float | None = None,
+                     trace_context: Any = None) -> DetectResponse:
         """Verdicts for ``samples``, in order: validate, triage in the batches the chunks join, answer."""
         started = time.perf_counter()
         payload = self._service.payload(samples)  # InvalidSamples: 422, this request only
         chunks = [payload[start:start + self._chunk] for start in range(0, len(payload), self._chunk)]
         parts = await asyncio.gather(*(self.triage_batch(chunk) for chunk in chunks))
         triage = Triage.join([raised(part) for part in parts])
-        return await self._service.answer(samples, payload, triage, rationale, started, deadline_ms)
+        return await self._service.answer(samples, payload, triage, rationale, started, deadline_ms, trace_context)
 
     @serve.batch(batch_size_fn=samples_in)
     async def triage_batch(self, payloads: list[Payload]) -> list[Triage | BaseException]:
@@ -114,6 +116,10 @@ class CascadeRouter:
     def metrics(self) -> CascadeMetrics:
         return self._service.metrics
 
+    @property
+    def tracer(self) -> Any:
+        return self._service.tracer
+
     async def explain(self, request: ExplainRequest) -> ExplainResponse:
         return await self._service.explain(request)
 
@@ -127,9 +133,11 @@ class CascadeRouter:
         return await self._service.feedback(request)
 
     def __del__(self) -> None:
-        log = getattr(getattr(self, "_service", None), "decision_log", None)
-        if log is not None:
-            log.close()  # what waits in the queue is written before the replica goes
+        service = getattr(self, "_service", None)
+        if service is not None and service.decision_log is not None:
+            service.decision_log.close()  # what waits in the queue is written before the replica goes
+        if service is not None and service.tracer is not None:
+            shutdown(service.tracer)  # and the spans waiting for the exporter
 
     def health(self) -> Health:
         return self._service.health()

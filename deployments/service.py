@@ -34,6 +34,7 @@ from deployments.answers import Answers, Triage
 from deployments.payloads import InvalidSamples, Payload, feature_rows, joined, payload_of, take
 from deployments.breaker import CircuitBreaker
 from deployments.deadline import Deadline, DeadlineExceeded, ExpertLatency
+from deployments.tracing import RequestTrace, carrying, released
 from deployments.decisions import attach_feedback, decision_rows
 from deployments.contracts import (
     Budget,
@@ -78,6 +79,7 @@ class CascadeService:
         expert_probe: TierProbe | None = None,
         breaker: CircuitBreaker | None = None,
         decision_log: DecisionLog | None = None,
+        tracer: Any = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or CascadeMetrics()
@@ -94,6 +96,7 @@ class CascadeService:
         self._expert_check: asyncio.Task[None] | None = None
         self.decision_log = decision_log
         self._expert_latency = ExpertLatency()
+        self.tracer = tracer  # OpenTelemetry (deployments.tracing); None: no spans
 
     def retune(self, settings: ServiceSettings) -> None:
         """New settings for the next request (timeouts, breaker thresholds); the breaker keeps its state."""
@@ -109,13 +112,13 @@ class CascadeService:
         """The samples' texts or feature rows; :class:`InvalidSamples` (a 422 for this request) if they do not fit."""
         return payload_of(samples, self.modality, self.settings.n_features, self.settings.missing_values)
 
-    async def detect(self, samples: Sequence[Sample], rationale: bool = False,
-                     deadline_ms: float | None = None) -> DetectResponse:
+    async def detect(self, samples: Sequence[Sample], rationale: bool = False, deadline_ms: float | None = None,
+                     trace_context: Any = None) -> DetectResponse:
         """Verdicts for ``samples``, in order; this request is its own batch."""
         started = time.perf_counter()
         payload = self.payload(samples)
         (triage,) = await self.triage_batch([payload])
-        return await self.answer(samples, payload, raised(triage), rationale, started, deadline_ms)
+        return await self.answer(samples, payload, raised(triage), rationale, started, deadline_ms, trace_context)
 
     async def triage_batch(self, payloads: list[Payload]) -> list[Triage | BaseException]:
         """Small tier, policy and budget once for several requests' samples, split back per request.
@@ -137,15 +140,20 @@ class CascadeService:
         decisions = self._controller.triage(scores, payload)
         self._record_batch(decisions.defer, decisions.forced, small_ms)
         batch = Triage(small, scores, thresholds, decisions.defer, decisions.forced, decisions.covered, small_ms,
-                       _ms_since(policy_started))
+                       _ms_since(policy_started), started)
         return list(batch.split([len(p) for p in payloads]))
 
     async def answer(self, samples: Sequence[Sample], payload: Payload, triage: Triage, rationale: bool = False,
-                     started: float | None = None, deadline_ms: float | None = None) -> DetectResponse:
+                     started: float | None = None, deadline_ms: float | None = None,
+                     trace_context: Any = None) -> DetectResponse:
         """The verdicts of one request from its triage: the expert asked for the deferred samples only.
         ``started`` (``time.perf_counter()`` when the request arrived) times the whole request and
-        starts its deadline (``deadline_ms``, else ``serve.deadline_ms``; :mod:`deployments.deadline`)."""
+        starts its deadline (``deadline_ms``, else ``serve.deadline_ms``; :mod:`deployments.deadline`);
+        ``trace_context`` is the client's (its ``traceparent``), the parent of this request's span."""
         started = time.perf_counter() if started is None else started
+        trace = RequestTrace(self.tracer, trace_context, started) if self.tracer is not None else None
+        if trace is not None:
+            trace.tiers(triage, self.settings.certificate_id)
         deadline = Deadline(started, deadline_ms if deadline_ms is not None else self.settings.deadline_ms)
         small_ms, scores, defer = triage.small_ms, triage.scores, triage.defer
         n = len(samples)
@@ -156,8 +164,17 @@ class CascadeService:
         expert_ms = 0.0
         if deferred.size:
             expert_started = time.perf_counter()
-            reason = await self._ask_expert(take(payload, deferred), deferred, answers, rationale, deadline)
+            span = trace.expert_span(deferred.size) if trace is not None else None
+            token = carrying(trace.headers_of(span)) if trace is not None else None
+            try:
+                reason = await self._ask_expert(take(payload, deferred), deferred, answers, rationale, deadline)
+            finally:
+                if token is not None:
+                    released(token)
             expert_ms = _ms_since(expert_started)
+            if span is not None:
+                span.set_attribute("cascade.degraded_reason", reason or "")
+                span.end()
             if reason:
                 answers.degraded[deferred] = True
                 reasons[deferred] = reason
@@ -194,6 +211,9 @@ class CascadeService:
                 self._controller.state().get("certificate_id", self.settings.certificate_id), __version__))
         if not certified.all():
             self.metrics.uncertified.inc(int(n - np.count_nonzero(certified)))
+        if trace is not None:
+            trace.end({"cascade.samples": n, "cascade.deferred": int(deferred.size),
+                       "cascade.degraded": int(answers.degraded.sum()), "cascade.certified": int(certified.sum())})
         answered_by = {tier: int(np.count_nonzero(answers.source == tier)) for tier in ("small", "expert")}
         return DetectResponse.model_construct(verdicts=verdicts, answered_by=answered_by,
                                               degraded=int(answers.degraded.sum()))

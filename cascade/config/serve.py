@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from cascade.config.section import Section
 
@@ -77,6 +77,24 @@ class MonitorConfig(Section):
                                                              "cost budgets re-certify on, from their scores alone")
 
 
+class TracingConfig(Section):
+    """OpenTelemetry traces of each request (:mod:`deployments.tracing`)."""
+
+    enabled: bool = Field(False, description="export a span per request with a child span per tier")
+    exporter: Literal["otlp", "file"] = Field("otlp", description="OTLP over HTTP to a collector, or JSON lines to a "
+                                                                  "file")
+    endpoint: str = Field("http://127.0.0.1:4318/v1/traces", description="the collector's OTLP/HTTP traces URL")
+    file: str | None = Field(None, description="the JSON-lines file (exporter: file)")
+    service_name: str = Field("cascade", min_length=1)
+    sample_ratio: float = Field(1.0, ge=0, le=1, description="share of traces kept when the client sent none")
+
+    @model_validator(mode="after")
+    def _file_has_a_path(self) -> "TracingConfig":
+        if self.enabled and self.exporter == "file" and not self.file:
+            raise ValueError("tracing.file: the file exporter needs a path")
+        return self
+
+
 class ServeConfig(Section):
     host: str = Field("127.0.0.1", description="where `cascade serve` listens; under `serve run` / `serve deploy` "
                                                "the Serve config's http_options must say the same")
@@ -117,3 +135,4 @@ class ServeConfig(Section):
     decision_log: DecisionLogConfig = Field(default_factory=DecisionLogConfig)
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
