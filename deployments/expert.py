@@ -31,6 +31,7 @@ from cascade.config import CascadeConfig
 from cascade.data import Dataset
 from cascade.data.roles import labelled_pool, load_roles
 from cascade.experts.errors import ExpertUnavailable
+from cascade.trace_context import carried, carrying, released
 from deployments.payloads import Payload
 from deployments.served import expert_calibrator, served_modality
 from deployments.contracts import ExpertOverloaded
@@ -93,9 +94,14 @@ class ExpertServer:
             await self._probe_once()
         return bool(self._up)
 
-    async def ajudge(self, X: Payload) -> Any:
-        """An ``ExpertResult`` for ``X``: probabilities, tokens, cost and latency per sample."""
-        return await self._expert.ajudge(X)
+    async def ajudge(self, X: Payload, trace: dict[str, str] | None = None) -> Any:
+        """An ``ExpertResult`` for ``X``: probabilities, tokens, cost and latency per sample; ``trace``:
+        the router's ``traceparent`` headers, carried by an HTTP engine's requests."""
+        token = carrying(trace)
+        try:
+            return await self._expert.ajudge(X)
+        finally:
+            released(token)
 
     async def aexplain(self, sample: str | np.ndarray, question: str | None = None,
                        history: list[dict[str, str]] | None = None, label: str | None = None) -> Any:
@@ -133,7 +139,7 @@ class ExpertHandle:
         self._handle = handle
 
     async def ajudge(self, X: Payload) -> Any:
-        return await _cancel_on_exit(self._handle.ajudge.remote(X))
+        return await _cancel_on_exit(self._handle.ajudge.remote(X, carried() or None))
 
     async def aexplain(self, sample: str | np.ndarray, question: str | None = None,
                        history: list[dict[str, str]] | None = None, label: str | None = None) -> Any:

@@ -21,7 +21,6 @@ True
 
 from __future__ import annotations
 
-import contextvars
 import json
 import threading
 import time
@@ -29,7 +28,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-_EXPERT_HEADERS: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("cascade_trace", default=None)
+from cascade.trace_context import carried, carrying, released
+
+__all__ = ["JsonLinesExporter", "RequestTrace", "carrying", "current_trace_headers", "extract", "released",
+           "shutdown", "tracer_for", "tracer_with"]
+
 
 
 def tracer_for(settings: Any, name: str = "cascade") -> Any:
@@ -75,24 +78,14 @@ def extract(headers: Mapping[str, str]) -> Any:
 
 
 def current_trace_headers() -> dict[str, str]:
-    """``traceparent`` (and ``tracestate``) of the span current here, or of the expert call under way."""
-    carried = _EXPERT_HEADERS.get()
-    if carried:
-        return dict(carried)
+    """``traceparent`` (and ``tracestate``) of the expert call under way, or of the span current here."""
+    if carried():
+        return carried()
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier)
     return carrier
-
-
-def carrying(headers: dict[str, str] | None) -> contextvars.Token:
-    """Make ``headers`` the trace context of the expert call under way (the expert replica's side)."""
-    return _EXPERT_HEADERS.set(headers or None)
-
-
-def released(token: contextvars.Token) -> None:
-    _EXPERT_HEADERS.reset(token)
 
 
 def epoch_ns(perf: float) -> int:

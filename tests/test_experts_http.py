@@ -35,6 +35,7 @@ class ScriptedServer:
     def __init__(self) -> None:
         self.script: list[tuple[int, dict[str, Any], float]] = []
         self.posts: list[dict[str, Any]] = []
+        self.traceparents: list[str | None] = []
         self.rendezvous: threading.Barrier | None = None
         outer = self
 
@@ -44,6 +45,7 @@ class ScriptedServer:
 
             def do_POST(self) -> None:
                 outer.posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                outer.traceparents.append(self.headers.get("traceparent"))
                 status, body, delay = outer.script.pop(0) if outer.script else (500, {"error": "no reply"}, 0.0)
                 if outer.rendezvous is not None:
                     outer.rendezvous.wait(timeout=30.0)  # raises, so no reply at all, if they never meet
@@ -160,3 +162,23 @@ def test_generation_returns_text_and_completion_tokens(server: ScriptedServer) -
     generation = _engine(server.url).generate([1, 2], max_tokens=8)
     assert (generation.text, generation.completion_tokens) == (" Because.", 3)
     assert server.posts[0]["max_tokens"] == 8
+
+
+def test_an_expert_call_carries_the_requests_traceparent_to_the_server(server: ScriptedServer) -> None:
+    from cascade.trace_context import carrying, released
+
+    top = {"token_id:11": -0.5, "token_id:12": -0.9}
+    server.script += [(200, _completion([top]), 0.0)] * 2
+    engine = _engine(server.url, batch_size=1)
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    async def traced() -> None:
+        token = carrying({"traceparent": traceparent})
+        try:
+            await engine.ascore([[1]], LABELS)
+        finally:
+            released(token)
+        await engine.ascore([[2]], LABELS)  # outside a traced call: no header
+
+    asyncio.run(traced())
+    assert server.traceparents == [traceparent, None]

@@ -26,6 +26,7 @@ import numpy as np
 
 from cascade.experts.engines.base import Generation, label_row
 from cascade.experts.errors import ExpertError, ExpertUnavailable
+from cascade.trace_context import carried
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -156,7 +157,7 @@ class OpenAIEngine:
             if attempt:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                response = await client.request(method, path, json=body)
+                response = await client.request(method, path, json=body, headers=carried() or None)
             except httpx.TransportError as exc:
                 failure = f"{type(exc).__name__}: {exc}"
                 continue
