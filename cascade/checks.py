@@ -201,6 +201,26 @@ def budget_problems(config: CascadeConfig) -> list[str]:
     if budget.kind in ("accepted-error", "joint") and budget.delta is None:
         problems.append(f"budget.delta: a {budget.kind} budget is certified by Learn-then-Test, which needs a failure "
                         "probability (e.g. 0.1)")
+    return problems + tenant_problems(config)
+
+
+def tenant_problems(config: CascadeConfig) -> list[str]:
+    """A tenant budget the app could not serve: a target on a budget that is not a rate, a target above
+    its cap, a cap on an accepted-error certificate the config does not let a cap override."""
+    budget, problems = config.budget, []
+    for i, tenant in enumerate(config.serve.tenants):
+        where = f"serve.tenants.{i}"
+        if tenant.target is not None and budget.kind != "rate":
+            problems.append(f"{where}.target: only a rate budget has a deferral-rate target a tenant can set; this "
+                            f"app's budget is '{budget.kind}' (its rule is the certified one for every tenant)")
+        cap = tenant.hard_cap if tenant.hard_cap is not None else budget.hard_cap
+        target = tenant.target if tenant.target is not None else budget.target
+        if budget.kind == "rate" and cap is not None and target > cap:
+            problems.append(f"{where}.target: {target} is above the tenant's hard cap {cap}")
+        if (budget.kind in ("accepted-error", "joint") and tenant.hard_cap is not None
+                and not budget.cap_overrides_certificate):
+            problems.append(f"{where}.hard_cap: a cap makes the small tier answer what the {budget.kind} certificate "
+                            "defers; set budget.cap_overrides_certificate: true to allow it (flagged certified: false)")
     return problems
 
 

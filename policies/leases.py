@@ -58,6 +58,7 @@ class Report:
     """What a replica decided since its last report: counts, and deferrals per lease it used."""
 
     replica: str
+    tenant: str | None = None
     decisions: int = 0
     wanted: int = 0
     forced: int = 0
@@ -128,6 +129,16 @@ class BudgetLedger:
                      state=self.state(), tie_break=self.controller.tie_break, tie_seed=self.controller.tie_seed,
                      covered=self.controller.covers_rule(), coverage=self.controller.coverage)
 
+    def shrink(self, lease_id: int, deferrals: int) -> None:
+        """Reserve at most ``deferrals`` for a lease just granted (another cap granted less)."""
+        if lease_id in self._reserved:
+            self._reserved[lease_id] = min(self._reserved[lease_id], max(int(deferrals), 0))
+
+    def live_leases(self) -> list[int]:
+        """Ids of the leases that still reserve allowance."""
+        self._expire()
+        return list(self._reserved)
+
     def set_target(self, target: float) -> None:
         """Change the app's target (refused above the hard cap, as the controller refuses it)."""
         self.controller.set_target(target)
@@ -177,8 +188,9 @@ class LeasedBudget:
     """
 
     def __init__(self, replica: str, exchange: Exchange, threshold: float, hard_cap: float | None,
-                 ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 ttl_s: float = 5.0, clock: Callable[[], float] = time.monotonic, tenant: str | None = None) -> None:
         self.replica = replica
+        self.tenant = tenant
         self.hard_cap = hard_cap
         self.ttl_s = ttl_s
         self._exchange_fn = exchange
@@ -187,7 +199,7 @@ class LeasedBudget:
         self._lease: Lease | None = None
         self._left = 0
         self._valid_until = -np.inf
-        self._pending = Report(replica=replica)
+        self._pending = Report(replica=replica, tenant=tenant)
         self._in_flight: asyncio.Task[None] | None = None
         self._retry_at = -np.inf
         self._state: dict[str, Any] = {}
@@ -249,7 +261,7 @@ class LeasedBudget:
             self._in_flight = asyncio.get_running_loop().create_task(self._exchange())
 
     async def _exchange(self) -> None:
-        report, self._pending = self._pending, Report(replica=self.replica)
+        report, self._pending = self._pending, Report(replica=self.replica, tenant=self.tenant)
         asked_at = self._clock()
         try:
             lease = await asyncio.wait_for(self._exchange_fn(report), self.ttl_s)

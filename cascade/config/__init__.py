@@ -27,14 +27,14 @@ from cascade.config.budget import (BUDGET_FIELD_KINDS, BUDGETS, AcceptedErrorBud
                                    JointBudget, RateBudget, budget_config, is_other_kinds_default)
 from cascade.config.section import Section
 from cascade.config.serve import (BreakerConfig, ControlConfig, DecisionLogConfig, FeedbackConfig, MonitorConfig,
-                                  ServeConfig, SharedBudgetConfig)
+                                  ServeConfig, SharedBudgetConfig, TenantConfig, TracingConfig)
 from cascade.types import CostModel
 
 __all__ = [  # the sections live in their own modules; users import every config model from here
     "AcceptedErrorBudget", "BreakerConfig", "BudgetConfig", "CalibratorConfig", "CascadeConfig", "ConfigError",
     "ConfigWarning", "ControlConfig", "CostBudget", "DatasetConfig", "DecisionLogConfig", "DetectorConfig",
     "ExperimentConfig", "ExpertConfig", "FeedbackConfig", "JointBudget", "MonitorConfig", "PolicyConfig", "RateBudget",
-    "ServeConfig", "SharedBudgetConfig", "budget_config",
+    "ServeConfig", "SharedBudgetConfig", "TenantConfig", "TracingConfig", "budget_config",
 ]
 
 FILE_DATASETS = ("csv", "jsonl", "parquet")

@@ -95,6 +95,24 @@ class TracingConfig(Section):
         return self
 
 
+class TenantConfig(Section):
+    """One tenant of a shared app: its bearer token picks it; its own deferral budget within the app's
+    certificate (a rate target, a hard cap, a window; unset: the app's ``budget`` values)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="named in metrics, logs and GET /v1/budget")
+    token_env: str | None = Field(None, min_length=1, description="environment variable holding the tenant's token")
+    token_file: str | None = Field(None, description="file holding the tenant's token (read when the app is built)")
+    target: float | None = Field(None, gt=0, le=1, description="rate budgets: the tenant's deferral-rate target")
+    hard_cap: float | None = Field(None, gt=0, le=1, description="the tenant's max deferral rate over its window")
+    window: int | None = Field(None, gt=0, description="the tenant's sliding window, in its requests")
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> "TenantConfig":
+        if (self.token_env is None) == (self.token_file is None):
+            raise ValueError(f"tenant '{self.name}': give exactly one of token_env and token_file")
+        return self
+
+
 class ServeConfig(Section):
     host: str = Field("127.0.0.1", description="where `cascade serve` listens; under `serve run` / `serve deploy` "
                                                "the Serve config's http_options must say the same")
@@ -136,3 +154,17 @@ class ServeConfig(Section):
     feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
+    tenants: list[TenantConfig] = Field(default_factory=list, description="tenants sharing the app, each with its "
+                                        "token and budget; none: one budget, no token needed to detect")
+    app_hard_cap: float | None = Field(None, gt=0, le=1, description="with tenants: max deferral rate of all "
+                                       "tenants together over the app's window")
+
+    @model_validator(mode="after")
+    def _distinct_tenants(self) -> "ServeConfig":
+        names = [tenant.name for tenant in self.tenants]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"tenants: names must differ; {twice} appear more than once")
+        if self.app_hard_cap is not None and not self.tenants:
+            raise ValueError("app_hard_cap caps all tenants together; without tenants use budget.hard_cap")
+        return self
