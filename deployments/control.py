@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cascade.config import ConfigError, ControlConfig
+from cascade.config import ConfigError, ControlConfig, TenantConfig
 
 _SCHEME = "bearer "
 
@@ -77,3 +77,57 @@ class ControlAccess:
         if not hmac.compare_digest(presented, self.token_digest):
             return Refusal(401, "unauthorized", f"the bearer token is not the {self.section} token")
         return None
+
+
+@dataclass(frozen=True)
+class TenantAccess:
+    """Which tenant a bearer token belongs to (digests only); empty: the app has no tenants.
+
+    >>> access = TenantAccess.from_tokens({"shop": "t-shop", "bank": "t-bank"})
+    >>> access.tenant_of("Bearer t-bank"), access.tenant_of("Bearer nope"), access.tenant_of(None)
+    ('bank', None, None)
+    """
+
+    digests: tuple[tuple[bytes, str], ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.digests)
+
+    @classmethod
+    def from_tokens(cls, tokens: dict[str, str]) -> TenantAccess:
+        seen: dict[str, str] = {}
+        for name, token in tokens.items():
+            if token in seen:
+                raise ConfigError(f"serve.tenants: tenants '{seen[token]}' and '{name}' have the same token; each "
+                                  "token must pick one tenant")
+            seen[token] = name
+        return cls(tuple((hashlib.sha256(token.encode()).digest(), name) for name, token in tokens.items()))
+
+    @classmethod
+    def from_config(cls, tenants: list[TenantConfig]) -> TenantAccess:
+        """Read each tenant's token (its file, or its environment variable); a missing one is a ConfigError."""
+        tokens = {}
+        for i, tenant in enumerate(tenants):
+            if tenant.token_file is not None:
+                path = Path(tenant.token_file)
+                token = path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+                where = f"serve.tenants.{i}.token_file: {path}"
+            else:
+                token = os.environ.get(tenant.token_env or "", "").strip()
+                where = f"serve.tenants.{i}.token_env: ${tenant.token_env}"
+            if not token:
+                raise ConfigError(f"{where} gives no token for tenant '{tenant.name}'")
+            tokens[tenant.name] = token
+        return cls.from_tokens(tokens)
+
+    def tenant_of(self, authorization: str | None) -> str | None:
+        """The tenant whose token ``authorization`` carries (``None`` when none does)."""
+        if not authorization or not authorization.lower().startswith(_SCHEME):
+            return None
+        presented = hashlib.sha256(authorization[len(_SCHEME):].strip().encode()).digest()
+        found = None
+        for digest, name in self.digests:  # compare with every token: the time does not say which matched
+            if hmac.compare_digest(presented, digest):
+                found = name
+        return found

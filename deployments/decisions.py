@@ -37,7 +37,7 @@ def content_hash(sample: str | np.ndarray) -> str:
 
 def decision_rows(ids: Sequence[str], payload: Payload, triage: Triage, answers: Answers, labels: np.ndarray,
                   certified: np.ndarray, certificate: dict[str, Any] | None, certificate_id: str | None,
-                  app_version: str) -> list[Decision]:
+                  app_version: str, tenant: str | None = None) -> list[Decision]:
     """One logged decision per sample of a request (in order)."""
     now = time.time()
     scores, thresholds = triage.scores, triage.thresholds
@@ -58,7 +58,7 @@ def decision_rows(ids: Sequence[str], payload: Payload, triage: Triage, answers:
                  tier=str(answers.source[i]), label=str(served[i]),  # type: ignore[arg-type]
                  deferred=bool(wanted[i]), cost=float(answers.cost[i]), degraded=bool(answers.degraded[i]),
                  forced=bool(triage.forced[i]), certified=bool(certified[i]), certificate_id=certificate_id,
-                 app_version=app_version, tenant=None)
+                 app_version=app_version, tenant=tenant)
         for i in range(len(ids))
     ]
 

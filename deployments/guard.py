@@ -5,6 +5,9 @@
   held only up to the limit, then handed to the app).
 * A mutating route (``MUTATIONS``) needs the control token (:mod:`deployments.control`), and
   ``POST /v1/feedback`` the feedback token: 401/403 before the body is read.
+* With tenants (``serve.tenants``), detect and explain need a tenant's token (401 otherwise), which
+  picks the tenant (``scope["state"]["tenant"]``); ``GET /v1/budget`` takes a tenant's token (its
+  own budget) or the control token (any tenant's, by ``?tenant=``).
 * Every answered request is counted by route and status, 4xx also as rejected input.
 """
 
@@ -14,7 +17,7 @@ import json
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-from deployments.control import ControlAccess
+from deployments.control import ControlAccess, TenantAccess
 from deployments.metrics import CascadeMetrics
 
 Scope = dict[str, Any]
@@ -25,6 +28,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MUTATIONS: frozenset[tuple[str, str]] = frozenset({("PUT", "/v1/budget")})
 FEEDBACK: tuple[str, str] = ("POST", "/v1/feedback")
+TENANT_ROUTES: frozenset[tuple[str, str]] = frozenset({("POST", "/v1/detect"), ("POST", "/v1/explain"),
+                                                       ("GET", "/v1/budget")})
 
 
 class BodyTooLarge(Exception):
@@ -35,13 +40,15 @@ class RequestGuard:
     """ASGI middleware; ``routes`` are the paths metrics name (others count as ``other``)."""
 
     def __init__(self, app: ASGIApp, body_limit: int, access: ControlAccess, metrics: CascadeMetrics,
-                 routes: Collection[str], feedback_access: ControlAccess | None = None) -> None:
+                 routes: Collection[str], feedback_access: ControlAccess | None = None,
+                 tenants: TenantAccess | None = None) -> None:
         self.app = app
         self.feedback_access = feedback_access or ControlAccess.from_token(None, section="feedback")
         self.body_limit = body_limit
         self.access = access
         self.metrics = metrics
         self.routes = frozenset(routes)
+        self.tenants = tenants or TenantAccess()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,6 +84,13 @@ class RequestGuard:
             message = f"request body of {declared} bytes is over the limit of {self.body_limit}"
             return 413, "payload_too_large", message, {}
         route = (scope["method"], scope["path"])
+        if self.tenants.enabled and route in TENANT_ROUTES:
+            tenant = self.tenants.tenant_of(headers.get("authorization"))
+            admin = route == ("GET", "/v1/budget") and self.access.refusal(headers.get("authorization")) is None
+            if tenant is None and not admin:
+                return 401, "unauthorized", ("this app serves tenants: send 'Authorization: Bearer <token>' with your "
+                                             "tenant's token"), {"WWW-Authenticate": "Bearer"}
+            scope.setdefault("state", {})["tenant"] = tenant
         if route in MUTATIONS or route == FEEDBACK:
             access = self.feedback_access if route == FEEDBACK else self.access
             refused = access.refusal(headers.get("authorization"))

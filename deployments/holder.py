@@ -29,11 +29,12 @@ from typing import Any
 from ray import serve
 
 from cascade.config import CascadeConfig, ConfigError
-from deployments.served import ServedPolicy, watched
+from deployments.served import ServedPolicy, tenant_config, watched
 from deployments.knobs import HOLDER_KNOBS, with_knobs
 from policies.leases import BudgetLedger, Lease, Report
+from policies.tenants import TenantLedgers, UnknownTenant, app_cap_ledger
 
-CHECKPOINT_VERSION = 3  # 3: the served certificate and rule (re-certification swaps them)
+CHECKPOINT_VERSION = 4  # 4: one ledger per tenant and the app-wide cap
 monitor_log = logging.getLogger("cascade.monitor")
 KV_NAMESPACE = "cascade"
 
@@ -41,7 +42,9 @@ KV_NAMESPACE = "cascade"
 def budget_fingerprint(config: CascadeConfig, served: ServedPolicy) -> str:
     """What a checkpoint must match to be resumed: threshold, certificate, budget settings, version."""
     basis = {"version": CHECKPOINT_VERSION, "threshold": served.threshold, "certificate": served.certificate,
-             "budget": config.budget.model_dump(mode="json")}
+             "budget": config.budget.model_dump(mode="json"),
+             "tenants": [t.model_dump(mode="json", exclude={"token_env", "token_file"}) for t in config.serve.tenants],
+             "app_hard_cap": config.serve.app_hard_cap}
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()
 
 
@@ -57,11 +60,11 @@ class BudgetHolder:
         self._fingerprint = budget_fingerprint(config, served)
         stored = self._load()
         if stored is not None and stored.get("fingerprint") == self._fingerprint:
-            self._ledger = BudgetLedger.restore(stored["ledger"], shared.lease_deferrals, shared.lease_ttl_s)
+            self._ledger = TenantLedgers.restore(stored["ledger"], shared.lease_deferrals, shared.lease_ttl_s)
             self._declared = stored.get("declared")
             self.resumed = True
         else:
-            self._ledger = BudgetLedger(served.controller(config), shared.lease_deferrals, shared.lease_ttl_s)
+            self._ledger = tenant_ledgers(config, served)
             self.resumed = False
         self._keeper = self._watcher = None
         self._read_error: str | None = None
@@ -72,7 +75,7 @@ class BudgetHolder:
             snapshot = stored.get("watch") if self.resumed and stored is not None else None
             log = await asyncio.to_thread(open_decision_log, config)
             self._keeper = await asyncio.to_thread(CertificateKeeper, config, served, log, served.reference, snapshot)
-            self._ledger.info = self._keeper.lease_info()
+            self._inform()
             self._metrics = _monitor_metrics()
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
         self._save()
@@ -89,7 +92,7 @@ class BudgetHolder:
             except Exception as exc:
                 events, self._read_error = [], f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
                 monitor_log.exception("cascade monitor: the decision log could not be read")
-            self._ledger.info = keeper.lease_info()
+            self._inform()
             for event in events:
                 monitor_log.warning(json.dumps(event, sort_keys=True, default=str))
                 if event["event"] == "recertified":
@@ -113,8 +116,11 @@ class BudgetHolder:
         if self._config.budget.kind != "rate":
             raise ConfigError(f"user_config.budget.target: only a rate budget's target changes at run time; this "
                               f"app's budget is '{self._config.budget.kind}'")
-        try:
-            self._ledger.set_target(target)
+        own = {t.name for t in self._config.serve.tenants if t.target is not None}
+        try:  # every tenant without a target of its own
+            for tenant, ledger in self._ledger.members():
+                if tenant not in own:
+                    ledger.set_target(target)
         except ValueError as exc:
             raise ConfigError(f"user_config.budget.target: {exc}") from None
         self._declared = target
@@ -128,21 +134,32 @@ class BudgetHolder:
             lease = dataclasses.replace(lease, covered=False)  # an alarm stands: answers are outside the certificate
         return lease
 
-    async def state(self) -> dict[str, Any]:
-        """The app's budget now (the controller's state, leases, whether it resumed a checkpoint)."""
-        state = {**self._ledger.state(), "resumed": self.resumed}
+    async def state(self, tenant: str | None = None) -> dict[str, Any]:
+        """A tenant's budget now (the controller's state, leases, whether it resumed a checkpoint), the
+        app-wide cap's window, and the watch of the certificate; ``{"error": ...}`` for an unknown tenant."""
+        try:
+            ledger = self._ledger.ledger(tenant)
+        except UnknownTenant as exc:
+            return {"error": str(exc)}
+        state = {**ledger.state(), "resumed": self.resumed, "tenant": tenant, "app": self._ledger.app_state()}
         if self._keeper is not None:
             state["watch"] = {**self._keeper.state(), "error": self._read_error}
         return state
 
-    async def set_target(self, target: float) -> dict[str, Any]:
-        """Change the target; ``{"error": ...}`` when the controller refuses it."""
+    async def set_target(self, target: float, tenant: str | None = None) -> dict[str, Any]:
+        """Change a tenant's target; ``{"error": ...}`` when the controller refuses it."""
         try:
-            self._ledger.set_target(target)
-        except ValueError as exc:
-            return {"error": str(exc)}
+            self._ledger.ledger(tenant).set_target(target)
+        except (ValueError, UnknownTenant) as exc:
+            return {"error": str(exc).strip('"')}
         self._save()
-        return await self.state()
+        return await self.state(tenant)
+
+    def _inform(self) -> None:
+        """What every lease tells the router replicas: the served certificate's id and its watch."""
+        if self._keeper is not None:
+            for _, ledger in self._ledger.members():
+                ledger.info = self._keeper.lease_info()
 
     def _load(self) -> dict[str, Any] | None:
         from ray.experimental.internal_kv import _internal_kv_get
@@ -166,3 +183,15 @@ def _monitor_metrics() -> dict[str, Any]:
                               "(alarm at 1/delta)", tag_keys=("monitor",)),
             "alarm": Gauge("cascade_monitor_alarm", "1 while the monitor's alarm stands", tag_keys=("monitor",)),
             "recertified": Counter("cascade_recertifications_total", "served rules swapped for a re-certified one")}
+
+
+def tenant_ledgers(config: CascadeConfig, served: ServedPolicy) -> TenantLedgers:
+    """A ledger per tenant (``None`` for an app without tenants), each serving the certified rule with the
+    tenant's target, cap and window, and the app-wide cap's ledger when ``serve.app_hard_cap`` is set."""
+    shared = config.serve.shared_budget
+    names = [t.name for t in config.serve.tenants] or [None]
+    ledgers = {name: BudgetLedger(served.controller(tenant_config(config, name)), shared.lease_deferrals,
+                                  shared.lease_ttl_s) for name in names}
+    app = None if config.serve.app_hard_cap is None else app_cap_ledger(
+        config.serve.app_hard_cap, config.budget.window, shared.lease_deferrals, shared.lease_ttl_s)
+    return TenantLedgers(ledgers, app)

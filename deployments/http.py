@@ -37,7 +37,7 @@ from cascade.decision_log import DecisionLogError
 from cascade.types import Sample
 from deployments.payloads import InvalidSamples
 from deployments.budgets import BudgetUnavailable
-from deployments.control import ControlAccess
+from deployments.control import ControlAccess, TenantAccess
 from deployments.deadline import DEADLINE_HEADER, parse_deadline_header
 from deployments.decisions import FeedbackDisabled
 from deployments.tracing import extract
@@ -60,6 +60,7 @@ from deployments.schemas import (
 )
 from deployments.contracts import InvalidBudget, SmallTierUnavailable
 from deployments.metrics import CascadeMetrics
+from policies.tenants import UnknownTenant
 
 ROUTES: tuple[str, ...] = ("/v1/detect", "/v1/explain", "/v1/budget", "/v1/feedback", "/healthz", "/readyz")
 TIER_HEADER = "X-Cascade-Tier"
@@ -83,11 +84,11 @@ class CascadeAPI(Protocol):
     tracer: Any
 
     async def detect(self, samples: Sequence[Sample], rationale: bool = False, deadline_ms: float | None = None,
-                     trace_context: Any = None) -> DetectResponse: ...
+                     trace_context: Any = None, tenant: str | None = None) -> DetectResponse: ...
 
     async def explain(self, request: ExplainRequest) -> ExplainResponse: ...
 
-    async def budget(self) -> BudgetState: ...
+    async def budget(self, tenant: str | None = None) -> BudgetState: ...
 
     async def set_budget(self, update: BudgetUpdate) -> BudgetState: ...
 
@@ -99,10 +100,10 @@ class CascadeAPI(Protocol):
 
 
 def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAccess,
-                   feedback_access: ControlAccess | None = None) -> FastAPI:
+                   feedback_access: ControlAccess | None = None, tenants: TenantAccess | None = None) -> FastAPI:
     """The FastAPI app: ``/v1/detect``, ``/v1/explain``, ``/v1/budget``, ``/v1/feedback``, ``/healthz``,
     ``/readyz``, ``/docs``; ``access`` says who may ``PUT /v1/budget``, ``feedback_access`` who may
-    ``POST /v1/feedback`` (default: ``limits.feedback``'s token)."""
+    ``POST /v1/feedback`` (default: ``limits.feedback``'s token), ``tenants`` which token is which tenant."""
     if feedback_access is None:
         feedback_access = ControlAccess.from_config(limits.feedback, "feedback")
     models = request_models(limits, service.modality)
@@ -113,7 +114,7 @@ def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAcce
         description="A cheap detector answers; a calibrated deferral policy sends likely-wrong samples to an LLM.",
     )
     app.add_middleware(RequestGuard, body_limit=max_body_bytes(limits), access=access, metrics=service.metrics,
-                       routes=ROUTES, feedback_access=feedback_access)
+                       routes=ROUTES, feedback_access=feedback_access, tenants=tenants)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -144,6 +145,10 @@ def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAcce
     async def _log_down(request: Request, exc: DecisionLogError) -> JSONResponse:
         return _error(503, "decision_log_unavailable", str(exc), headers=retry_after)
 
+    @app.exception_handler(UnknownTenant)
+    async def _no_tenant(request: Request, exc: UnknownTenant) -> JSONResponse:
+        return _error(404, "not_found", str(exc).strip('"'))
+
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception) -> JSONResponse:
         return _error(500, "internal_error", f"{request.method} {request.url.path}: unexpected {type(exc).__name__} "
@@ -165,7 +170,7 @@ def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAcce
             return _error(422, "invalid_request", str(exc), [FieldProblem(field=DEADLINE_HEADER, problem=str(exc))])
         context = extract(request.headers) if service.tracer is not None else None  # the client's traceparent
         result = await service.detect(body.samples, rationale=body.rationale, deadline_ms=deadline_ms,
-                                      trace_context=context)
+                                      trace_context=context, tenant=_tenant(request))
         tiers = [tier for tier, count in result.answered_by.items() if count]
         headers = {TIER_HEADER: tiers[0] if len(tiers) == 1 else "mixed", DEGRADED_HEADER: str(result.degraded)}
         # serialised as built: the service made every value, FastAPI need not validate them again
@@ -179,10 +184,12 @@ def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAcce
         response.headers[DEGRADED_HEADER] = str(int(result.degraded))
         return result
 
-    @app.get("/v1/budget", response_model=BudgetState)
-    async def budget() -> BudgetState:
-        """Target, realised deferral rate over the window, and whether the hard cap binds."""
-        return await service.budget()
+    @app.get("/v1/budget", response_model=BudgetState, responses={404: {"model": ErrorResponse,
+                                                                       "description": "no such tenant"}})
+    async def budget(request: Request) -> BudgetState:
+        """Target, realised deferral rate over the window, and whether the hard cap binds: the caller's
+        tenant's budget, or (with the control token) ``?tenant=``'s."""
+        return await service.budget(_tenant(request) or request.query_params.get("tenant"))
 
     @app.put("/v1/budget", response_model=BudgetState, responses=_CONTROL_RESPONSES)
     async def set_budget(body: BudgetUpdate) -> BudgetState:
@@ -211,6 +218,11 @@ def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAcce
         return readiness
 
     return app
+
+
+def _tenant(request: Request) -> str | None:
+    """The tenant the guard found for the request's token (``None``: the app has no tenants)."""
+    return getattr(request.state, "tenant", None)
 
 
 def _validation_response(request: Request, exc: RequestValidationError) -> JSONResponse:

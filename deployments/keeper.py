@@ -32,7 +32,7 @@ import numpy as np
 
 from cascade.config import CascadeConfig
 from cascade.decision_log import Decision, DecisionLog, Labelled
-from deployments.served import ServedPolicy
+from deployments.served import ServedPolicy, tenant_config
 from policies.certificate import Certificate
 from policies.leases import BudgetLedger
 from policies.watch import CertificateWatch, Observation, accepted_wrong, certificate_id, recertify
@@ -105,7 +105,7 @@ class CertificateKeeper:
 
     # -- acting (on the holder's event loop) -------------------------------------------------------
 
-    def apply(self, reading: Reading, ledger: BudgetLedger) -> list[dict[str, Any]]:
+    def apply(self, reading: Reading, ledger: Any) -> list[dict[str, Any]]:
         """Feed the monitors, act on a new alarm, maybe swap the rule; return the events to log."""
         if self.watch is None:
             return []
@@ -129,14 +129,16 @@ class CertificateKeeper:
             events += self._act(ledger)
         return events
 
-    def _act(self, ledger: BudgetLedger) -> list[dict[str, Any]]:
+    def _act(self, ledger: Any) -> list[dict[str, Any]]:
         action, monitor = self.settings.action, self.watch.alarm_monitor_  # type: ignore[union-attr]
         if action == "alert":
             self.status, self.message = "alarm", f"{monitor} alarm: still serving the rule, outside the certificate"
             return []
         if not self._fallback_installed:
             try:
-                _install(ledger, self._fallback_controller(), self.config.budget.kind == "rate")
+                for tenant, member in _members(ledger):
+                    _install(member, self._fallback_controller(tenant_config(self.config, tenant)),
+                             self.config.budget.kind == "rate")
             except ValueError as exc:  # say so, keep serving the rule: the alarm stands either way
                 self.status, self.message = "alarm", f"{monitor} alarm; the fallback rule could not be served: {exc}"
                 return [self._event("action_failed", reason=str(exc))]
@@ -147,7 +149,7 @@ class CertificateKeeper:
         self.status = "recertifying"
         return self._maybe_recertify(ledger)
 
-    def _maybe_recertify(self, ledger: BudgetLedger) -> list[dict[str, Any]]:
+    def _maybe_recertify(self, ledger: Any) -> list[dict[str, Any]]:
         by_labels = self.config.budget.kind in ("accepted-error", "joint")
         have = len(self._fresh_labelled) if by_labels else len(self._fresh_decisions)
         need = self.settings.recertify_labels if by_labels else self.settings.recertify_decisions
@@ -171,21 +173,23 @@ class CertificateKeeper:
                              "monitor": self.watch.alarm_monitor_})  # type: ignore[union-attr]
         self._fallback_installed = False
         self._start(body, certificate.threshold, reference, reason=f"recertified after a monitor alarm on {old}")
-        _install(ledger, self._controller(self.config, certificate.threshold, body), self.config.budget.kind == "rate")
+        for tenant, member in _members(ledger):
+            _install(member, self._controller(tenant_config(self.config, tenant), certificate.threshold, body),
+                     self.config.budget.kind == "rate")
         return [self._event("recertified", replaced=old, threshold=certificate.threshold, fresh=have,
                             bound=certificate.bound, n=certificate.n)]
 
     def _controller(self, config: CascadeConfig, threshold: float, certificate: dict[str, Any] | None) -> Any:
         return dataclasses.replace(self.served, threshold=float(threshold), certificate=certificate).controller(config)
 
-    def _fallback_controller(self) -> Any:
-        budget = self.config.budget
+    def _fallback_controller(self, config: CascadeConfig) -> Any:
+        budget = config.budget
         if budget.kind in ("accepted-error", "joint"):  # the passed rule that defers most: lowest threshold, then tie cut
             rules = (self.certificate or {}).get("passed_rules") or [(self.threshold, 1.0)]
             threshold, tie_break = min((float(t), float(b)) for t, b in rules)
-            pinned = self.config.model_copy(update={"budget": budget.model_copy(update={"served_rule": "certified"})})
+            pinned = config.model_copy(update={"budget": budget.model_copy(update={"served_rule": "certified"})})
             return self._controller(pinned, threshold, {**(self.certificate or {}), "tie_break": tie_break})
-        controller = self._controller(self.config, self.threshold, self.certificate)
+        controller = self._controller(config, self.threshold, self.certificate)
         controller.min_threshold, controller.adapt = self.threshold, True  # only rise: defer less, hold the target
         return controller
 
@@ -215,6 +219,11 @@ class CertificateKeeper:
     def _event(self, event: str, **fields: Any) -> dict[str, Any]:
         return {"event": event, "certificate_id": self.certificate_id, "action": self.settings.action,
                 "time": self._clock(), **fields}
+
+
+def _members(ledgers: Any) -> list[tuple[str | None, BudgetLedger]]:
+    """The (tenant, ledger) pairs of a :class:`~policies.tenants.TenantLedgers`, or one ledger alone."""
+    return list(ledgers.members()) if hasattr(ledgers, "members") else [(None, ledgers)]
 
 
 def _install(ledger: BudgetLedger, controller: Any, keep_target: bool) -> None:

@@ -16,6 +16,7 @@ belongs to the app: each replica decides with deferral allowance leased from the
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,10 +31,10 @@ from cascade.decision_log import open_decision_log
 from cascade.types import Sample
 from deployments.answers import Triage
 from deployments.payloads import Payload, samples_in
-from deployments.served import ServedPolicy
+from deployments.served import ServedPolicy, tenant_config
 from deployments.budgets import SharedBudget
 from deployments.contracts import ServiceSettings
-from deployments.control import ControlAccess
+from deployments.control import ControlAccess, TenantAccess
 from deployments.detector import DetectorClient, LocalSmallTier
 from deployments.expert import ExpertHandle
 from deployments.http import build_http_app
@@ -52,29 +53,37 @@ class CascadeRouter:
     """The HTTP entry point of the cascade app; ``detector`` is ``None`` when the small tier runs here."""
 
     async def __init__(self, config: CascadeConfig, served: ServedPolicy, access: ControlAccess,
-                       feedback_access: ControlAccess, detector: DeploymentHandle | None, expert: DeploymentHandle,
-                       holder: DeploymentHandle) -> None:
+                       feedback_access: ControlAccess, tenants: TenantAccess, detector: DeploymentHandle | None,
+                       expert: DeploymentHandle, holder: DeploymentHandle) -> None:
         from cascade.small import SmallTier
 
         self._config = config
         self._served = served
         self._access = access
         self._feedback_access = feedback_access
+        self._tenants = tenants
         self._holder = holder
         expert_client = ExpertHandle(expert)
         small = (LocalSmallTier(SmallTier.load(Path(served.small_dir))) if detector is None
                  else DetectorClient(detector, config.serve.max_batch_size))
         self._set_batching(config)
-        leased = LeasedBudget(serve.get_replica_context().replica_tag, self._exchange, threshold=served.threshold,
-                              hard_cap=config.budget.hard_cap, ttl_s=config.serve.shared_budget.lease_ttl_s)
+        replica = serve.get_replica_context().replica_tag
+        leases = {name: LeasedBudget(replica, self._exchange, threshold=served.threshold,
+                                     hard_cap=tenant_config(config, name).budget.hard_cap,
+                                     ttl_s=config.serve.shared_budget.lease_ttl_s, tenant=name)
+                  for name in [t.name for t in config.serve.tenants] or [None]}
+        budgets = {name: SharedBudget(leased, read=functools.partial(self._read_budget, name),
+                                      change=functools.partial(self._change_budget, name))
+                   for name, leased in leases.items()}
         self._service = CascadeService(
             ServiceSettings.from_config(config, served), small=small, expert=expert_client, policy=served.policy,
-            controller=SharedBudget(leased, read=self._read_budget, change=self._change_budget), cost=config.cost,
+            controller=budgets, cost=config.cost,
             expert_probe=expert_client.status,
             decision_log=open_decision_log(config) if config.serve.decision_log.enabled else None,
             tracer=tracer_for(config.serve.tracing),
         )
-        await leased.start()  # the first lease before the first request: a new replica can defer at once
+        for leased in leases.values():
+            await leased.start()  # the first lease before the first request: a new replica can defer at once
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve's ``user_config``: the router's runtime knobs (:mod:`deployments.knobs`), checked by the
@@ -89,22 +98,25 @@ class CascadeRouter:
         self.triage_batch.set_batch_wait_timeout_s(config.serve.router_batch_wait_timeout_s)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return build_http_app(self, self._config.serve, self._access, self._feedback_access)
+        return build_http_app(self, self._config.serve, self._access, self._feedback_access, self._tenants)
 
     async def detect(self, samples: Sequence[Sample], rationale: bool = False, deadline_ms: float | None = None,
-                     trace_context: Any = None) -> DetectResponse:
+                     trace_context: Any = None, tenant: str | None = None) -> DetectResponse:
         """Verdicts for ``samples``, in order: validate, triage in the batches the chunks join, answer."""
         started = time.perf_counter()
         payload = self._service.payload(samples)  # InvalidSamples: 422, this request only
+        self._service.budget_of(tenant)
         chunks = [payload[start:start + self._chunk] for start in range(0, len(payload), self._chunk)]
-        parts = await asyncio.gather(*(self.triage_batch(chunk) for chunk in chunks))
+        parts = await asyncio.gather(*(self.triage_batch((chunk, tenant)) for chunk in chunks))
         triage = Triage.join([raised(part) for part in parts])
-        return await self._service.answer(samples, payload, triage, rationale, started, deadline_ms, trace_context)
+        return await self._service.answer(samples, payload, triage, rationale, started, deadline_ms, trace_context,
+                                          tenant)
 
-    @serve.batch(batch_size_fn=samples_in)
-    async def triage_batch(self, payloads: list[Payload]) -> list[Triage | BaseException]:
-        """Small tier, policy and budget once for every waiting request; one triage (or error) per request."""
-        return await self._service.triage_batch(payloads)
+    @serve.batch(batch_size_fn=lambda items: samples_in([payload for payload, _ in items]))
+    async def triage_batch(self, items: list[tuple[Payload, str | None]]) -> list[Triage | BaseException]:
+        """Small tier, policy and budget once for every waiting request (each by its tenant's budget); one
+        triage (or error) per request."""
+        return await self._service.triage_batch([payload for payload, _ in items], [tenant for _, tenant in items])
 
     # The other routes are the service's own.
 
@@ -123,8 +135,8 @@ class CascadeRouter:
     async def explain(self, request: ExplainRequest) -> ExplainResponse:
         return await self._service.explain(request)
 
-    async def budget(self) -> BudgetState:
-        return await self._service.budget()
+    async def budget(self, tenant: str | None = None) -> BudgetState:
+        return await self._service.budget(tenant)
 
     async def set_budget(self, update: BudgetUpdate) -> BudgetState:
         return await self._service.set_budget(update)
@@ -148,8 +160,8 @@ class CascadeRouter:
     async def _exchange(self, report: Report) -> Lease:
         return await self._holder.exchange.remote(report)
 
-    async def _read_budget(self) -> dict[str, Any]:
-        return await self._holder.state.remote()
+    async def _read_budget(self, tenant: str | None) -> dict[str, Any]:
+        return await self._holder.state.remote(tenant)
 
-    async def _change_budget(self, target: float) -> dict[str, Any]:
-        return await self._holder.set_target.remote(target)
+    async def _change_budget(self, tenant: str | None, target: float) -> dict[str, Any]:
+        return await self._holder.set_target.remote(target, tenant)

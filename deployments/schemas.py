@@ -74,6 +74,7 @@ class BudgetUpdate(_Body):
     """A new deferral-rate target, applied at once (the hard cap stays as configured)."""
 
     target: float = Field(ge=0, le=1, description="deferral rate to hold over the window")
+    tenant: str | None = Field(None, max_length=64, description="the tenant whose target changes (apps with tenants)")
 
 
 class DetectResponse(BaseModel):
@@ -177,6 +178,9 @@ class BudgetState(BaseModel):
                                                  "answered (hard cap or missing lease allowance)")
     forced_total: int = Field(0, description="such forced acceptances since the budget started")
     replicas: int | None = Field(None, description="router replicas sharing this budget now (None: in-process)")
+    tenant: str | None = Field(None, description="whose budget this is (None: an app without tenants)")
+    app_cap: dict[str, Any] | None = Field(None, description="with tenants: the app-wide cap over all of them "
+                                                            "(hard_cap, window, deferrals, cap_remaining)")
     resumed: bool | None = Field(None, description="the budget holder resumed its checkpoint after a restart "
                                                    "(None: in-process)")
     certificate_id: str | None = Field(None, description="the id every decision served under the certificate carries")

@@ -64,6 +64,17 @@ class ServedPolicy:
                                 coverage=coverage, rules=rules, adapt=budget.served_rule == "track")
 
 
+def tenant_config(config: CascadeConfig, tenant: str | None) -> CascadeConfig:
+    """``config`` with ``tenant``'s own budget settings (target, hard cap, window) in ``budget``."""
+    if tenant is None:
+        return config
+    chosen = next((t for t in config.serve.tenants if t.name == tenant), None)
+    if chosen is None:
+        raise ConfigError(f"serve.tenants: no tenant '{tenant}'")
+    own = {key: getattr(chosen, key) for key in ("target", "hard_cap", "window") if getattr(chosen, key) is not None}
+    return config.model_copy(update={"budget": config.budget.model_copy(update=own)}) if own else config
+
+
 def target_rate(config: CascadeConfig, certificate: dict[str, Any] | None) -> float:
     """The deferral rate the controller holds: the budget's target for a rate budget, else the rate
     the tuned threshold achieved on the certify part (at most the hard cap)."""

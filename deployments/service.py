@@ -35,6 +35,7 @@ from deployments.payloads import InvalidSamples, Payload, feature_rows, joined, 
 from deployments.breaker import CircuitBreaker
 from deployments.deadline import Deadline, DeadlineExceeded, ExpertLatency
 from deployments.tracing import RequestTrace, carrying, released
+from policies.tenants import UnknownTenant
 from deployments.decisions import attach_feedback, decision_rows
 from deployments.contracts import (
     Budget,
@@ -47,7 +48,8 @@ from deployments.contracts import (
     SmallTierUnavailable,
     TierProbe,
 )
-from deployments.metrics import CascadeMetrics
+from deployments.metrics import CascadeMetrics, _tag
+from deployments.status import budget_state
 from deployments.schemas import (
     BudgetState,
     BudgetUpdate,
@@ -56,7 +58,6 @@ from deployments.schemas import (
     ExplainResponse,
     FeedbackRequest,
     FeedbackResponse,
-    GuaranteeNow,
     Health,
     Modality,
     Readiness,
@@ -73,7 +74,7 @@ class CascadeService:
         small: SmallTierClient,
         expert: ExpertTier,
         policy: DeferralPolicy,
-        controller: Budget,
+        controller: Budget | dict[str | None, Budget],
         cost: CostModel,
         metrics: CascadeMetrics | None = None,
         expert_probe: TierProbe | None = None,
@@ -86,7 +87,7 @@ class CascadeService:
         self._small = small
         self._expert = expert
         self._policy = policy
-        self._controller = controller
+        self._controllers = controller if isinstance(controller, dict) else {None: controller}  # by tenant
         self._cost = cost
         self._labels = np.asarray(settings.label_names)
         self._expert_probe = expert_probe
@@ -97,6 +98,19 @@ class CascadeService:
         self.decision_log = decision_log
         self._expert_latency = ExpertLatency()
         self.tracer = tracer  # OpenTelemetry (deployments.tracing); None: no spans
+
+    @property
+    def _controller(self) -> Budget:
+        """The budget of an app without tenants (or the first tenant's)."""
+        return self._controllers.get(None) or next(iter(self._controllers.values()))
+
+    def budget_of(self, tenant: str | None) -> Budget:
+        """A tenant's budget; :class:`~policies.tenants.UnknownTenant` (404) for one the app does not have."""
+        try:
+            return self._controllers[tenant]
+        except KeyError:
+            names = sorted(str(name) for name in self._controllers)
+            raise UnknownTenant(f"no tenant {tenant!r}; this app's tenants: {names}") from None
 
     def retune(self, settings: ServiceSettings) -> None:
         """New settings for the next request (timeouts, breaker thresholds); the breaker keeps its state."""
@@ -113,17 +127,22 @@ class CascadeService:
         return payload_of(samples, self.modality, self.settings.n_features, self.settings.missing_values)
 
     async def detect(self, samples: Sequence[Sample], rationale: bool = False, deadline_ms: float | None = None,
-                     trace_context: Any = None) -> DetectResponse:
+                     trace_context: Any = None, tenant: str | None = None) -> DetectResponse:
         """Verdicts for ``samples``, in order; this request is its own batch."""
         started = time.perf_counter()
         payload = self.payload(samples)
-        (triage,) = await self.triage_batch([payload])
-        return await self.answer(samples, payload, raised(triage), rationale, started, deadline_ms, trace_context)
+        self.budget_of(tenant)
+        (triage,) = await self.triage_batch([payload], [tenant])
+        return await self.answer(samples, payload, raised(triage), rationale, started, deadline_ms, trace_context,
+                                 tenant)
 
-    async def triage_batch(self, payloads: list[Payload]) -> list[Triage | BaseException]:
-        """Small tier, policy and budget once for several requests' samples, split back per request.
+    async def triage_batch(self, payloads: list[Payload],
+                           tenants: Sequence[str | None] | None = None) -> list[Triage | BaseException]:
+        """Small tier, policy and budget once for several requests' samples, split back per request;
+        each request's samples are decided by its tenant's budget (``tenants``, one per request).
         When the small tier fails on the batch, each request is scored alone, so a request it cannot
         score fails by itself (:class:`SmallTierUnavailable`: 503)."""
+        tenants = list(tenants) if tenants is not None else [None] * len(payloads)
         started = time.perf_counter()
         try:
             payload = joined(payloads)  # rows of different widths cannot be joined: each request alone
@@ -131,21 +150,30 @@ class CascadeService:
         except Exception as exc:
             if len(payloads) == 1:
                 return [SmallTierUnavailable(f"the small tier could not answer: {_describe(exc)}")]
-            alone = await asyncio.gather(*(self.triage_batch([p]) for p in payloads))
+            alone = await asyncio.gather(*(self.triage_batch([p], [t]) for p, t in zip(payloads, tenants)))
             return [outcome for (outcome,) in alone]
         small_ms = _ms_since(started)
         policy_started = time.perf_counter()
         scores = canonical(self._policy.score(small.features))  # the values the rule compares and verdicts report
-        thresholds = np.full(len(scores), self._controller.threshold)
-        decisions = self._controller.triage(scores, payload)
-        self._record_batch(decisions.defer, decisions.forced, small_ms)
-        batch = Triage(small, scores, thresholds, decisions.defer, decisions.forced, decisions.covered, small_ms,
-                       _ms_since(policy_started), started)
-        return list(batch.split([len(p) for p in payloads]))
+        sizes = [len(p) for p in payloads]
+        owner = np.repeat(np.array(tenants, dtype=object), sizes)
+        thresholds = np.empty(len(scores))
+        defer, forced, covered = (np.zeros(len(scores), dtype=bool) for _ in range(3))
+        for tenant in dict.fromkeys(tenants):  # each tenant's samples, in arrival order, by its own budget
+            rows = np.flatnonzero(owner == tenant) if len(set(tenants)) > 1 else np.arange(len(scores))
+            controller = self.budget_of(tenant)
+            thresholds[rows] = controller.threshold
+            decisions = controller.triage(scores[rows], take(payload, rows) if len(rows) < len(scores) else payload)
+            defer[rows], forced[rows], covered[rows] = decisions.defer, decisions.forced, decisions.covered
+            self.metrics.record_batch(decisions.defer, decisions.forced, controller.state(),
+                                      self._cost.small_per_call, tenant)
+        self.metrics.latency.observe(small_ms, tags={"tier": "small", "tenant": _tag(None)})
+        batch = Triage(small, scores, thresholds, defer, forced, covered, small_ms, _ms_since(policy_started), started)
+        return list(batch.split(sizes))
 
     async def answer(self, samples: Sequence[Sample], payload: Payload, triage: Triage, rationale: bool = False,
                      started: float | None = None, deadline_ms: float | None = None,
-                     trace_context: Any = None) -> DetectResponse:
+                     trace_context: Any = None, tenant: str | None = None) -> DetectResponse:
         """The verdicts of one request from its triage: the expert asked for the deferred samples only.
         ``started`` (``time.perf_counter()`` when the request arrived) times the whole request and
         starts its deadline (``deadline_ms``, else ``serve.deadline_ms``; :mod:`deployments.deadline`);
@@ -178,9 +206,9 @@ class CascadeService:
             if reason:
                 answers.degraded[deferred] = True
                 reasons[deferred] = reason
-                self.metrics.fallbacks.inc(deferred.size, tags={"reason": reason})
+                self.metrics.fallbacks.inc(deferred.size, tags={"reason": reason, "tenant": _tag(tenant)})
             else:
-                self.metrics.latency.observe(expert_ms, tags={"tier": "expert"})
+                self.metrics.latency.observe(expert_ms, tags={"tier": "expert", "tenant": _tag(tenant)})
                 self._expert_latency.observe(expert_ms)
         certified = triage.covered.copy()
         if self.settings.budget_kind in ("accepted-error", "joint"):
@@ -204,13 +232,15 @@ class CascadeService:
             )
             for i in range(n)
         ]
-        self._record(answers, defer, total_ms)
+        self.metrics.record_answers(answers.source, float(answers.cost.sum()) - self._cost.small_per_call * len(defer),
+                                    total_ms, tenant)
         if self.decision_log is not None:
             self.decision_log.record(decision_rows(
                 ids, payload, triage, answers, self._labels, certified, self.settings.certificate,  # type: ignore[arg-type]
-                self._controller.state().get("certificate_id", self.settings.certificate_id), __version__))
+                self.budget_of(tenant).state().get("certificate_id", self.settings.certificate_id), __version__,
+                tenant))
         if not certified.all():
-            self.metrics.uncertified.inc(int(n - np.count_nonzero(certified)))
+            self.metrics.uncertified.inc(int(n - np.count_nonzero(certified)), tags={"tenant": _tag(tenant)})
         if trace is not None:
             trace.end({"cascade.samples": n, "cascade.deferred": int(deferred.size),
                        "cascade.degraded": int(answers.degraded.sum()), "cascade.certified": int(certified.sum())})
@@ -249,42 +279,27 @@ class CascadeService:
         except InvalidSamples as exc:
             raise InvalidSamples([("sample.features", problem) for _, problem in exc.problems]) from None
 
-    async def budget(self) -> BudgetState:
-        """The app's budget now, and which guarantee covers its threshold."""
-        from policies.online import guarantee_now
-
-        state = await self._controller.current()
-        hard_cap = state["hard_cap"]
-        watch = state.get("watch")
-        certificate = watch["certificate"] if watch else self.settings.certificate
-        guarantee = guarantee_now(self.settings.budget_kind, certificate, state)
-        if watch and watch["status"] not in ("watching", "unwatched"):
-            guarantee = in_doubt(watch, guarantee)
-        return BudgetState(
-            kind=self.settings.budget_kind, target=state["target"], realised_rate=state["realised_rate"],
-            window=state["window"], observed=min(state["decisions"], state["window"]), threshold=state["threshold"],
-            hard_cap=hard_cap, cap_remaining=state["cap_remaining"] if hard_cap is not None else None,
-            capped=hard_cap is not None and state["cap_remaining"] == 0, certificate=certificate,
-            guarantee=GuaranteeNow(**guarantee, certified_threshold=state["certified_threshold"]),
-            served_rule="track" if state.get("adapt", True) else "certified",
-            forced_in_window=state.get("forced_in_window", 0), forced_total=state.get("forced_total", 0),
-            replicas=state.get("replicas"), watch=watch, resumed=state.get("resumed"),
-            certificate_id=watch["certificate_id"] if watch else self.settings.certificate_id,
-        )
+    async def budget(self, tenant: str | None = None) -> BudgetState:
+        """A tenant's budget now (the app's, without tenants), and which guarantee covers its threshold."""
+        state = await self.budget_of(tenant).current()
+        if "error" in state:
+            raise UnknownTenant(state["error"])
+        return budget_state(self.settings, state, tenant)
 
     async def set_budget(self, update: BudgetUpdate) -> BudgetState:
         """Check ``update``, then set the app's target (every router replica decides with it)."""
-        hard_cap = self._controller.hard_cap
+        controller = self.budget_of(update.tenant)
+        hard_cap = controller.hard_cap
         if self.settings.served_rule == "certified":
             raise InvalidBudget("this app serves the certified rule as it is (budget.served_rule: certified); a "
                                 "target does not move it")
         if hard_cap is not None and update.target > hard_cap:
             raise InvalidBudget(f"target {update.target} is above the configured hard cap {hard_cap}")
         try:
-            await self._controller.set_target(update.target)
+            await controller.set_target(update.target)
         except ValueError as exc:
             raise InvalidBudget(str(exc)) from exc
-        return await self.budget()
+        return await self.budget(update.tenant)
 
     async def readiness(self) -> Readiness:
         """Each tier's state and the breaker's: ``not_ready`` until the small tier answers and the
@@ -387,46 +402,6 @@ class CascadeService:
                 self.metrics.fallbacks.inc(tags={"reason": "rationale"})
                 continue
             answers.take_rationale(int(index[position]), outcome)
-
-    def _record_batch(self, defer: np.ndarray, forced: np.ndarray, small_ms: float) -> None:
-        """Metrics known once per batch: deferrals, forced acceptances, small-tier cost and latency, the budget's state."""
-        metrics = self.metrics
-        deferrals = int(np.count_nonzero(defer))
-        if deferrals:
-            metrics.deferrals.inc(deferrals)
-        if forced.any():
-            metrics.forced.inc(int(np.count_nonzero(forced)))
-            metrics.fallbacks.inc(int(np.count_nonzero(forced)), tags={"reason": "forced"})
-        if self._cost.small_per_call > 0:
-            metrics.cost.inc(self._cost.small_per_call * len(defer), tags={"tier": "small"})
-        state = self._controller.state()
-        if state:  # a replica's shared budget has no state before its first lease
-            metrics.deferral_rate.set(state["realised_rate"])
-            metrics.threshold.set(state["threshold"])
-        metrics.latency.observe(small_ms, tags={"tier": "small"})
-
-    def _record(self, answers: "Answers", defer: np.ndarray, total_ms: float) -> None:
-        """Metrics known once the request is answered: samples per answering tier, expert cost, latency."""
-        metrics = self.metrics
-        for tier in ("small", "expert"):
-            answered = int(np.count_nonzero(answers.source == tier))
-            if answered:
-                metrics.samples.inc(answered, tags={"tier": tier})
-        expert_cost = float(answers.cost.sum()) - self._cost.small_per_call * len(defer)
-        if expert_cost > 0:
-            metrics.cost.inc(expert_cost, tags={"tier": "expert"})
-        metrics.latency.observe(total_ms, tags={"tier": "total"})
-
-
-def in_doubt(watch: dict[str, Any], guarantee: dict[str, str]) -> dict[str, str]:
-    """The guarantee while a monitor's alarm stands: what was certified, and why it is in doubt."""
-    alarmed = {name: m for name, m in watch["monitors"].items() if m["alarm"]}
-    evidence = "; ".join(f"{name}: evidence {m['evidence']:.3g} ≥ {m['alarm_at_evidence']:.3g}"
-                         + (f" (mean {m['mean']:.4g} against the bound {m['bound']:.4g})" if m["bound"] is not None
-                            and m["mean"] is not None else "")
-                         for name, m in alarmed.items())
-    return {"status": "in-doubt", "statement": f"{watch['message']} ({evidence}); answers are flagged certified: false "
-                                              f"until the alarm is resolved. Before the alarm: {guarantee['statement']}"}
 
 
 def raised(outcome: Triage | BaseException) -> Triage:

@@ -96,9 +96,9 @@ def in_process_service(config: CascadeConfig, expert: Any, tiers: Tiers, small_t
 
     served, small = tiers
     small_tier = LocalSmallTier(small) if small_tier is None else small_tier
+    options.setdefault("controller", LocalBudget(served.controller(config)))
     return CascadeService(ServiceSettings.from_config(config, served), small=small_tier, expert=expert,
-                          policy=served.policy, controller=LocalBudget(served.controller(config)), cost=config.cost,
-                          **options)
+                          policy=served.policy, cost=config.cost, **options)
 
 
 def client(app: FastAPI) -> TestClient:
