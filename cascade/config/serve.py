@@ -138,6 +138,9 @@ class ServeConfig(Section):
                                       "X-Cascade-Deadline-Ms header overrides it): a deferred sample whose expert "
                                       "answer cannot arrive in time keeps the small tier's verdict, degraded; None: "
                                       "only expert_timeout_s")
+    resources: dict[Literal["detector", "expert", "router", "holder"], dict[str, float]] | None = Field(
+        None, description="role -> Ray custom resources its replicas need (e.g. expert: {gpu_node: 1}), to pin a "
+                          "role to the nodes that offer them on a multi-node cluster")
     autoscaling: dict[Literal["detector", "expert", "router"], dict[str, Any]] | None = Field(
         None, description="role -> a Ray Serve autoscaling_config; a role listed here is autoscaled instead of using "
                           "its replica count")
