@@ -19,9 +19,8 @@ each cool-down, decides when a request may try it again (no request waits on an 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,8 @@ from cascade.types import CostModel, Sample, Verdict
 from deployments.answers import Answers, Triage
 from deployments.payloads import InvalidSamples, Payload, feature_rows, joined, payload_of, take
 from deployments.breaker import CircuitBreaker
-from deployments.deadline import Deadline, DeadlineExceeded, ExpertLatency
+from deployments.deadline import Deadline, DeadlineExceeded
+from deployments.expert_calls import ExpertCalls
 from deployments.tracing import RequestTrace, carrying, released
 from policies.tenants import UnknownTenant
 from deployments.decisions import attach_feedback, decision_rows
@@ -90,13 +90,9 @@ class CascadeService:
         self._controllers = controller if isinstance(controller, dict) else {None: controller}  # by tenant
         self._cost = cost
         self._labels = np.asarray(settings.label_names)
-        self._expert_probe = expert_probe
-        self._expert_seen_up = expert_probe is None
-        self.breaker = breaker or CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s,
-                                                 probed=expert_probe is not None)
-        self._expert_check: asyncio.Task[None] | None = None
+        self.expert_calls = ExpertCalls(settings, expert_probe, breaker)
+        self.breaker = self.expert_calls.breaker
         self.decision_log = decision_log
-        self._expert_latency = ExpertLatency()
         self.tracer = tracer  # OpenTelemetry (deployments.tracing); None: no spans
 
     @property
@@ -114,7 +110,7 @@ class CascadeService:
 
     def retune(self, settings: ServiceSettings) -> None:
         """New settings for the next request (timeouts, breaker thresholds); the breaker keeps its state."""
-        self.settings = settings
+        self.settings = self.expert_calls.settings = settings
         self.breaker.failures = settings.breaker_failures
         self.breaker.cooldown_s = settings.breaker_cooldown_s
 
@@ -209,7 +205,7 @@ class CascadeService:
                 self.metrics.fallbacks.inc(deferred.size, tags={"reason": reason, "tenant": _tag(tenant)})
             else:
                 self.metrics.latency.observe(expert_ms, tags={"tier": "expert", "tenant": _tag(tenant)})
-                self._expert_latency.observe(expert_ms)
+                self.expert_calls.latency.observe(expert_ms)
         certified = triage.covered.copy()
         if self.settings.budget_kind in ("accepted-error", "joint"):
             certified &= ~answers.degraded  # a small-tier answer to a deferred sample is no accepted answer
@@ -260,7 +256,7 @@ class CascadeService:
         history = [turn.model_dump() for turn in request.history] or None
         label = request.verdict.label if request.verdict is not None else None
         try:
-            explanation = await self._guarded(
+            explanation = await self.expert_calls.call(
                 self._expert.aexplain(payload, question=request.question, history=history, label=label))
         except Exception as exc:  # any expert failure is an answer, never a 5xx
             reason = _reason(exc)
@@ -302,73 +298,8 @@ class CascadeService:
         return await self.budget(update.tenant)
 
     async def readiness(self) -> Readiness:
-        """Each tier's state and the breaker's: ``not_ready`` until the small tier answers and the
-        expert has been up once; ``degraded`` while the expert is down or the circuit is not closed."""
-        small_up, expert_up = await asyncio.gather(self._up(self._small.ready), self._up(self._expert_probe))
-        self._expert_seen_up = self._expert_seen_up or expert_up
-        expert = "up" if expert_up else ("down" if self._expert_seen_up else "loading")
-        if not (small_up and self._expert_seen_up):
-            status = "not_ready"
-        elif expert == "up" and self.breaker.state == "closed":
-            status = "ready"
-        else:
-            status = "degraded"
-        return Readiness(status=status, small="up" if small_up else "down", expert=expert,
-                         breaker=self.breaker.state, expert_consecutive_failures=self.breaker.consecutive_failures)
-
-    async def _up(self, probe: TierProbe | None) -> bool:
-        if probe is None:
-            return True
-        try:
-            return bool(await asyncio.wait_for(probe(), self.settings.readiness_timeout_s))
-        except Exception:  # a tier that cannot say it is up is down
-            return False
-
-    async def _guarded(self, call: Awaitable[Any], deadline: Deadline | None = None) -> Any:
-        """Await an expert call through the circuit breaker and the timeout (at most the time the
-        request's ``deadline`` leaves: running out of that is :class:`DeadlineExceeded`, no expert
-        failure); record how it went."""
-        left = math.inf if deadline is None else deadline.remaining_s()
-        if left <= self._expert_latency.expected_s():
-            close = getattr(call, "close", None)
-            if close is not None:
-                close()
-            raise DeadlineExceeded(f"{max(left, 0) * 1000:.0f} ms left; the expert takes about "
-                                   f"{self._expert_latency.expected_s() * 1000:.0f} ms")
-        if not self.breaker.allow():
-            close = getattr(call, "close", None)
-            if close is not None:
-                close()  # never awaited: drop the coroutine quietly
-            if self.breaker.probe_due():
-                self._expert_check = asyncio.create_task(self._check_expert())
-            raise CircuitOpen(f"the expert failed {self.breaker.consecutive_failures} times in a row; "
-                              f"trying it again after {self.breaker.cooldown_s:g} s")
-        timeout = min(self.settings.expert_timeout_s, left)
-        try:
-            result = await asyncio.wait_for(call, timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            if timeout < self.settings.expert_timeout_s:
-                raise DeadlineExceeded(f"the request's deadline passed after {timeout * 1000:.0f} ms") from None
-            self.breaker.record_failure()
-            raise
-        except ExpertOverloaded:
-            raise
-        except ExpertUnavailable:
-            self.breaker.trip()
-            raise
-        except Exception:
-            self.breaker.record_failure()
-            raise
-        self.breaker.record_success()
-        self._expert_seen_up = True
-        return result
-
-    async def _check_expert(self) -> None:
-        """The breaker's out-of-band check: half-open it when the expert says it is up."""
-        if await self._up(self._expert_probe):
-            self.breaker.probe_passed()
-        else:
-            self.breaker.probe_failed()
+        """Each tier's state and the breaker's (:meth:`ExpertCalls.readiness`)."""
+        return await self.expert_calls.readiness(self._small.ready)
 
     def health(self) -> Health:
         return Health(name=self.settings.name, modality=self.modality, labels=list(self.settings.label_names),
@@ -379,7 +310,7 @@ class CascadeService:
                           deadline: Deadline | None = None) -> str:
         """Put the expert's answers for ``payload`` into ``answers[index]``; return '' or why it failed."""
         try:
-            result = await self._guarded(self._expert.ajudge(payload), deadline)
+            result = await self.expert_calls.call(self._expert.ajudge(payload), deadline)
             if tuple(result.label_names) != self.settings.label_names:
                 raise ValueError(f"expert labels {result.label_names} differ from {self.settings.label_names}")
         except Exception as exc:  # any expert failure degrades the answer, never a 5xx
@@ -394,7 +325,7 @@ class CascadeService:
         labels = self._labels[answers.probabilities[index].argmax(axis=1)]
 
         async def one(position: int) -> Any:
-            return await self._guarded(self._expert.aexplain(payload[position], label=str(labels[position])))
+            return await self.expert_calls.call(self._expert.aexplain(payload[position], label=str(labels[position])))
 
         outcomes = await asyncio.gather(*(one(p) for p in range(len(index))), return_exceptions=True)
         for position, outcome in enumerate(outcomes):

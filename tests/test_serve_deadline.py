@@ -85,7 +85,7 @@ def test_once_the_expert_is_known_slow_a_short_deadline_skips_it_without_calling
     api = client(build_http_app(service, config.serve, ControlAccess.from_token(CONTROL_TOKEN)))
     answer(api, deferred[:1])
     calls = held.calls
-    service._expert_latency = slow = ExpertLatency()
+    service.expert_calls.latency = slow = ExpertLatency()
     slow.observe(5_000.0)  # the expert took 5 s lately
     body = answer(api, deferred[:1], **{DEADLINE_HEADER: "1000"})
     assert body["verdicts"][0]["degraded_reason"] == "deadline" and held.calls == calls  # not even called
