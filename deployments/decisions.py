@@ -20,7 +20,7 @@ import numpy as np
 from cascade.decision_log import Decision, DecisionLog
 from deployments.answers import Answers, Triage
 from deployments.payloads import Payload
-from deployments.schemas import FeedbackOutcome, FeedbackResponse
+from deployments.schemas import FeedbackOutcome, FeedbackResponse, ReviewEntry, ReviewResponse
 from policies.ties import NO_TIE_BREAK, keys_for_ties, tied
 
 
@@ -77,3 +77,16 @@ async def attach_feedback(log: DecisionLog | None, items: Sequence[Any], labels:
     for outcome in outcomes:
         counts[outcome.status] = counts.get(outcome.status, 0) + 1
     return FeedbackResponse(results=outcomes, counts=counts)
+
+
+async def pending_review(queue: Any, limit: int, tenant: str | None, after: float | None,
+                         labels: Sequence[str]) -> ReviewResponse:
+    """The review queue's pending items, read in a worker thread."""
+    import asyncio
+
+    if queue is None:
+        raise FeedbackDisabled("this app keeps no decision log (serve.decision_log.enabled: false), so abstained "
+                               "samples are not kept for review")
+    items, pending = await asyncio.to_thread(lambda: (queue.pending(limit, tenant, after), queue.count(tenant)))
+    entries = [ReviewEntry(decision_id=i.decision_id, time=i.time, tenant=i.tenant, sample=i.sample) for i in items]
+    return ReviewResponse(items=entries, labels=list(labels), pending=pending)

@@ -4,7 +4,7 @@
   says so, or, for a chunked body, as soon as the bytes streamed in pass the limit (the body is
   held only up to the limit, then handed to the app).
 * A mutating route (``MUTATIONS``) needs the control token (:mod:`deployments.control`), and
-  ``POST /v1/feedback`` the feedback token: 401/403 before the body is read.
+  ``POST /v1/feedback`` and ``GET /v1/review`` the feedback token: 401/403 before the body is read.
 * With tenants (``serve.tenants``), detect and explain need a tenant's token (401 otherwise), which
   picks the tenant (``scope["state"]["tenant"]``); ``GET /v1/budget`` takes a tenant's token (its
   own budget) or the control token (any tenant's, by ``?tenant=``).
@@ -27,7 +27,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MUTATIONS: frozenset[tuple[str, str]] = frozenset({("PUT", "/v1/budget")})
-FEEDBACK: tuple[str, str] = ("POST", "/v1/feedback")
+FEEDBACK: frozenset[tuple[str, str]] = frozenset({("POST", "/v1/feedback"), ("GET", "/v1/review")})
 TENANT_ROUTES: frozenset[tuple[str, str]] = frozenset({("POST", "/v1/detect"), ("POST", "/v1/explain"),
                                                        ("GET", "/v1/budget")})
 
@@ -91,8 +91,8 @@ class RequestGuard:
                 return 401, "unauthorized", ("this app serves tenants: send 'Authorization: Bearer <token>' with your "
                                              "tenant's token"), {"WWW-Authenticate": "Bearer"}
             scope.setdefault("state", {})["tenant"] = tenant
-        if route in MUTATIONS or route == FEEDBACK:
-            access = self.feedback_access if route == FEEDBACK else self.access
+        if route in MUTATIONS or route in FEEDBACK:
+            access = self.feedback_access if route in FEEDBACK else self.access
             refused = access.refusal(headers.get("authorization"))
             if refused is not None:
                 extra = {"WWW-Authenticate": "Bearer"} if refused.status == 401 else {}

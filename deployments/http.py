@@ -26,7 +26,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -53,6 +53,7 @@ from deployments.schemas import (
     FeedbackResponse,
     FieldProblem,
     Health,
+    ReviewResponse,
     Modality,
     Readiness,
     max_body_bytes,
@@ -62,7 +63,8 @@ from deployments.contracts import InvalidBudget, SmallTierUnavailable
 from deployments.metrics import CascadeMetrics
 from policies.tenants import UnknownTenant
 
-ROUTES: tuple[str, ...] = ("/v1/detect", "/v1/explain", "/v1/budget", "/v1/feedback", "/healthz", "/readyz")
+ROUTES: tuple[str, ...] = ("/v1/detect", "/v1/explain", "/v1/budget", "/v1/feedback", "/v1/review", "/healthz",
+                           "/readyz")
 TIER_HEADER = "X-Cascade-Tier"
 DEGRADED_HEADER = "X-Cascade-Degraded"
 _SIZE_ERRORS = {"too_long", "string_too_long"}
@@ -93,6 +95,8 @@ class CascadeAPI(Protocol):
     async def set_budget(self, update: BudgetUpdate) -> BudgetState: ...
 
     async def feedback(self, request: FeedbackRequest) -> FeedbackResponse: ...
+
+    async def review(self, limit: int, tenant: str | None, after: float | None) -> ReviewResponse: ...
 
     def health(self) -> Health: ...
 
@@ -203,6 +207,14 @@ def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAcce
         token (``Authorization: Bearer``). One outcome per item: ok, duplicate, conflict, unknown id, bad label."""
         return await service.feedback(body)
 
+    @app.get("/v1/review", response_model=ReviewResponse, responses={
+        **_CONTROL_RESPONSES, 409: {"model": ErrorResponse, "description": "the app keeps no decision log"}})
+    async def review(limit: int = Query(50, ge=1, le=1000), tenant: str | None = Query(None, max_length=64),
+                     after: float | None = Query(None)) -> ReviewResponse:
+        """Abstained samples waiting for a label, oldest first (the feedback token: reviewers send the
+        labels back through ``POST /v1/feedback`` with each item's ``decision_id``)."""
+        return await service.review(limit, tenant, after)
+
     @app.get("/healthz", response_model=Health)
     async def healthz() -> Health:
         """Liveness: 200 while the router answers; names the served labels and the expert."""
@@ -229,6 +241,8 @@ def _validation_response(request: Request, exc: RequestValidationError) -> JSONR
     errors = list(exc.errors())
     problems = [FieldProblem(field=_field(err["loc"]), problem=err["msg"]) for err in errors]
     content_type = request.headers.get("content-type", "")
+    if not any(err["loc"] and err["loc"][0] == "body" for err in errors):  # a query or header field
+        return _error(422, "invalid_request", _summary(problems), problems)
     if "json" not in content_type.lower():
         return _error(415, "unsupported_media_type",
                       f"send the body as application/json (got content-type '{content_type or 'none'}')")

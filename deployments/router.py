@@ -41,7 +41,7 @@ from deployments.http import build_http_app
 from deployments.knobs import ROUTER_KNOBS, with_knobs
 from deployments.metrics import CascadeMetrics
 from deployments.schemas import (BudgetState, BudgetUpdate, DetectResponse, ExplainRequest, ExplainResponse,
-                                 FeedbackRequest, FeedbackResponse, Health, Modality, Readiness)
+                                 FeedbackRequest, FeedbackResponse, Health, Modality, Readiness, ReviewResponse)
 from deployments.service import CascadeService, raised
 from deployments.tracing import shutdown, tracer_for
 from policies.leases import Lease, LeasedBudget, Report
@@ -143,6 +143,9 @@ class CascadeRouter:
 
     async def feedback(self, request: FeedbackRequest) -> FeedbackResponse:
         return await self._service.feedback(request)
+
+    async def review(self, limit: int, tenant: str | None, after: float | None) -> ReviewResponse:
+        return await self._service.review(limit, tenant, after)
 
     def __del__(self) -> None:
         service = getattr(self, "_service", None)

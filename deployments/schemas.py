@@ -125,6 +125,23 @@ class FeedbackResponse(BaseModel):
     counts: dict[str, int]
 
 
+class ReviewEntry(BaseModel):
+    """A sample no tier answered confidently, waiting for a person's label (send it to POST /v1/feedback)."""
+
+    decision_id: str
+    time: float = Field(description="when it was decided (Unix seconds)")
+    tenant: str | None
+    sample: dict[str, Any] = Field(description="the sample as it was sent: {'text': ...} or {'features': [...]}")
+
+
+class ReviewResponse(BaseModel):
+    """Abstained samples without a label yet, oldest first; ``pending`` counts them all."""
+
+    items: list[ReviewEntry]
+    labels: list[str] = Field(description="the labels a reviewer may give")
+    pending: int
+
+
 class MonitorState(BaseModel):
     """One anytime-valid monitor of the served certificate (:mod:`policies.watch`)."""
 

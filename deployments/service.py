@@ -27,6 +27,7 @@ import numpy as np
 
 from cascade import __version__
 from cascade.decision_log import DecisionLog, new_decision_id
+from cascade.review import ReviewQueue
 from cascade.experts.errors import ExpertUnavailable
 from cascade.types import CostModel, Sample, Verdict
 from deployments.answers import Answers, Triage
@@ -36,7 +37,7 @@ from deployments.deadline import Deadline, DeadlineExceeded
 from deployments.expert_calls import ExpertCalls
 from deployments.tracing import RequestTrace, carrying, released
 from policies.tenants import UnknownTenant
-from deployments.decisions import attach_feedback, decision_rows
+from deployments.decisions import attach_feedback, decision_rows, pending_review
 from deployments.contracts import (
     Budget,
     CircuitOpen,
@@ -58,6 +59,7 @@ from deployments.schemas import (
     ExplainResponse,
     FeedbackRequest,
     FeedbackResponse,
+    ReviewResponse,
     Health,
     Modality,
     Readiness,
@@ -93,6 +95,7 @@ class CascadeService:
         self.expert_calls = ExpertCalls(settings, expert_probe, breaker)
         self.breaker = self.expert_calls.breaker
         self.decision_log = decision_log
+        self.review_queue = ReviewQueue(decision_log) if decision_log is not None else None
         self.tracer = tracer  # OpenTelemetry (deployments.tracing); None: no spans
 
     @property
@@ -247,6 +250,10 @@ class CascadeService:
     async def feedback(self, request: FeedbackRequest) -> FeedbackResponse:
         """Attach true labels to logged decisions (per item: ok, duplicate, conflict, unknown id, bad label)."""
         return await attach_feedback(self.decision_log, request.items, self.settings.label_names)
+
+    async def review(self, limit: int = 50, tenant: str | None = None, after: float | None = None) -> ReviewResponse:
+        """Abstained samples waiting for a label (:class:`cascade.review.ReviewQueue`)."""
+        return await pending_review(self.review_queue, limit, tenant, after, self.settings.label_names)
 
     async def explain(self, request: ExplainRequest) -> ExplainResponse:
         """The expert's answer about one sample; degraded (no answer, the reason) if it fails."""

@@ -94,3 +94,28 @@ def test_without_a_decision_log_verdicts_have_no_id_and_feedback_says_why(config
     refused = api.post("/v1/feedback", json={"items": [{"decision_id": "a" * 32, "label": "spam"}]},
                        headers=LABELLER)
     assert refused.status_code == 409 and "decision_log" in refused.json()["message"]
+
+
+def test_reviewers_read_abstained_samples_with_the_feedback_token_and_label_them_back(
+        config, knn_expert, tiers, texts, log):
+    import time
+
+    from cascade.review import ReviewItem
+
+    service = in_process_service(config, knn_expert, tiers, decision_log=log)
+    api = TestClient(build_http_app(service, config.serve, ControlAccess.from_token(CONTROL_TOKEN),
+                                    ControlAccess.from_token(FEEDBACK_TOKEN, section="feedback")))
+    assert api.get("/v1/review", headers=LABELLER).json() == {"items": [], "labels": ["ham", "spam"], "pending": 0}
+    verdict = detect(api, texts[:1]).json()["verdicts"][0]
+    service.review_queue.add([ReviewItem(verdict["decision_id"], time.time(), None, {"text": texts[0]})])
+    assert api.get("/v1/review").status_code == 401
+    assert api.get("/v1/review", headers=AUTHORIZED).status_code == 401  # the control token is not the reviewers'
+    waiting = api.get("/v1/review", headers=LABELLER).json()
+    assert waiting["pending"] == 1 and waiting["items"][0]["sample"] == {"text": texts[0]}
+    back = api.post("/v1/feedback", json={"items": [{"decision_id": verdict["decision_id"], "label": "spam"}]},
+                    headers=LABELLER)
+    assert back.json()["counts"] == {"ok": 1}
+    assert api.get("/v1/review", headers=LABELLER).json()["pending"] == 0
+    assert api.get("/v1/review", params={"limit": 0}, headers=LABELLER).status_code == 422
+    without = app_with(config, knn_expert, tiers, None)
+    assert without.get("/v1/review", headers=LABELLER).status_code == 409
