@@ -213,7 +213,7 @@ def serve_command(
     port: int = typer.Option(None, help="override serve.port"),
     tune: bool = typer.Option(False, "--tune", help="tune the config's budget first (what `cascade tune CONFIG` does)"),
 ) -> None:
-    """Start the Ray Serve app (detector + expert + router) and serve until Ctrl-C."""
+    """Start the Ray Serve app (detector + expert + router) and serve until Ctrl-C or SIGTERM."""
     from deployments.app import run
 
     cfg = _config(config)

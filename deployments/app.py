@@ -5,7 +5,7 @@ inside the routers: ``serve.small_tier``).
 Three ways in, one builder underneath:
 
 * Python: ``url = run("experiments/configs/spamassassin.yaml")`` (returns once every replica is
-  ready; ``blocking=True`` serves until Ctrl-C);
+  ready; ``blocking=True`` serves until Ctrl-C, SIGTERM or SIGHUP, then stops what it started: :func:`stop`);
 * ``cascade serve CONFIG`` calls :func:`run` with ``blocking=True``;
 * ``serve run deployments/configs/spamassassin.yaml`` imports :func:`app_builder`.
 
@@ -29,8 +29,11 @@ first (``ray start --head --metrics-export-port 8080``) and run with ``RAY_ADDRE
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +44,7 @@ from ray.serve.config import AutoscalingConfig, BackpressureConfig
 
 from cascade.config import CascadeConfig, ConfigError
 from deployments.served import load_served
-from deployments.control import ControlAccess
+from deployments.control import ControlAccess, TenantAccess
 from deployments.detector import SmallDetector, small_in_router
 from deployments.expert import ExpertServer, expert_env
 from deployments.holder import BudgetHolder
@@ -72,7 +75,9 @@ def build_app(config: CascadeConfig) -> Application:
     holder = BudgetHolder.options(**options["holder"]).bind(config, served)
     access = ControlAccess.from_config(config.serve.control)  # read here: only its digest reaches the replicas
     feedback = ControlAccess.from_config(config.serve.feedback, "feedback")
-    return CascadeRouter.options(**options["router"]).bind(config, served, access, feedback, detector, expert, holder)
+    tenants = TenantAccess.from_config(config.serve.tenants)  # a tenant without its token fails here, at build
+    return CascadeRouter.options(**options["router"]).bind(config, served, access, feedback, tenants, detector, expert,
+                                                           holder)
 
 
 def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
@@ -108,6 +113,8 @@ def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
                          "max_queued_requests": shared.max_queued_requests,
                          "logging_config": {"enable_access_log": False},
                          "ray_actor_options": {"num_cpus": shared.num_cpus, "runtime_env": {"env_vars": env}}}
+    for role, resources in (settings.resources or {}).items():  # pin a role to the nodes offering these
+        options[role]["ray_actor_options"]["resources"] = dict(resources)
     options["router"]["user_config"] = router_user_config(config)  # runtime knobs: serve deploy changes them in place
     options["router"]["backpressure_config"] = BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s)
     options["expert"]["health_check_period_s"] = settings.expert_health_check_period_s
@@ -163,14 +170,19 @@ def serve_http_options() -> tuple[str, int] | None:
 SLOW_HOST_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60", "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "60"}
 
 
-def init_ray(**options: Any) -> None:
-    """Start a local Ray instance (unless one is running) with Serve's health checks relaxed."""
+def init_ray(**options: Any) -> bool:
+    """Start a local Ray instance (unless one is running) with Serve's health checks relaxed; return whether
+    this call started it (``False``: Ray was initialised already, or ``ray.init`` joined a running cluster,
+    named by ``RAY_ADDRESS`` or ``address`` or found on this machine)."""
     import ray
 
     for variable, value in SLOW_HOST_DEFAULTS.items():
         os.environ.setdefault(variable, value)
-    if not ray.is_initialized():
-        ray.init(**{"include_dashboard": False, "logging_level": "warning", **options})
+    if ray.is_initialized():
+        return False
+    ray.init(**{"include_dashboard": False, "logging_level": "warning", **options})
+    node = ray._private.worker._global_node  # Ray has no public flag: a joined cluster is a connect-only node
+    return node is not None and node.is_head()
 
 
 def run(config: CascadeConfig | str | Path, *, blocking: bool = False, name: str = APP_NAME,
@@ -179,27 +191,84 @@ def run(config: CascadeConfig | str | Path, *, blocking: bool = False, name: str
 
     Starts a local Ray instance first unless one is running (or ``RAY_ADDRESS`` names a cluster).
     ``on_ready(url)`` is called once the app answers; with ``blocking=True`` the call then serves
-    until interrupted and shuts Serve down on the way out.
+    until Ctrl-C, SIGTERM or SIGHUP (:func:`interrupt_on_stop_signals`) and returns after :func:`stop`.
     """
     if not isinstance(config, CascadeConfig):
         config = CascadeConfig.from_yaml(config)
     app = build_app(config)
-    init_ray()
-    serve.start(http_options={"host": config.serve.host, "port": config.serve.port})
-    check_http_options(config, serve_http_options())  # a Serve instance already running keeps its own options
-    serve.run(app, name=name, route_prefix="/", blocking=False)
     url = f"http://{config.serve.host}:{config.serve.port}"
-    if on_ready is not None:
-        on_ready(url)
-    if blocking:
+    started_ray = init_ray()
+    check_http_options(config, serve_http_options())  # a Serve instance already running keeps its own options
+    if not blocking:
+        _start(app, config, name, url, on_ready)
+        return url
+    with interrupt_on_stop_signals():  # installed after ray.init, which sets a SIGTERM handler of its own
         try:
+            _start(app, config, name, url, on_ready)
             while True:
                 time.sleep(1.0)
         except KeyboardInterrupt:
             pass
         finally:
-            serve.shutdown()
+            stop(name, started_ray=started_ray)
     return url
+
+
+def _start(app: Application, config: CascadeConfig, name: str, url: str,
+           on_ready: Callable[[str], None] | None) -> None:
+    serve.start(http_options={"host": config.serve.host, "port": config.serve.port})
+    serve.run(app, name=name, route_prefix="/", blocking=False)
+    if on_ready is not None:
+        on_ready(url)
+
+
+def stop(name: str = APP_NAME, *, started_ray: bool) -> None:
+    """Take down what :func:`run` started, and nothing more.
+
+    ``started_ray``: this process started the local Ray instance (:func:`init_ray`): Serve shuts down,
+    then Ray, and every Ray process (GCS, raylet, agents, replicas) has exited when this returns.
+    Otherwise the cluster, its Serve instance (controller, proxies) and any other application on it
+    belong to whoever started them: only the application ``name`` is deleted, and this driver's
+    connection is left to its owner (``ray.shutdown()``, or the interpreter's exit).
+    """
+    import ray
+
+    if not started_ray:
+        serve.delete(name)
+        return
+    serve.shutdown()
+    ray.shutdown(wait_for_processes=True)
+
+
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGHUP)  # a supervisor's stop, a closed terminal
+
+
+@contextmanager
+def interrupt_on_stop_signals(signals: tuple[signal.Signals, ...] = STOP_SIGNALS) -> Iterator[None]:
+    """Within the block the first of ``signals`` raises ``KeyboardInterrupt``, so that it takes Ctrl-C's
+    way out; later ones are ignored, so that they cannot cut that shutdown short. The previous handlers
+    come back after the block. Outside the main thread, where Python sets no handlers, nothing changes.
+
+    >>> with interrupt_on_stop_signals():  # doctest: +SKIP
+    ...     os.kill(os.getpid(), signal.SIGTERM)
+    Traceback (most recent call last):
+    KeyboardInterrupt: SIGTERM
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        for stop_signal in signals:
+            signal.signal(stop_signal, signal.SIG_IGN)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {stop_signal: signal.signal(stop_signal, interrupt) for stop_signal in signals}
+    try:
+        yield
+    finally:
+        for stop_signal, handler in previous.items():
+            signal.signal(stop_signal, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
 
 
 def _absolute_paths(config: CascadeConfig) -> CascadeConfig:
