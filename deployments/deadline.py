@@ -8,19 +8,23 @@ answer cannot arrive in time, the deferred samples keep the small tier's verdict
 time left (its own timeout still applies). A deadline miss is no expert failure: the circuit breaker
 does not count it.
 
->>> latency = ExpertLatency()
+>>> now = [0.0]
+>>> latency = ExpertLatency(stale_s=10.0, clock=lambda: now[0])
 >>> latency.expected_s()      # nothing measured yet: the expert is tried
 0.0
 >>> for ms in (100.0, 120.0, 110.0):
 ...     latency.observe(ms)
 >>> round(latency.expected_s(), 3) > 0.1
 True
+>>> now[0] = 11.0; latency.expected_s()   # no answer for 11 s: tried again
+0.0
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 MAX_DEADLINE_MS = 3_600_000.0
 DEADLINE_HEADER = "X-Cascade-Deadline-Ms"
@@ -33,14 +37,20 @@ class DeadlineExceeded(TimeoutError):
 class ExpertLatency:
     """Exponentially weighted mean and deviation of the expert's latency; ``expected_s`` is mean + 2 sd.
 
-    ``weight`` is the share of a new observation (0.1: about the last 10 calls)."""
+    ``weight`` is the share of a new observation (0.1: about the last 10 calls). An estimate older
+    than ``stale_s`` is forgotten: a slow spell must not keep the expert skipped for ever (nothing
+    skipped is measured), so after ``stale_s`` without an answer the next deferred sample tries the
+    expert again, within the time its request has left. A call cut off by its deadline counts as
+    having taken that long (it took at least that)."""
 
-    def __init__(self, weight: float = 0.1) -> None:
-        self.weight = weight
+    def __init__(self, weight: float = 0.1, stale_s: float = 10.0, clock: Any = time.monotonic) -> None:
+        self.weight, self.stale_s, self._clock = weight, stale_s, clock
         self._mean: float | None = None
         self._var = 0.0
+        self._at = -math.inf
 
     def observe(self, ms: float) -> None:
+        self._at = self._clock()
         if self._mean is None:
             self._mean = ms
             return
@@ -49,8 +59,8 @@ class ExpertLatency:
         self._var = (1 - self.weight) * (self._var + self.weight * delta * delta)
 
     def expected_s(self) -> float:
-        """A latency the expert rarely exceeds lately, in seconds (0 before the first answer)."""
-        if self._mean is None:
+        """A latency the expert rarely exceeds lately, in seconds (0 with no recent answer: try it)."""
+        if self._mean is None or self._clock() - self._at > self.stale_s:
             return 0.0
         return (self._mean + 2.0 * math.sqrt(self._var)) / 1000.0
 

@@ -56,6 +56,7 @@ class ExpertCalls:
             result = await asyncio.wait_for(call, timeout)
         except (asyncio.TimeoutError, TimeoutError):
             if timeout < self.settings.expert_timeout_s:
+                self.latency.observe(timeout * 1000.0)  # it took at least this long
                 raise DeadlineExceeded(f"the request's deadline passed after {timeout * 1000:.0f} ms") from None
             self.breaker.record_failure()
             raise

@@ -85,11 +85,15 @@ def test_once_the_expert_is_known_slow_a_short_deadline_skips_it_without_calling
     api = client(build_http_app(service, config.serve, ControlAccess.from_token(CONTROL_TOKEN)))
     answer(api, deferred[:1])
     calls = held.calls
-    service.expert_calls.latency = slow = ExpertLatency()
+    now = [0.0]
+    service.expert_calls.latency = slow = ExpertLatency(stale_s=10.0, clock=lambda: now[0])
     slow.observe(5_000.0)  # the expert took 5 s lately
     body = answer(api, deferred[:1], **{DEADLINE_HEADER: "1000"})
     assert body["verdicts"][0]["degraded_reason"] == "deadline" and held.calls == calls  # not even called
     assert answer(api, deferred[:1], **{DEADLINE_HEADER: "30000"})["verdicts"][0]["source"] == "expert"
+    slow.observe(5_000.0)
+    now[0] = 11.0  # no answer for longer than stale_s: the next one tries the expert again
+    assert answer(api, deferred[:1], **{DEADLINE_HEADER: "1000"})["verdicts"][0]["source"] == "expert"
 
 
 @pytest.mark.parametrize("value, problem", [("soon", "number"), ("0", "(0,"), ("-5", "(0,"), ("inf", "(0,"),
