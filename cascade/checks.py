@@ -44,8 +44,8 @@ def config_problems(config: CascadeConfig) -> list[str]:
         if not message.startswith("dataset."):
             field = "dataset.name" if dataset.name not in data.FILE_FORMATS else "dataset.path"
             message = f"{field}: {message}"
-        return problems + [message] + budget_problems(config)
-    return problems + _agreement_problems(config, modality, classes) + budget_problems(config)
+        return problems + [message] + budget_problems(config) + tier_problems(config)
+    return problems + _agreement_problems(config, modality, classes) + budget_problems(config) + tier_problems(config)
 
 
 def field_problems(config: CascadeConfig) -> list[str]:
@@ -71,7 +71,7 @@ def field_problems(config: CascadeConfig) -> list[str]:
         problems.append(f"dataset.normal_classes: must be a non-empty subset of 0..9 (the Fashion-MNIST classes), "
                         f"got {dataset.normal_classes}")
     problems += _detector_params_problems(config)
-    for field, expert in (("expert", config.expert), ("control_expert", config.control_expert)):
+    for field, expert in checked_experts(config):
         if expert is not None:
             problems += [f"{field}.{name}: {only_read_by(kinds, 'experts', 'expert', expert.kind)}"
                          for name, kinds in _unread(expert, EXPERT_FIELD_KINDS, expert.kind)]
@@ -86,6 +86,14 @@ def _unread(section: BaseModel, readers: dict[str, tuple[str, ...]], kind: str) 
     return [(name, kinds) for name, kinds in readers.items()
             if kind not in kinds and name in section.model_fields_set
             and getattr(section, name) != fields[name].get_default(call_default_factory=True)]
+
+
+def checked_experts(config: CascadeConfig) -> list[tuple[str, ExpertConfig | None]]:
+    """(field path, expert) of every expert the config holds: ``expert`` or, with ``tiers``, each tier's (``expert``
+    is then the last tier's), and ``control_expert``."""
+    experts = ([(f"tiers.{i}.expert", tier.expert) for i, tier in enumerate(config.tiers)] if config.tiers is not None
+               else [("expert", config.expert)])
+    return [*experts, ("control_expert", config.control_expert)]
 
 
 def _expert_needs(field: str, expert: ExpertConfig) -> list[str]:
@@ -167,7 +175,7 @@ def _agreement_problems(config: CascadeConfig, modality: str, classes: tuple[str
         problems.append(f"detector.kind: '{detector.kind}' learns from normal samples only and needs two classes, "
                         f"but dataset '{shown}' has {len(classes)} ({', '.join(classes)}); set dataset.positive_label "
                         "to the anomaly class, or use a supervised detector")
-    for field, expert in (("expert", config.expert), ("control_expert", config.control_expert)):
+    for field, expert in checked_experts(config):
         if expert is not None:
             problems += _expert_problems(field, expert, modality, classes, shown)
     return problems
@@ -237,4 +245,80 @@ def _expert_problems(field: str, expert: ExpertConfig, modality: str, classes: t
         else:
             problems.append(f"{field}.kind: '{expert.kind}' judges images, but dataset '{shown}' holds "
                             f"{_WHAT[modality]}; use an LLM expert or 'knn-vote'")
+    return problems
+
+
+def tier_problems(config: CascadeConfig) -> list[str]:
+    """``tiers`` and the ``chain`` budget: tiers that disagree with each other (names, label words) or with the
+    sections that describe one expert, and a chain budget that could not be certified as stated.
+
+    >>> from cascade.config import CascadeConfig
+    >>> CascadeConfig.from_dict({"dataset": {"name": "spamassassin"}, "budget": {"kind": "chain", "delta": 0.1},
+    ...                          "tiers": [{"name": "vote", "expert": {"kind": "knn-vote", "shots": 4}}]})
+    Traceback (most recent call last):
+    ...
+    cascade.config.ConfigError: <config>: invalid config
+      tiers.0.cost_per_call: a chain budget weighs what each tier costs; state this tier's cost_per_call (or its per-token prices)
+    """
+    from cascade.config.tiers import SMALL_TIER
+
+    budget, tiers, problems = config.budget, config.tiers or [], []
+    if config.tiers is not None and budget.kind != "chain":
+        problems.append(f"budget.kind: tiers are certified as one rule (a threshold per hop and one to abstain); "
+                        f"use a 'chain' budget, not '{budget.kind}'")
+    seen: dict[str, int] = {}
+    for i, tier in enumerate(tiers):
+        if tier.name == SMALL_TIER:
+            problems.append(f"tiers.{i}.name: '{SMALL_TIER}' names the small tier (detector); give this tier another name")
+        elif tier.name in seen:
+            problems.append(f"tiers.{i}.name: '{tier.name}' is also tiers.{seen[tier.name]}'s name; tier names differ")
+        seen.setdefault(tier.name, i)
+        if tier.expert.labels != tiers[0].expert.labels:
+            problems.append(f"tiers.{i}.expert.labels: {list(tier.expert.labels)} differ from tiers.0.expert.labels "
+                            f"{list(tiers[0].expert.labels)}; every tier answers with the same words, in the same order")
+        if budget.kind == "chain" and not tier.priced:
+            problems.append(f"tiers.{i}.cost_per_call: a chain budget weighs what each tier costs; state this tier's "
+                            "cost_per_call (or its per-token prices)")
+    if tiers:
+        if config.expert != tiers[-1].expert:
+            problems.append(f"expert: with tiers, the expert is the last tier (tiers.{len(tiers) - 1}.expert); remove "
+                            "expert, or make it that tier's")
+        if config.control_expert is not None:
+            problems.append("control_expert: with tiers every expert is a tier; list the control (e.g. knn-vote) in tiers")
+        problems += [f"cost.{name}: with tiers each tier states its own price (tiers.N.{name.replace('expert_', 'cost_')}); "
+                     "remove it" for name in ("expert_per_call", "expert_per_1k_prompt_tokens",
+                                              "expert_per_1k_completion_tokens")
+                     if name in config.cost.model_fields_set
+                     and getattr(config.cost, name) != type(config.cost).model_fields[name].default]
+    return problems + (chain_budget_problems(config) if budget.kind == "chain" else [])
+
+
+def chain_budget_problems(config: CascadeConfig) -> list[str]:
+    """A chain budget that Learn-then-Test could not certify as stated, or that serving could not keep."""
+    from cascade.config.tiers import max_request_cost, served_tiers
+
+    budget, problems = config.budget, []
+    if budget.delta is None:
+        problems.append("budget.delta: a chain budget is certified by Learn-then-Test, which needs a failure "
+                        "probability (e.g. 0.1)")
+    if budget.target > 1:
+        problems.append(f"budget.target: the error bound of a chain budget is a share in (0, 1], got {budget.target}")
+    if budget.hard_cap is not None:
+        problems.append("budget.hard_cap: a cap would make a tier answer requests the certified chain rule hands on, "
+                        "which its certificate does not cover; remove it")
+    problems += [f"serve.tenants.{i}.hard_cap: a cap would make a tier answer what the chain certificate hands on; "
+                 "remove it" for i, tenant in enumerate(config.serve.tenants) if tenant.hard_cap is not None]
+    if budget.max_abstention is None and budget.abstention_span:
+        problems.append("budget.abstention_span: a grid that abstains needs the abstention bound budget.max_abstention")
+    least = 1000 * config.cost.small_per_call
+    if budget.max_cost_per_1k is not None and budget.max_cost_per_1k <= least:
+        problems.append(f"budget.max_cost_per_1k: {budget.max_cost_per_1k:g} is not above what the small tier alone "
+                        f"costs per 1k requests ({least:g}, cost.small_per_call); raise it")
+    through_all = config.cost.small_per_call + sum(tier.cost_per_call or 0.0 for tier in served_tiers(config))
+    if budget.max_request_cost is not None and budget.max_request_cost < through_all:
+        problems.append(f"budget.max_request_cost: {budget.max_request_cost:g} is below what a request through every "
+                        f"tier costs at least ({through_all:g}); raise it or leave it out")
+    elif budget.max_cost_per_1k is not None and max_request_cost(config) <= config.cost.small_per_call:
+        problems.append("budget.max_cost_per_1k: cost control needs a request through every tier to cost more than the "
+                        "small tier alone; state the tiers' costs")
     return problems

@@ -117,7 +117,7 @@ def test_a_rate_target_above_the_hard_cap_is_refused_at_load() -> None:
     ({"budget": {"kind": "rate", "n_grid": 50}}, "budget.n_grid: only accepted-error and joint budgets read it; "
                                                  "this budget is 'rate'"),
     ({"budget": {"kind": "cost", "target": 400, "delta": 0.1}},
-     "budget.delta: only rate, accepted-error and joint budgets read it; this budget is 'cost'"),
+     "budget.delta: only rate, accepted-error, joint and chain budgets read it; this budget is 'cost'"),
     ({"budget": {"kind": "accepted-error", "target": 0.05, "delta": 0.1, "max_rate": 0.3}},
      "budget.max_rate: only joint budgets read it; this budget is 'accepted-error'"),
     ({"dataset": {"name": "spamassassin", "normal_classes": [0, 1]}},
@@ -155,7 +155,7 @@ def test_a_field_of_other_kinds_left_at_its_default_loads_so_a_written_config_lo
                                                       "'language'"),
     ({"detector": {"kind": "tfidf-lr", "params": {"C": 2.0, "depth": 3}}},
      "detector.params: 'tfidf-lr' takes no depth; it takes C, max_features, ngram_max"),
-    ({"budget": {"kind": "rates"}}, "budget.kind: Input should be 'rate', 'cost', 'accepted-error' or 'joint'"),
+    ({"budget": {"kind": "rates"}}, "budget.kind: Input should be 'rate', 'cost', 'accepted-error', 'joint' or 'chain'"),
     ({"serve": {"autoscaling": {"gpu": {"max_replicas": 2}}}},
      "serve.autoscaling.gpu: Input should be 'detector', 'expert' or 'router'"),
     ({"serve": {"autoscaling": {"expert": {"min_replicas": -1}}}},

@@ -23,18 +23,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from cascade.config.budget import (BUDGET_FIELD_KINDS, BUDGETS, AcceptedErrorBudget, BudgetConfig, CostBudget,
-                                   JointBudget, RateBudget, budget_config, is_other_kinds_default)
+from cascade.config.budget import (BUDGET_FIELD_KINDS, BUDGETS, AcceptedErrorBudget, BudgetConfig, ChainBudget,
+                                   CostBudget, JointBudget, RateBudget, budget_config, is_other_kinds_default)
 from cascade.config.section import Section
 from cascade.config.serve import (BreakerConfig, ControlConfig, DecisionLogConfig, FeedbackConfig, MonitorConfig,
                                   ServeConfig, SharedBudgetConfig, TenantConfig, TracingConfig)
+from cascade.config.tiers import TierConfig, expert_from_tiers, served_tiers
 from cascade.types import CostModel
 
 __all__ = [  # the sections live in their own modules; users import every config model from here
-    "AcceptedErrorBudget", "BreakerConfig", "BudgetConfig", "CalibratorConfig", "CascadeConfig", "ConfigError",
-    "ConfigWarning", "ControlConfig", "CostBudget", "DatasetConfig", "DecisionLogConfig", "DetectorConfig",
-    "ExperimentConfig", "ExpertConfig", "FeedbackConfig", "JointBudget", "MonitorConfig", "PolicyConfig", "RateBudget",
-    "ServeConfig", "SharedBudgetConfig", "TenantConfig", "TracingConfig", "budget_config",
+    "AcceptedErrorBudget", "BreakerConfig", "BudgetConfig", "CalibratorConfig", "CascadeConfig", "ChainBudget",
+    "ConfigError", "ConfigWarning", "ControlConfig", "CostBudget", "DatasetConfig", "DecisionLogConfig",
+    "DetectorConfig", "ExperimentConfig", "ExpertConfig", "FeedbackConfig", "JointBudget", "MonitorConfig",
+    "PolicyConfig", "RateBudget", "ServeConfig", "SharedBudgetConfig", "TenantConfig", "TierConfig", "TracingConfig",
+    "budget_config", "served_tiers",
 ]
 
 FILE_DATASETS = ("csv", "jsonl", "parquet")
@@ -212,6 +214,7 @@ EXPERT_FIELD_KINDS: dict[str, tuple[str, ...]] = {
     "calibrator": (*LLM_EXPERTS, "knn-vote"), "calibration_samples": (*LLM_EXPERTS, "knn-vote"),
 }
 """Expert fields only some kinds read -> those kinds (the other fields every kind reads)."""
+TierConfig.model_rebuild(_types_namespace={"ExpertConfig": ExpertConfig})  # a tier holds an expert
 
 
 class PolicyConfig(Section):
@@ -258,6 +261,9 @@ class CascadeConfig(Section):
     calibrator: CalibratorConfig = Field(default_factory=CalibratorConfig)
     expert: ExpertConfig = Field(default_factory=ExpertConfig)
     control_expert: ExpertConfig | None = None
+    tiers: list[TierConfig] | None = Field(
+        None, min_length=1, description="the tiers after the small one, cheapest first (see cascade.config.tiers); "
+                                        "None: expert is the one tier")
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     budget: BudgetConfig = Field(default_factory=RateBudget)
     cost: CostModel = Field(default_factory=CostModel)
@@ -299,6 +305,11 @@ class CascadeConfig(Section):
                 raw["budget"] = {name: value for name, value in budget.items()
                                  if name in model.model_fields or not is_other_kinds_default(name, value)}
         return raw
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expert_is_the_last_tier(cls, raw: Any) -> Any:
+        return expert_from_tiers(raw)
 
     @model_validator(mode="after")
     def _sections_agree(self) -> "CascadeConfig":

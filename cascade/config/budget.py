@@ -1,7 +1,8 @@
 """The ``budget`` section: one model per budget kind, told apart by ``kind``.
 
 A rate budget has no ``n_grid`` and a cost budget no ``delta``: a field another kind reads is
-refused at load (:data:`BUDGET_FIELD_KINDS`).
+refused at load (:data:`BUDGET_FIELD_KINDS`). The ``chain`` kind certifies a whole N-tier rule with
+abstention (``tiers``, :mod:`cascade.config.tiers`) as one object.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from cascade.config.section import Section
 
 _SERVED_RULE = ("serving: 'certified' serves the certified rule as it is; 'track' moves it to hold the target rate "
                 "(rate: anywhere, the status says when the certificate stops covering it; cost: only to defer less; "
-                "accepted-error / joint: only among the grid rules that passed Learn-then-Test). Default: track for "
-                "rate and cost, certified for accepted-error and joint")
+                "accepted-error / joint / chain: only among the grid rules that passed Learn-then-Test). Default: track "
+                "for rate and cost, certified for accepted-error, joint and chain")
 
 
 class _Budget(Section):
     """What every budget kind reads: the target, the serving controller and the tie rule."""
 
-    kind: Literal["rate", "cost", "accepted-error", "joint"]
-    target: float = Field(0.2, gt=0, description="rate in (0,1], cost per 1k requests, or max error")
+    kind: Literal["rate", "cost", "accepted-error", "joint", "chain"]
+    target: float = Field(0.2, gt=0, description="rate in (0,1], cost per 1k requests, or max error (chain: of the "
+                                                 "answered samples)")
     hard_cap: float | None = Field(None, gt=0, le=1, description="serving: max deferral rate over the window")
     served_rule: Literal["certified", "track"] = Field("track", description=_SERVED_RULE)
     window: int = Field(1000, gt=0, description="serving: sliding-window length in requests")
@@ -91,10 +93,53 @@ class JointBudget(_LearnThenTest):
     max_rate: float | None = Field(None, gt=0, le=1, description="the deferral-rate bound")
 
 
-BudgetConfig = Annotated[RateBudget | CostBudget | AcceptedErrorBudget | JointBudget, Field(discriminator="kind")]
+class ChainBudget(_Budget):
+    """Every tier of the chain and abstention as one rule (one threshold per hop, one to abstain at the last
+    tier): answered samples at most ``target`` wrong, at most ``max_abstention`` abstained and at most
+    ``max_cost_per_1k`` per 1k requests, all together with probability 1-``delta`` (Learn-then-Test over a
+    grid fixed on the fit part, :class:`policies.tuners.chain.ChainTuner`).
+
+    >>> ChainBudget(target=0.05, max_abstention=0.1, delta=0.1).grid_abstention_span
+    0.2
+    """
+
+    kind: Literal["chain"] = "chain"
+    served_rule: Literal["certified", "track"] = Field("certified", description=_SERVED_RULE)
+    delta: float | None = Field(None, gt=0, lt=1, description="failure probability of the Learn-then-Test guarantee")
+    max_abstention: float | None = Field(
+        None, gt=0, le=1, description="the abstention bound: at most this share of requests sent to human review; "
+                                      "None: the last tier answers every request that reaches it")
+    max_cost_per_1k: float | None = Field(
+        None, gt=0, description="the cost bound per 1k requests, in the tiers' cost units (cost.small_per_call and each "
+                                "tier's cost); None: not certified (the cheapest rule that passes is still served)")
+    error: Literal["conditional", "joint"] = Field(
+        "conditional", description="'conditional': wrong among the answered requests; 'joint': wrong answers per request")
+    method: Literal["fixed-sequence", "bonferroni"] = Field(
+        "fixed-sequence", description="family-wise error control over the grid: fixed-sequence testing along an order "
+                                      "fixed on the fit part, or Bonferroni")
+    n_per_tier: int = Field(5, ge=2, le=50, description="thresholds per hop (fit-part score quantiles, both ends "
+                                                        "included); the grid holds at most n_per_tier ** tiers rules")
+    abstention_span: float | None = Field(
+        None, ge=0, le=1, description="the grid's abstention thresholds reach about this share abstained on the fit "
+                                      "part; None: twice max_abstention (at most 1), 0 without max_abstention")
+    max_request_cost: float | None = Field(
+        None, gt=0, description="cost control: the most one request can cost through every tier; None: "
+                                "cost.small_per_call plus each tier's dearest call (per-token prices at the tier's "
+                                "max_model_len)")
+
+    @property
+    def grid_abstention_span(self) -> float:
+        """The abstention span the grid is built with (see ``abstention_span``)."""
+        if self.abstention_span is not None:
+            return self.abstention_span
+        return 0.0 if self.max_abstention is None else min(1.0, 2 * self.max_abstention)
+
+
+BudgetConfig = Annotated[RateBudget | CostBudget | AcceptedErrorBudget | JointBudget | ChainBudget,
+                         Field(discriminator="kind")]
 """A budget: one model per kind, told apart by ``kind`` (``rate`` when left out)."""
 BUDGETS: dict[str, type[_Budget]] = {"rate": RateBudget, "cost": CostBudget, "accepted-error": AcceptedErrorBudget,
-                                     "joint": JointBudget}
+                                     "joint": JointBudget, "chain": ChainBudget}
 BUDGET_FIELD_KINDS: dict[str, tuple[str, ...]] = {
     name: tuple(kind for kind, model in BUDGETS.items() if name in model.model_fields)
     for name in dict.fromkeys(name for model in BUDGETS.values() for name in model.model_fields)
