@@ -2,7 +2,7 @@
 
 A request's deadline is ``serve.deadline_ms`` or its ``X-Cascade-Deadline-Ms`` header, counted from
 its arrival at the router. Before asking the expert, the service compares the time left with what
-the expert has recently taken (:class:`ExpertLatency`, a moving estimate of the slow end): if the
+the expert has recently taken (:class:`ExpertLatency`, a moving mean of its calls): if the
 answer cannot arrive in time, the deferred samples keep the small tier's verdict at once, flagged
 ``degraded`` with ``degraded_reason: "deadline"``; otherwise the expert call may run at most the
 time left (its own timeout still applies). A deadline miss is no expert failure: the circuit breaker
@@ -35,7 +35,11 @@ class DeadlineExceeded(TimeoutError):
 
 
 class ExpertLatency:
-    """Exponentially weighted mean and deviation of the expert's latency; ``expected_s`` is mean + 2 sd.
+    """Exponentially weighted mean of the expert's latency; ``expected_s`` is that typical call.
+
+    A request with less time left than a typical call skips the expert; one with more tries it, cut
+    off at the time left. (A pessimistic estimate, e.g. mean + 2 sd, skipped the expert in most
+    requests of the overload benchmark that a warm app answered in time.)
 
     ``weight`` is the share of a new observation (0.1: about the last 10 calls). An estimate older
     than ``stale_s`` is forgotten: a slow spell must not keep the expert skipped for ever (nothing
@@ -46,7 +50,6 @@ class ExpertLatency:
     def __init__(self, weight: float = 0.1, stale_s: float = 10.0, clock: Any = time.monotonic) -> None:
         self.weight, self.stale_s, self._clock = weight, stale_s, clock
         self._mean: float | None = None
-        self._var = 0.0
         self._at = -math.inf
 
     def observe(self, ms: float) -> None:
@@ -54,15 +57,13 @@ class ExpertLatency:
         if self._mean is None:
             self._mean = ms
             return
-        delta = ms - self._mean
-        self._mean += self.weight * delta
-        self._var = (1 - self.weight) * (self._var + self.weight * delta * delta)
+        self._mean += self.weight * (ms - self._mean)
 
     def expected_s(self) -> float:
-        """A latency the expert rarely exceeds lately, in seconds (0 with no recent answer: try it)."""
+        """The expert's typical latency lately, in seconds (0 with no recent answer: try it)."""
         if self._mean is None or self._clock() - self._at > self.stale_s:
             return 0.0
-        return (self._mean + 2.0 * math.sqrt(self._var)) / 1000.0
+        return self._mean / 1000.0
 
 
 class Deadline:

@@ -51,7 +51,12 @@ def config(tmp_path_factory: pytest.TempPathFactory, database: str) -> CascadeCo
                "feedback": {"token_file": str(secrets / "feedback")},
                "decision_log": {"url": database, "flush_interval_s": 0.1},
                "monitor": {"action": "fallback", "interval_s": 0.2, "settle_s": 0.5}})
-    tune(config, progress=False)
+    import policies.certify_ledger
+
+    ledger = tmp_path_factory.mktemp("certify-uses-monitored")
+    with pytest.MonkeyPatch.context() as patch:  # its own ledger: other modules tune this part with a rate budget
+        patch.setattr(policies.certify_ledger, "cache_dir", lambda name: ledger / name)
+        tune(config, progress=False)
     return config
 
 

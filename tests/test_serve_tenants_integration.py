@@ -15,6 +15,7 @@ import pytest
 from cascade.config import CascadeConfig
 from serving import AUTHORIZED, CONTROL_TOKEN, cascade_config, free_port, served_app, \
     spam_kept_and_deferred, tune_artifact
+from test_serve_budget_integration import _settled_budget
 
 pytestmark = pytest.mark.integration
 
@@ -48,17 +49,6 @@ def client(url: str, token: str) -> httpx.Client:
     return httpx.Client(base_url=url, timeout=60.0, headers={"Authorization": f"Bearer {token}"})
 
 
-def settled(http: httpx.Client) -> dict[str, Any]:
-    previous = http.get("/v1/budget").json()
-    for _ in range(50):
-        time.sleep(0.2)
-        current = http.get("/v1/budget").json()
-        if current == previous:
-            return current
-        previous = current
-    raise AssertionError("the budget kept changing with no traffic")
-
-
 def test_each_tenants_cap_and_the_app_cap_hold_over_both_replicas_and_survive_a_holder_restart(
         url: str, config: CascadeConfig, spamassassin: Any) -> None:
     deferred = spam_kept_and_deferred(config, spamassassin)[1]
@@ -75,7 +65,7 @@ def test_each_tenants_cap_and_the_app_cap_hold_over_both_replicas_and_survive_a_
     by_expert = {t: sum(r.json()["answered_by"]["expert"] for u, r in answers if u == t) for t in TOKENS}
     assert by_expert["bank"] <= BANK_CAP * WINDOW and by_expert["shop"] <= SHOP_CAP * WINDOW
     assert sum(by_expert.values()) <= APP_CAP * 2 * WINDOW  # the app's window holds both tenants' requests
-    shop_budget, bank_budget = settled(shop), settled(bank)
+    shop_budget, bank_budget = _settled_budget(shop), _settled_budget(bank)
     assert (shop_budget["tenant"], bank_budget["tenant"]) == ("shop", "bank")
     assert shop_budget["observed"] == bank_budget["observed"] == WINDOW
     assert bank_budget["app_cap"]["hard_cap"] == APP_CAP and bank_budget["replicas"] == 2
@@ -95,7 +85,7 @@ def test_each_tenants_cap_and_the_app_cap_hold_over_both_replicas_and_survive_a_
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    after = {name: settled(http) for name, http in (("shop", shop), ("bank", bank))}
+    after = {name: _settled_budget(http) for name, http in (("shop", shop), ("bank", bank))}
     assert after["shop"]["resumed"] and after["shop"]["observed"] == WINDOW
     assert after["bank"]["forced_total"] == bank_budget["forced_total"]
     admin = httpx.get(f"{url}/v1/budget", params={"tenant": "bank"}, headers=AUTHORIZED).json()
