@@ -138,7 +138,10 @@ NOT_TUNING = {"name": True, "artifact_dir": True, "serve": True,
 
 def _tuning(config: CascadeConfig) -> str:
     """The tuning's identity in the certify ledger: a hash of every setting that may change its outcome."""
-    return content_hash(config.model_dump(mode="json", exclude=NOT_TUNING))
+    settings = config.model_dump(mode="json", exclude=NOT_TUNING)
+    if settings.get("tiers") is None:  # a config without tiers tunes as it did before the field existed
+        settings.pop("tiers", None)
+    return content_hash(settings)
 
 
 def policy_fit(config: CascadeConfig, policy: Any, fit_samples: int, training: CrossFit | None,
