@@ -276,7 +276,7 @@ def log_export(
     from sqlalchemy.engine import make_url
 
     from cascade.config import ConfigError
-    from cascade.decision_log import decision_log_url, open_decision_log
+    from cascade.decision_setup import decision_log_url, open_decision_log
 
     chosen = format or EXPORT_FORMATS.get(Path(out).suffix.lower())
     if chosen is None:

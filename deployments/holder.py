@@ -69,7 +69,7 @@ class BudgetHolder:
         self._keeper = self._watcher = None
         self._read_error: str | None = None
         if watched(config) and served.certificate is not None:
-            from cascade.decision_log import open_decision_log
+            from cascade.decision_setup import open_decision_log
             from deployments.keeper import CertificateKeeper
 
             snapshot = stored.get("watch") if self.resumed and stored is not None else None

@@ -27,7 +27,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from cascade.config import CascadeConfig
-from cascade.decision_log import open_decision_log
+from cascade.decision_setup import open_decision_log
 from cascade.types import Sample
 from deployments.answers import Triage
 from deployments.payloads import Payload, samples_in

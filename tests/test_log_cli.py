@@ -17,7 +17,8 @@ from typer.testing import CliRunner, Result
 
 from cascade.cli import app
 from cascade.config import CascadeConfig, ConfigError
-from cascade.decision_log import Decision, open_decision_log
+from cascade.decision_log import Decision
+from cascade.decision_setup import open_decision_log
 from test_decision_log import LABELS, decision
 
 ROOT = Path(__file__).resolve().parents[1]
