@@ -90,3 +90,15 @@ def postgres_server(binaries: Path) -> Iterator[PostgresServer]:
             _run([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], "stop")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def installed_postgres_server() -> Iterator[PostgresServer]:
+    """:func:`postgres_server` on the installed binaries; a missing server fails the test (no silent skip)."""
+    import pytest
+
+    binaries = server_binaries()
+    if binaries is None:
+        pytest.fail(MISSING, pytrace=False)
+    with postgres_server(binaries) as running:
+        yield running

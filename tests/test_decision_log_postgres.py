@@ -19,16 +19,13 @@ import pytest
 import sqlalchemy as sa
 
 from cascade.decision_log import DecisionLog, DecisionLogError, FeedbackResult
-from postgres import MISSING, PostgresServer, free_port, postgres_server, server_binaries
+from postgres import PostgresServer, free_port, installed_postgres_server, server_binaries
 from test_decision_log import LABELS, count_rows, decision
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[PostgresServer]:
-    binaries = server_binaries()
-    if binaries is None:
-        pytest.fail(MISSING, pytrace=False)
-    with postgres_server(binaries) as running:
+    with installed_postgres_server() as running:
         yield running
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from cascade.config import CascadeConfig
-from postgres import MISSING, postgres_server, server_binaries
+from postgres import installed_postgres_server
 from serving import AUTHORIZED, CONTROL_TOKEN, cascade_config, free_port, served_app
 
 pytestmark = pytest.mark.integration
@@ -29,10 +29,7 @@ LABELLER = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    binaries = server_binaries()
-    if binaries is None:
-        pytest.fail(MISSING, pytrace=False)
-    with postgres_server(binaries) as server:
+    with installed_postgres_server() as server:
         yield server.fresh_database("cascade_decisions")
 
 
