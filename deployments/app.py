@@ -52,7 +52,7 @@ from deployments.knobs import router_user_config
 from deployments.router import CascadeRouter
 
 APP_NAME = "cascade"
-ROUTER_MAX_ONGOING_REQUESTS = 256
+HOLDER_MAX_ONGOING_REQUESTS = 256  # lease exchanges: short, one per router batch
 _PASSED_ENV = ("CASCADE_HOME",)  # and serve.decision_log.url_env (a database URL kept out of the YAML)
 
 
@@ -97,7 +97,7 @@ def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
                      settings.detector_max_queued_requests),
         "expert": (settings.expert_replicas, settings.expert_num_cpus, expert_env(config),
                    2 * config.expert.max_num_seqs, settings.expert_max_queued_requests),
-        "router": (settings.router_replicas, settings.router_num_cpus, {}, ROUTER_MAX_ONGOING_REQUESTS,
+        "router": (settings.router_replicas, settings.router_num_cpus, {}, settings.router_max_ongoing_requests,
                    settings.router_max_queued_requests),
     }
     options: dict[str, dict[str, Any]] = {}
@@ -109,7 +109,7 @@ def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
                          "logging_config": {"enable_access_log": role == "router"},
                          "ray_actor_options": {"num_cpus": num_cpus, "runtime_env": {"env_vars": {**env, **role_env}}}}
     shared = settings.shared_budget
-    options["holder"] = {"num_replicas": 1, "max_ongoing_requests": ROUTER_MAX_ONGOING_REQUESTS,
+    options["holder"] = {"num_replicas": 1, "max_ongoing_requests": HOLDER_MAX_ONGOING_REQUESTS,
                          "max_queued_requests": shared.max_queued_requests,
                          "logging_config": {"enable_access_log": False},
                          "ray_actor_options": {"num_cpus": shared.num_cpus, "runtime_env": {"env_vars": env}}}

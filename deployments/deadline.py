@@ -22,12 +22,15 @@ True
 
 from __future__ import annotations
 
+import contextvars
 import math
 import time
 from typing import Any
 
 MAX_DEADLINE_MS = 3_600_000.0
 DEADLINE_HEADER = "X-Cascade-Deadline-Ms"
+_EXPERT_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("cascade_expert_deadline",
+                                                                                 default=None)
 
 
 class DeadlineExceeded(TimeoutError):
@@ -78,6 +81,26 @@ class Deadline:
         if self.budget_s is None:
             return math.inf
         return self.budget_s - (time.perf_counter() - self.started)
+
+    def wall_at(self) -> float | None:
+        """The deadline as wall-clock seconds (``time.time()``), what another process can check; None without one."""
+        left = self.remaining_s()
+        return None if math.isinf(left) else time.time() + left
+
+
+def send_deadline(deadline: Deadline | None) -> contextvars.Token[float | None]:
+    """Make ``deadline`` the one expert calls started from this context carry (:func:`expert_deadline`);
+    undo with :func:`unsend_deadline`."""
+    return _EXPERT_DEADLINE.set(None if deadline is None else deadline.wall_at())
+
+
+def unsend_deadline(token: contextvars.Token[float | None]) -> None:
+    _EXPERT_DEADLINE.reset(token)
+
+
+def expert_deadline() -> float | None:
+    """The wall-clock deadline an expert call made now should carry to the expert replica (None: none)."""
+    return _EXPERT_DEADLINE.get()
 
 
 def parse_deadline_header(value: str | None) -> float | None:

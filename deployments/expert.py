@@ -32,11 +32,16 @@ from cascade.data import Dataset
 from cascade.data.roles import labelled_pool, load_roles
 from cascade.experts.errors import ExpertUnavailable
 from cascade.trace_context import carried, carrying, released
+from deployments.contracts import ExpertOverloaded
+from deployments.deadline import expert_deadline
+from deployments.expert_work import ExpertWork
 from deployments.payloads import Payload
 from deployments.served import expert_calibrator, served_modality
-from deployments.contracts import ExpertOverloaded
 
 IN_PROCESS_KINDS = ("vllm", "transformers")
+CANCELLABLE_KINDS = ("vllm", "openai")
+"""kinds whose calls stop when their caller leaves (an engine request, an HTTP call); the others compute in a
+worker thread that runs to its end"""
 PROBE_TIMEOUT_S = 20.0  # under Serve's 30 s health-check timeout, so a slow probe is a failed probe, not a hang
 
 
@@ -45,6 +50,21 @@ def expert_env(config: CascadeConfig) -> dict[str, str]:
     from cascade.experts import vllm_env
 
     return vllm_env(config.expert.kv_cache_gib) if config.expert.kind == "vllm" else {}
+
+
+def expert_slots(config: CascadeConfig) -> int:
+    """Calls one expert replica computes at once: ``serve.expert_concurrency``, else twice
+    ``expert.max_num_seqs`` for an engine (it batches them) and 1 for an expert computing in a thread
+    (parallel threads on the same cores only make every call slower).
+
+    >>> from cascade.config import CascadeConfig
+    >>> expert_slots(CascadeConfig.model_validate({"dataset": {"name": "spamassassin"},
+    ...                                            "expert": {"kind": "knn-vote", "shots": 4}}))
+    1
+    """
+    if config.serve.expert_concurrency is not None:
+        return config.serve.expert_concurrency
+    return 2 * config.expert.max_num_seqs if config.expert.kind in CANCELLABLE_KINDS else 1
 
 
 def training_pool(config: CascadeConfig) -> Dataset | None:
@@ -78,6 +98,7 @@ class ExpertServer:
         self._expert = expert if calibrator is None else CalibratedExpert(expert, calibrator)
         self._in_process = config.expert.kind in IN_PROCESS_KINDS
         self._probe = probe_input(config, pool)
+        self._work = ExpertWork(expert_slots(config), cancellable=config.expert.kind in CANCELLABLE_KINDS)
         if self._in_process:
             await self._expert.astart()
         self._up: bool | None = True if self._in_process else None  # an external server: unknown until probed
@@ -94,14 +115,20 @@ class ExpertServer:
             await self._probe_once()
         return bool(self._up)
 
-    async def ajudge(self, X: Payload, trace: dict[str, str] | None = None) -> Any:
+    async def ajudge(self, X: Payload, trace: dict[str, str] | None = None, deadline_at: float | None = None) -> Any:
         """An ``ExpertResult`` for ``X``: probabilities, tokens, cost and latency per sample; ``trace``:
-        the router's ``traceparent`` headers, carried by an HTTP engine's requests."""
+        the router's ``traceparent`` headers, carried by an HTTP engine's requests; ``deadline_at``: the
+        request's deadline (wall-clock seconds), past which the call is dropped unstarted
+        (:class:`~deployments.expert_work.ExpertWork`)."""
         token = carrying(trace)
         try:
-            return await self._expert.ajudge(X)
+            return await self._work.run(lambda: self._expert.ajudge(X), deadline_at)
         finally:
             released(token)
+
+    async def work_state(self) -> dict[str, Any]:
+        """This replica's slots, calls computing now, calls dropped unstarted, typical call (ms)."""
+        return self._work.state()
 
     async def aexplain(self, sample: str | np.ndarray, question: str | None = None,
                        history: list[dict[str, str]] | None = None, label: str | None = None) -> Any:
@@ -129,7 +156,8 @@ class ExpertServer:
 class ExpertHandle:
     """The router's view of the ``ExpertServer`` deployment, with the expert's own method names.
 
-    A caller that gives up (a timeout) cancels the request at the replica too; a full queue at the
+    A judge call carries the request's deadline (:func:`~deployments.deadline.expert_deadline`). A caller
+    that gives up (a timeout) cancels the request at the replica too; a full queue at the
     expert is :class:`~deployments.contracts.ExpertOverloaded`; a replica that died with the call (or
     a deployment with none) is :class:`~cascade.experts.errors.ExpertUnavailable`, which opens the
     router's breaker at once.
@@ -139,7 +167,7 @@ class ExpertHandle:
         self._handle = handle
 
     async def ajudge(self, X: Payload) -> Any:
-        return await _cancel_on_exit(self._handle.ajudge.remote(X, carried() or None))
+        return await _cancel_on_exit(self._handle.ajudge.remote(X, carried() or None, expert_deadline()))
 
     async def aexplain(self, sample: str | np.ndarray, question: str | None = None,
                        history: list[dict[str, str]] | None = None, label: str | None = None) -> Any:

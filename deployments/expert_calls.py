@@ -6,7 +6,8 @@ The breaker (:class:`~deployments.breaker.CircuitBreaker`) opens at the first
 while it is open a call fails at once (:class:`~deployments.contracts.CircuitOpen`) and, after each
 cool-down, a background check of the expert's readiness decides when a request may try it again. A
 call the request's deadline leaves no time for fails at once too (:class:`DeadlineExceeded`), and is
-no expert failure.
+no expert failure; the deadline travels with the call, so the expert replica drops it unstarted when
+its turn comes too late (:mod:`deployments.expert_work`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 from cascade.experts.errors import ExpertUnavailable
 from deployments.breaker import CircuitBreaker
 from deployments.contracts import CircuitOpen, ExpertOverloaded, ServiceSettings, TierProbe
-from deployments.deadline import Deadline, DeadlineExceeded, ExpertLatency
+from deployments.deadline import Deadline, DeadlineExceeded, ExpertLatency, send_deadline, unsend_deadline
 from deployments.schemas import Readiness
 
 
@@ -52,8 +53,11 @@ class ExpertCalls:
             raise CircuitOpen(f"the expert failed {self.breaker.consecutive_failures} times in a row; "
                               f"trying it again after {self.breaker.cooldown_s:g} s")
         timeout = min(self.settings.expert_timeout_s, left)
+        sent = send_deadline(deadline)  # the expert replica drops the call if it cannot start in time
         try:
             result = await asyncio.wait_for(call, timeout)
+        except DeadlineExceeded:  # dropped in the expert's queue: its requester would be gone
+            raise
         except (asyncio.TimeoutError, TimeoutError):
             if timeout < self.settings.expert_timeout_s:
                 self.latency.observe(timeout * 1000.0)  # it took at least this long
@@ -68,6 +72,8 @@ class ExpertCalls:
         except Exception:
             self.breaker.record_failure()
             raise
+        finally:
+            unsend_deadline(sent)
         self.breaker.record_success()
         self.seen_up = True
         return result

@@ -16,14 +16,12 @@ from experiments.benchmarks.bench_overload import (
     count_outcomes,
     deadline_from,
     expert_of_deferred,
-    expert_seqs,
     load_table,
     markdown,
     outcome_of,
     past_saturation,
     payloads_of,
     percentiles,
-    queue_bounds,
     saturating_clients,
     summarise_load,
     verdict_shares,
@@ -116,16 +114,17 @@ def test_the_deadline_is_twice_the_experts_median_rounded_up_to_a_tenth_of_a_sec
     assert deadline_from(1000.0, factor=3.0) == 3000.0
 
 
-def test_queue_bounds_hold_what_capacity_serves_within_one_deadline_and_never_zero() -> None:
-    bounds = queue_bounds(capacity_rps=6.3, expert_calls_rps=2.2, deadline_ms=1500.0)
-    assert bounds == {"router_max_queued_requests": 10, "expert_max_queued_requests": 4}  # ceil(9.45), ceil(3.3)
-    assert queue_bounds(0.1, 0.01, 100.0) == {"router_max_queued_requests": 1, "expert_max_queued_requests": 1}
+def test_limits_sized_from_capacity_hold_what_the_app_answers_within_one_deadline() -> None:
+    from cascade.config import ServeConfig
 
-
-def test_the_expert_replica_takes_at_once_at_least_the_calls_in_flight_at_capacity() -> None:
-    for clients in (1, 2, 3, 4, 7, 16):
-        seqs = expert_seqs(clients)
-        assert 2 * seqs >= clients and 2 * (seqs - 1) < clients  # no fewer, and not a pair more
+    sized = ServeConfig(router_replicas=2).sized_for(capacity_rps=6.3, expert_calls_rps=2.2, deadline_ms=1500.0)
+    # ceil(9.45 / 2 replicas), ceil(0.1 * 9.45), ceil(3.3)
+    assert (sized.router_max_ongoing_requests, sized.router_max_queued_requests,
+            sized.expert_max_queued_requests, sized.deadline_ms) == (5, 1, 4, 1500.0)
+    tiny = ServeConfig().sized_for(0.1, 0.01, 100.0)
+    assert (tiny.router_max_ongoing_requests, tiny.router_max_queued_requests, tiny.expert_max_queued_requests) == (1, 1, 1)
+    with pytest.raises(ValueError, match="positive"):
+        ServeConfig().sized_for(0.0, 1.0, 100.0)
 
 
 def test_the_claim_fails_on_a_slow_p99_a_lost_request_or_nothing_answered() -> None:
@@ -169,7 +168,8 @@ def _results() -> dict[str, Any]:
         "capacity": {**capacity_estimate({2: 4.0, 4: 5.0}, [5.0, 4.8, 5.2]), "expert_calls_rps": 1.5,
                      "repeats": [summarise_load([_ok(900.0, _verdict("expert", expert_ms=850.0), _verdict())] * 5,
                                                 None, 1.0)]},
-        "phases": [{"queues": "config defaults", "router_max_queued_requests": 512, "expert_max_queued_requests": 64,
+        "phases": [{"queues": "config defaults", "router_max_ongoing_requests": 256, "router_max_queued_requests": 512,
+                    "expert_slots": 1, "expert_max_queued_requests": 64,
                     "startup_s": 60.0, "runs": runs}],
         "recorded": {"command": "python -m experiments.benchmarks.bench_overload",
                      "cpu": {"model": "Test CPU", "cores": 2}},

@@ -3,6 +3,7 @@ production feedback loop (decision log, feedback, monitors)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -144,9 +145,17 @@ class ServeConfig(Section):
     autoscaling: dict[Literal["detector", "expert", "router"], dict[str, Any]] | None = Field(
         None, description="role -> a Ray Serve autoscaling_config; a role listed here is autoscaled instead of using "
                           "its replica count")
+    router_max_ongoing_requests: int = Field(
+        256, gt=0, description="requests one router replica works on at once; more wait at the proxy "
+                               "(router_max_queued_requests), then get a 503 with Retry-After: size both from the "
+                               "measured capacity × the deadline (deployments/README.md)")
     router_max_queued_requests: int = Field(512, gt=0, description="requests queued at each proxy before a 503")
     detector_max_queued_requests: int = Field(256, gt=0, description="calls queued at each router before a 503")
     expert_max_queued_requests: int = Field(64, gt=0, description="calls queued at a router before a degraded answer")
+    expert_concurrency: int | None = Field(
+        None, gt=0, description="calls one expert replica computes at once (a waiting call whose deadline it can no "
+                                "longer meet is dropped unstarted); None: 2 × expert.max_num_seqs for vllm / openai, "
+                                "1 for experts computing in a thread (knn-vote, cnn, transformers)")
     retry_after_s: float = Field(1.0, ge=0, description="Retry-After (seconds) on an overload or unavailable 503")
     readiness_timeout_s: float = Field(2.0, gt=0, description="/readyz: how long each tier may take to answer")
     expert_health_check_period_s: float = Field(10.0, gt=0, description="Serve's check_health period on the expert")
@@ -161,6 +170,29 @@ class ServeConfig(Section):
                                         "token and budget; none: one budget, no token needed to detect")
     app_hard_cap: float | None = Field(None, gt=0, le=1, description="with tenants: max deferral rate of all "
                                        "tenants together over the app's window")
+
+    def sized_for(self, capacity_rps: float, expert_calls_rps: float, deadline_ms: float,
+                  queue_share: float = 0.1) -> "ServeConfig":
+        """This section with its limits sized from measured capacity (requests/s and expert calls/s answered
+        in full, e.g. by ``python -m experiments.benchmarks.bench_overload``) and a deadline: each router
+        replica works on what the app answers within one deadline (``router_max_ongoing_requests``, split over
+        the replicas), the proxy queues ``queue_share`` of that (a queued request waits at most about
+        ``queue_share`` × the deadline before a router takes it; beyond, a quick 503 with Retry-After), the
+        expert's queue holds the calls it answers within one deadline; ``deadline_ms`` becomes the default.
+
+        >>> sized = ServeConfig().sized_for(capacity_rps=6.3, expert_calls_rps=3.5, deadline_ms=4000.0)
+        >>> sized.router_max_ongoing_requests, sized.router_max_queued_requests, sized.expert_max_queued_requests
+        (26, 3, 14)
+        """
+        if min(capacity_rps, expert_calls_rps, deadline_ms, queue_share) <= 0:
+            raise ValueError("capacity_rps, expert_calls_rps, deadline_ms and queue_share must be positive")
+        seconds = deadline_ms / 1000.0
+        in_deadline = capacity_rps * seconds
+        return self.model_copy(update={
+            "deadline_ms": deadline_ms,
+            "router_max_ongoing_requests": max(1, math.ceil(in_deadline / self.router_replicas)),
+            "router_max_queued_requests": max(1, math.ceil(queue_share * in_deadline)),
+            "expert_max_queued_requests": max(1, math.ceil(expert_calls_rps * seconds))})
 
     @model_validator(mode="after")
     def _distinct_tenants(self) -> "ServeConfig":

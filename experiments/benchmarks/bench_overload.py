@@ -18,8 +18,11 @@ embedding cache (:func:`unseen`).
    one load at capacity under that deadline (sent as ``X-Cascade-Deadline-Ms``).
 2. **Open loop** (requests sent on a fixed schedule whatever the answers do) at ``LOAD_FACTORS`` × capacity,
    ``--seconds`` each, twice (ascending, then descending load), on a fresh app with ``serve.deadline_ms``
-   per setting: the config's queue bounds; bounds from measured capacity (:func:`queue_bounds`); those and
-   the expert replica's concurrency from capacity (:func:`expert_seqs`).
+   per setting: the config's limits, and limits sized from the measured capacity and the deadline
+   (:meth:`cascade.config.ServeConfig.sized_for`: the router's concurrency and the proxy's queue, past
+   which a request gets a quick 503, and the expert's queue). The expert replica computes one call at a
+   time (``serve.expert_concurrency`` for a thread-bound expert) and drops calls whose deadline passed
+   while they waited (:mod:`deployments.expert_work`); its count of dropped calls is read after each load.
 
 Per load: offered and achieved rate, goodput, 200 / 503 (with ``Retry-After``) / other, lost (no answer or
 a transport error), latency percentiles of the 200s from each request's *scheduled* send time, the
@@ -66,7 +69,8 @@ SATURATED_WITHIN = 0.95
 DEADLINE_FACTOR = 2.0
 MARGIN_SHARE = 0.1
 NO_DEADLINE = {"X-Cascade-Deadline-Ms": "3600000"}
-QUEUE_FIELDS = ("router_max_queued_requests", "expert_max_queued_requests")
+QUEUE_FIELDS = ("router_max_ongoing_requests", "router_max_queued_requests", "expert_max_queued_requests",
+                "expert_concurrency")
 CLIENT_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 300.0
 SETTLE_S = 3.0  # quiet between loads (each load already waits for all its answers)
@@ -209,30 +213,6 @@ def deadline_from(expert_median_ms: float, factor: float = DEADLINE_FACTOR, step
     return float(math.ceil(factor * expert_median_ms / step_ms) * step_ms)
 
 
-def queue_bounds(capacity_rps: float, expert_calls_rps: float, deadline_ms: float) -> dict[str, int]:
-    """Queue bounds from measured capacity: what the app can serve within one deadline. The proxy queue
-    (``router_max_queued_requests``) holds at most capacity × deadline requests, the expert's
-    (``expert_max_queued_requests``) at most expert calls per second × deadline; at least 1 each.
-
-    >>> queue_bounds(10.0, 4.0, 2000.0)
-    {'router_max_queued_requests': 20, 'expert_max_queued_requests': 8}
-    """
-    seconds = deadline_ms / 1000.0
-    return {"router_max_queued_requests": max(1, math.ceil(capacity_rps * seconds)),
-            "expert_max_queued_requests": max(1, math.ceil(expert_calls_rps * seconds))}
-
-
-def expert_seqs(clients_at_capacity: int) -> int:
-    """``expert.max_num_seqs`` that lets the expert replica take (2 × that) as many calls at once as the
-    closed loop had in flight at capacity, and no more: later calls wait at the router, where a deadline
-    removes them before they start, instead of running in the replica after their caller gave up.
-
-    >>> expert_seqs(4), expert_seqs(1), expert_seqs(5)
-    (2, 1, 3)
-    """
-    return max(1, math.ceil(clients_at_capacity / 2))
-
-
 def claim(load: dict[str, Any], deadline_ms: float, margin_ms: float) -> dict[str, Any]:
     """The claim on one load: p99 of the answered within deadline + margin, nothing lost."""
     p99 = load["latency"]["p99_ms"]
@@ -315,20 +295,20 @@ async def open_loop(url: str, payloads: Sequence[Sequence[str]], rate: float, se
 
 
 def bench_config(expert: str, artifact_dir: Path, port: int, decision_log: Path, deadline_ms: float | None = None,
-                 queues: dict[str, int] | None = None, max_num_seqs: int | None = None) -> CascadeConfig:
+                 sized: tuple[float, float] | None = None) -> CascadeConfig:
     """The demo's cascade (its settings) with ``expert`` (:data:`EXPERTS`: its control expert or its LLM, at
-    that expert's rate budget) on ``port``, a decision log of its own, monitors off, with ``serve.deadline_ms``,
-    ``queues`` (``serve.*_max_queued_requests``) and ``expert.max_num_seqs`` (the expert replica takes twice
-    that many calls at once) if given."""
+    that expert's rate budget) on ``port``, a decision log of its own, monitors off, with ``serve.deadline_ms``;
+    ``sized``: (capacity requests/s, expert calls/s) to size the limits from (:meth:`ServeConfig.sized_for`)."""
     from experiments.demo import demo_settings
 
     config = demo_settings(CascadeConfig.from_yaml(CONFIG))
     if expert == "control":
         config = config.model_copy(update={"expert": config.control_expert})
-    if max_num_seqs is not None:
-        config = config.model_copy(update={"expert": config.expert.model_copy(update={"max_num_seqs": max_num_seqs})})
-    serve = config.serve.model_copy(update={
-        "host": "127.0.0.1", "port": port, "deadline_ms": deadline_ms, **(queues or {}),
+    limits = config.serve
+    if sized is not None and deadline_ms is not None:
+        limits = limits.sized_for(*sized, deadline_ms=deadline_ms)
+    serve = limits.model_copy(update={
+        "host": "127.0.0.1", "port": port, "deadline_ms": deadline_ms,
         "decision_log": config.serve.decision_log.model_copy(update={"url": f"sqlite:///{decision_log}"}),
         "monitor": config.serve.monitor.model_copy(update={"enabled": False})})
     return config.model_copy(update={"artifact_dir": str(artifact_dir), "serve": serve,
@@ -396,7 +376,11 @@ def app_state(url: str) -> dict[str, Any]:
     except (httpx.HTTPError, ValueError) as exc:
         ready = {"error": f"{type(exc).__name__}: {exc}"[:200]}
     expert = serve.status().applications["cascade"].deployments["ExpertServer"]
-    return {"readyz": ready, "expert_deployment": {"status": str(expert.status), "replicas": {
+    try:  # the expert replica's slots and the calls it dropped unstarted, its deadline passed (so far)
+        work = serve.get_deployment_handle("ExpertServer", "cascade").work_state.remote().result(timeout_s=10.0)
+    except Exception as exc:  # a replica that cannot say is reported, not fatal to the benchmark
+        work = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+    return {"readyz": ready, "expert_work": work, "expert_deployment": {"status": str(expert.status), "replicas": {
         str(state): count for state, count in expert.replica_states.items()}, "message": expert.message[:300]}}
 
 
@@ -445,6 +429,7 @@ def benchmark(expert: str, seconds: float, capacity_seconds: float, deadline_ms:
 
     from cascade.data.roles import load_roles
     from deployments.app import init_ray
+    from deployments.expert import expert_slots
 
     workdir = Path(tempfile.mkdtemp(prefix="cascade-overload-"))
     port, decisions, artifact = free_port(), workdir / "decisions.sqlite", workdir / "artifact"
@@ -475,18 +460,12 @@ def benchmark(expert: str, seconds: float, capacity_seconds: float, deadline_ms:
         print(f"1x after the capacity runs, same app: expert {_share(after_capacity['verdicts']['expert'])}",
               file=progress, flush=True)
         serve.delete("cascade")
-        bounds = queue_bounds(capacity_rps, expert_calls_rps, deadline_ms)
-        seqs = expert_seqs(capacity["clients"])
-        settings = (("config defaults", None, None), ("from capacity × deadline", bounds, None),
-                    ("from capacity × deadline, expert concurrency from capacity", bounds, seqs))
-        for name, queues, max_num_seqs in settings:
-            bounded = bench_config(expert, artifact, port, decisions, deadline_ms, queues, max_num_seqs)
-            if max_num_seqs is not None:  # the expert's calibrator names its settings: an artifact of its own
-                bounded = bounded.model_copy(update={"artifact_dir": str(workdir / "artifact-expert-seqs")})
-                tune_artifact(bounded, workdir / "expert-seqs")  # its own ledger too: a fixture, like the first
+        for name, sized in (("config defaults", None), ("sized from capacity × deadline",
+                                                          (capacity_rps, expert_calls_rps))):
+            bounded = bench_config(expert, artifact, port, decisions, deadline_ms, sized)
             url, ready_s = start(bounded, payloads)
             phases.append({"queues": name, "startup_s": ready_s, **{k: getattr(bounded.serve, k) for k in QUEUE_FIELDS},
-                           "expert_max_ongoing_requests": 2 * bounded.expert.max_num_seqs,
+                           "expert_slots": expert_slots(bounded),
                            "runs": open_loops(url, payloads, capacity_rps, seconds, SETTLE_S, None, progress)})
             serve.delete("cascade")
     finally:
@@ -540,8 +519,8 @@ def load_table(results: dict[str, Any], factor: float) -> list[str]:
     """The rows of every run at ``factor`` × capacity, one per queue setting and repeat."""
     lines = ["| queues | run | offered req/s | achieved req/s | goodput req/s | sent | 200 | 503 (Retry-After) | "
              "other | lost | p50 ms | p95 ms | p99 ms | max ms | router p99 ms | 503 p99 ms | expert p50 ms | "
-             "expert | degraded by reason | app after |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             "expert | expert calls dropped unstarted (app so far) | degraded by reason | app after |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for phase in results["phases"]:
         lines += [table_row(phase["queues"], f"{row['repeat']} ({row['order']})", row)
                   for row in phase["runs"] if row["factor"] == factor]
@@ -557,7 +536,14 @@ def table_row(queues: str, run: str, row: dict[str, Any]) -> str:
             f"{row['other']} | {row['lost']} | {_ms(latency['p50_ms'])} | {_ms(latency['p95_ms'])} | "
             f"{_ms(latency['p99_ms'])} | {_ms(latency['max_ms'])} | {_ms(row['router_latency']['p99_ms'])} | "
             f"{_ms(row['latency_503']['p99_ms'])} | "
-            f"{_ms(row['expert_latency']['p50_ms'])} | {_share(shares['expert'])} | {reasons} | {app_after(row)} |")
+            f"{_ms(row['expert_latency']['p50_ms'])} | {_share(shares['expert'])} | {dropped_calls(row)} | {reasons} | "
+            f"{app_after(row)} |")
+
+
+def dropped_calls(row: dict[str, Any]) -> str:
+    """Expert calls the replica dropped unstarted so far (their deadline passed while they waited)."""
+    work = (row.get("after") or {}).get("expert_work") or {}
+    return str(work["dropped"]) if "dropped" in work else "–"
 
 
 def expert_of_deferred(row: dict[str, Any]) -> float | None:
@@ -667,10 +653,11 @@ def markdown(results: dict[str, Any]) -> str:
         "expert answered; degraded shares are of all answered samples; `app after`: `/readyz` and the expert "
         "deployment right after the load. Settings:",
         "",
-        *[f"- {phase['queues']}: `router_max_queued_requests` {phase['router_max_queued_requests']}, "
-          f"`expert_max_queued_requests` {phase['expert_max_queued_requests']}, the expert replica's "
-          f"`max_ongoing_requests` {phase.get('expert_max_ongoing_requests', '?')} (2 × `expert.max_num_seqs`; app "
-          f"ready in {phase['startup_s']:.0f} s)" for phase in results["phases"]],
+        *[f"- {phase['queues']}: `router_max_ongoing_requests` {phase['router_max_ongoing_requests']}, "
+          f"`router_max_queued_requests` {phase['router_max_queued_requests']}, "
+          f"`expert_max_queued_requests` {phase['expert_max_queued_requests']}, the expert replica computes "
+          f"{phase['expert_slots']} call(s) at once and drops calls whose deadline passed while they waited "
+          f"(app ready in {phase['startup_s']:.0f} s)" for phase in results["phases"]],
         "",
     ]
     for factor in setup["load_factors"]:
