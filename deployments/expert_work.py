@@ -3,8 +3,8 @@ requester can no longer use its answer is dropped before it starts.
 
 The router sends each expert call with its request's deadline (wall-clock seconds,
 :func:`deployments.deadline.expert_deadline`). In the replica a call waits for one of ``slots``; when its
-turn comes and the time left is less than the replica's typical call (:class:`ExpertLatency`), it is
-dropped (:class:`DeadlineExceeded`, answered degraded by the router) instead of computing an answer
+turn comes and the time left is less than the replica's fastest recent call (:class:`RecentCalls`), it
+is dropped (:class:`DeadlineExceeded`, answered degraded by the router) instead of computing an answer
 nobody waits for. A caller that gives up while waiting leaves the queue at once. Work that cannot be
 cancelled (an expert computing in a worker thread) keeps its slot until it really ends, so the bound
 holds for what the replica's CPU does, not for what callers still await; an engine's call (vLLM, an
@@ -29,12 +29,45 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from deployments.deadline import DeadlineExceeded, ExpertLatency
+from deployments.deadline import DeadlineExceeded
 
 T = TypeVar("T")
+
+
+class RecentCalls:
+    """How long the replica's last calls took; ``fastest_s`` is the quickest of those finished within
+    ``stale_s``, once at least ``least`` did. The quickest, not the mean, and never from one call alone: a
+    call is dropped only when even that would not fit, so a slow first call (loading the model) cannot
+    make the replica drop everything; and a dropped call measures nothing, so an estimate no call has
+    confirmed for ``stale_s`` is forgotten.
+
+    >>> now = [0.0]
+    >>> calls = RecentCalls(stale_s=10.0, least=3, clock=lambda: now[0])
+    >>> calls.observe(10_000.0); calls.fastest_s()       # one call says little
+    0.0
+    >>> calls.observe(300.0); calls.observe(320.0); calls.fastest_s()
+    0.3
+    >>> now[0] = 11.0; calls.fastest_s()
+    0.0
+    """
+
+    def __init__(self, size: int = 20, stale_s: float = 10.0, least: int = 3,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stale_s, self.least, self._clock = stale_s, least, clock
+        self._calls: deque[tuple[float, float]] = deque(maxlen=size)
+
+    def observe(self, ms: float) -> None:
+        self._calls.append((self._clock(), ms))
+
+    def fastest_s(self) -> float:
+        """The quickest recent call in seconds (0 when fewer than ``least`` finished within ``stale_s``)."""
+        now = self._clock()
+        recent = [ms for at, ms in self._calls if now - at <= self.stale_s]
+        return min(recent) / 1000.0 if len(recent) >= self.least else 0.0
 
 
 class ExpertWork:
@@ -45,22 +78,22 @@ class ExpertWork:
             raise ValueError(f"slots must be at least 1, got {slots}")
         self.slots, self.cancellable, self._clock = slots, cancellable, clock
         self._free = asyncio.Semaphore(slots)
-        self.latency = ExpertLatency(stale_s=60.0)
+        self.calls = RecentCalls()
         self.dropped = 0
         self.running = 0
 
     async def run(self, work: Callable[[], Awaitable[T]], deadline_at: float | None) -> T:
-        """``await work()`` in a free slot, unless ``deadline_at`` (wall-clock seconds) leaves less than a
-        typical call when the slot frees up."""
+        """``await work()`` in a free slot, unless ``deadline_at`` (wall-clock seconds) leaves less than the
+        fastest recent call when the slot frees up."""
         await self._free.acquire()
         left = None if deadline_at is None else deadline_at - self._clock()
-        expected = self.latency.expected_s()
+        expected = self.calls.fastest_s()
         if left is not None and left <= expected:
             self._free.release()
             self.dropped += 1
             missed = f"passed {-left * 1000:.0f} ms ago" if left <= 0 else f"leaves {left * 1000:.0f} ms"
-            raise DeadlineExceeded(f"dropped before it started: the deadline {missed}; a call takes about "
-                                   f"{expected * 1000:.0f} ms here")
+            raise DeadlineExceeded(f"dropped before it started: the deadline {missed}; the fastest recent call "
+                                   f"here took {expected * 1000:.0f} ms")
         self.running += 1
         started = time.perf_counter()
         task: asyncio.Future[Any] = asyncio.ensure_future(work())
@@ -73,12 +106,12 @@ class ExpertWork:
             raise
 
     def state(self) -> dict[str, Any]:
-        """Slots, calls computing now, calls dropped so far, the typical call (ms)."""
+        """Slots, calls computing now, calls dropped so far, the fastest recent call (ms)."""
         return {"slots": self.slots, "running": self.running, "dropped": self.dropped,
-                "typical_call_ms": round(self.latency.expected_s() * 1000.0, 1)}
+                "fastest_recent_call_ms": round(self.calls.fastest_s() * 1000.0, 1)}
 
     def _finished(self, done: asyncio.Future[Any], started: float) -> None:
         self.running -= 1
         self._free.release()
         if not done.cancelled() and done.exception() is None:
-            self.latency.observe((time.perf_counter() - started) * 1000.0)
+            self.calls.observe((time.perf_counter() - started) * 1000.0)

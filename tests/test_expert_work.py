@@ -157,3 +157,16 @@ def test_a_call_dropped_by_the_expert_replica_is_no_expert_failure() -> None:
 
     asyncio.run(scenario())
     assert calls.breaker.state == "closed" and calls.breaker.consecutive_failures == 0
+
+
+def test_a_slow_first_call_does_not_make_the_replica_drop_what_it_could_answer() -> None:
+    work = ExpertWork(slots=1, cancellable=False)
+    work.calls.observe(10_000.0)  # loading the model on the first call
+
+    async def judge() -> str:
+        return "answered"
+
+    import time
+
+    assert asyncio.run(work.run(judge, deadline_at=time.time() + 2.0)) == "answered"
+    assert work.dropped == 0
