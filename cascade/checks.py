@@ -308,6 +308,14 @@ def chain_budget_problems(config: CascadeConfig) -> list[str]:
                         "which its certificate does not cover; remove it")
     problems += [f"serve.tenants.{i}.hard_cap: a cap would make a tier answer what the chain certificate hands on; "
                  "remove it" for i, tenant in enumerate(config.serve.tenants) if tenant.hard_cap is not None]
+    problems += [f"serve.tenants.{i}.target: a chain serves its certified rule as it is; a tenant's target would "
+                 "not move it: remove it" for i, tenant in enumerate(config.serve.tenants) if tenant.target is not None]
+    if config.serve.app_hard_cap is not None:
+        problems.append("serve.app_hard_cap: a cap would make a tier answer what the chain certificate hands on; "
+                        "remove it")
+    if budget.served_rule != "certified":
+        problems.append("budget.served_rule: a chain serves its certified rule as it is ('certified'); no controller "
+                        "tracks a target along a rule vector")
     if budget.max_abstention is None and budget.abstention_span:
         problems.append("budget.abstention_span: a grid that abstains needs the abstention bound budget.max_abstention")
     least = 1000 * config.cost.small_per_call

@@ -14,6 +14,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Tier = Literal["small", "expert"]
+Source = Literal["small", "expert", "abstained"]
+"""who answered: the small tier, a tier after it (``Verdict.tier`` names which), or nobody (review)"""
 
 
 class Sample(BaseModel):
@@ -82,9 +84,12 @@ class Verdict(BaseModel):
     id: str | None = None
     decision_id: str | None = Field(None, description="this decision's id in the decision log: send it with the true "
                                                       "label to POST /v1/feedback (None: no decision log)")
-    label: str
-    probability: float = Field(ge=0, le=1, description="calibrated probability of `label`")
-    source: Tier
+    label: str | None = Field(description="the answer; None only when abstained (sent to review)")
+    probability: float = Field(ge=0, le=1, description="calibrated probability of `label` (abstained: of the label "
+                                                       "the last tier leaned to, not served)")
+    source: Source = Field(description="small, expert (any tier after the small one) or abstained")
+    tier: str | None = Field(None, description="the tier that answered: small, expert, or a chain tier's name "
+                                               "(None when abstained)")
     deferral_score: float
     threshold: float
     cost: float = Field(ge=0)

@@ -66,6 +66,9 @@ class Answers:
 
     probabilities: np.ndarray
     source: np.ndarray
+    """small, expert (any tier after the small one) or abstained"""
+    tier: np.ndarray
+    """the answering tier's name (None: abstained)"""
     cost: np.ndarray
     degraded: np.ndarray
     prompt_tokens: np.ndarray
@@ -76,16 +79,31 @@ class Answers:
     def from_small(cls, probabilities: np.ndarray, small_cost: float) -> "Answers":
         n = len(probabilities)
         return cls(probabilities=np.array(probabilities, dtype=float), source=np.full(n, "small", dtype=object),
-                   cost=np.full(n, small_cost), degraded=np.zeros(n, dtype=bool),
+                   tier=np.full(n, "small", dtype=object), cost=np.full(n, small_cost), degraded=np.zeros(n, dtype=bool),
                    prompt_tokens=np.zeros(n, dtype=np.int64), completion_tokens=np.zeros(n, dtype=np.int64),
                    rationales=[None] * n)
 
-    def take_expert(self, index: np.ndarray, result: Any) -> None:
+    def take_expert(self, index: np.ndarray, result: Any, tier: str = "expert") -> None:
+        """``tier``'s answers for the samples at ``index``; its cost and tokens add to what they spent."""
         self.probabilities[index] = result.probs
         self.source[index] = "expert"
+        self.tier[index] = tier
         self.cost[index] += result.cost
-        self.prompt_tokens[index] = result.prompt_tokens
-        self.completion_tokens[index] = result.completion_tokens
+        self.prompt_tokens[index] += result.prompt_tokens
+        self.completion_tokens[index] += result.completion_tokens
+
+    def abstain(self, index: np.ndarray) -> None:
+        """No tier answers the samples at ``index`` confidently: they go to review (no label)."""
+        self.source[index] = "abstained"
+        self.tier[index] = None
+
+    def answered_by(self, tiers: list[str] | None = None) -> dict[str, int]:
+        """Samples per answering tier (``tiers``: every one to count, in order; default small and expert),
+        and ``abstained`` when any was."""
+        names = tiers or ["small", "expert"]
+        counts = {name: int(np.count_nonzero(self.tier == name)) for name in names}
+        abstained = int(np.count_nonzero(self.source == "abstained"))
+        return {**counts, "abstained": abstained} if abstained or tiers else counts
 
     def take_rationale(self, i: int, explanation: Any) -> None:
         self.rationales[i] = explanation.text

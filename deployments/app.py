@@ -42,8 +42,8 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.config import AutoscalingConfig, BackpressureConfig
 
-from cascade.config import CascadeConfig, ConfigError
-from deployments.served import load_served
+from cascade.config import CascadeConfig, ConfigError, served_tiers
+from deployments.served import load_served, tier_view
 from deployments.control import ControlAccess, TenantAccess
 from deployments.detector import SmallDetector, small_in_router
 from deployments.expert import ExpertServer, expert_env
@@ -71,7 +71,10 @@ def build_app(config: CascadeConfig) -> Application:
     options = deployment_options(config)
     detector = None if small_in_router(config) else SmallDetector.options(**options["detector"]).bind(
         str(served.small_dir), config.serve.max_batch_size, config.serve.batch_wait_timeout_s)
-    expert = ExpertServer.options(**options["expert"]).bind(config)
+    expert: Any = ExpertServer.options(**options["expert"]).bind(config)
+    if config.tiers is not None:  # a chain: one expert deployment per tier, each with its own replicas and queue
+        expert = {tier.name: ExpertServer.options(**tier_options(config, tier.name, options["expert"])).bind(
+            config, tier.name) for tier in served_tiers(config)}
     holder = BudgetHolder.options(**options["holder"]).bind(config, served)
     access = ControlAccess.from_config(config.serve.control)  # read here: only its digest reaches the replicas
     feedback = ControlAccess.from_config(config.serve.feedback, "feedback")
@@ -119,6 +122,16 @@ def deployment_options(config: CascadeConfig) -> dict[str, dict[str, Any]]:
     options["router"]["backpressure_config"] = BackpressureConfig(status_code=503, retry_after_s=settings.retry_after_s)
     options["expert"]["health_check_period_s"] = settings.expert_health_check_period_s
     return options
+
+
+def tier_options(config: CascadeConfig, tier: str, expert: dict[str, Any]) -> dict[str, Any]:
+    """The expert role's Serve options for one chain tier: its deployment name (``ExpertServer-<tier>``), the
+    calls its replica takes at once and the environment its expert kind needs (vLLM's CPU settings)."""
+    view = tier_view(config, tier)
+    actor = expert["ray_actor_options"]
+    env = {**actor["runtime_env"]["env_vars"], **expert_env(view)}
+    return {**expert, "name": f"ExpertServer-{tier}", "max_ongoing_requests": 2 * view.expert.max_num_seqs,
+            "ray_actor_options": {**actor, "runtime_env": {"env_vars": env}}}
 
 
 def app_builder(args: dict[str, Any]) -> Application:

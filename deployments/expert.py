@@ -19,6 +19,7 @@ an external server that fails it is only reported (``status``), since a new repl
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import numpy as np
@@ -36,7 +37,7 @@ from deployments.contracts import ExpertOverloaded
 from deployments.deadline import expert_deadline
 from deployments.expert_work import ExpertWork
 from deployments.payloads import Payload
-from deployments.served import expert_calibrator, served_modality
+from deployments.served import expert_calibrator, served_modality, tier_view
 
 IN_PROCESS_KINDS = ("vllm", "transformers")
 CANCELLABLE_KINDS = ("vllm", "openai")
@@ -54,17 +55,20 @@ def expert_env(config: CascadeConfig) -> dict[str, str]:
 
 def expert_slots(config: CascadeConfig) -> int:
     """Calls one expert replica computes at once: ``serve.expert_concurrency``, else twice
-    ``expert.max_num_seqs`` for an engine (it batches them) and 1 for an expert computing in a thread
-    (parallel threads on the same cores only make every call slower).
+    ``expert.max_num_seqs`` for an engine (it batches them) and this machine's core count for an expert
+    computing in a thread (Ray runs a replica's torch on one thread per call, so one call per core keeps
+    the cores busy; more only makes every call slower). Called in the replica, so it counts the cores of
+    the node the replica runs on.
 
+    >>> import os
     >>> from cascade.config import CascadeConfig
     >>> expert_slots(CascadeConfig.model_validate({"dataset": {"name": "spamassassin"},
-    ...                                            "expert": {"kind": "knn-vote", "shots": 4}}))
-    1
+    ...                                            "expert": {"kind": "knn-vote", "shots": 4}})) == os.cpu_count()
+    True
     """
     if config.serve.expert_concurrency is not None:
         return config.serve.expert_concurrency
-    return 2 * config.expert.max_num_seqs if config.expert.kind in CANCELLABLE_KINDS else 1
+    return 2 * config.expert.max_num_seqs if config.expert.kind in CANCELLABLE_KINDS else max(1, os.cpu_count() or 1)
 
 
 def training_pool(config: CascadeConfig) -> Dataset | None:
@@ -86,15 +90,17 @@ def probe_input(config: CascadeConfig, pool: Dataset | None) -> Payload | None:
 
 @serve.deployment
 class ExpertServer:
-    """Judges deferred samples (label probabilities from the label tokens) and explains verdicts."""
+    """Judges deferred samples (label probabilities from the label tokens) and explains verdicts; ``tier``: the
+    chain tier this replica serves (its expert, prices and calibrator; None: the config's ``expert``)."""
 
-    async def __init__(self, config: CascadeConfig) -> None:
+    async def __init__(self, config: CascadeConfig, tier: str | None = None) -> None:
         from cascade.experts import make_expert
         from cascade.experts.calibrated import CalibratedExpert
 
+        calibrator = expert_calibrator(config, tier)  # fitted by `cascade tune` on the pool judged leave-one-out
+        config = tier_view(config, tier)  # a chain's tier: its expert and its prices
         pool = training_pool(config)
         expert = make_expert(config.expert, cost=config.cost, pool=pool)
-        calibrator = expert_calibrator(config)  # fitted by `cascade tune` on the pool judged leave-one-out
         self._expert = expert if calibrator is None else CalibratedExpert(expert, calibrator)
         self._in_process = config.expert.kind in IN_PROCESS_KINDS
         self._probe = probe_input(config, pool)

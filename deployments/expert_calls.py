@@ -115,3 +115,27 @@ def _drop(call: Awaitable[Any]) -> None:
     close = getattr(call, "close", None)
     if close is not None:
         close()
+
+
+def fallback_reason(exc: BaseException) -> str:
+    """Why an expert call gave no answer, as verdicts (``degraded_reason``) and metrics name it."""
+    if isinstance(exc, DeadlineExceeded):
+        return "deadline"
+    if isinstance(exc, CircuitOpen):
+        return "circuit_open"
+    if isinstance(exc, ExpertOverloaded):
+        return "overloaded"
+    if isinstance(exc, ExpertUnavailable):
+        return "unavailable"
+    return "timeout" if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) else "error"
+
+
+def worst_readiness(states: dict[str, Readiness]) -> Readiness:
+    """One readiness for several tiers: the worst status, expert state and breaker; each tier's in ``tiers``."""
+    values = list(states.values())
+    status = next(s for s in ("not_ready", "degraded", "ready") if any(r.status == s for r in values))
+    expert = next(s for s in ("loading", "down", "up") if any(r.expert == s for r in values))
+    breaker = next(s for s in ("open", "half-open", "closed") if any(r.breaker == s for r in values))
+    return Readiness(status=status, small=values[0].small, expert=expert, breaker=breaker,
+                     expert_consecutive_failures=max(r.expert_consecutive_failures for r in values),
+                     tiers={name: f"{r.expert}, breaker {r.breaker}" for name, r in states.items()})

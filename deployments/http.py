@@ -11,8 +11,9 @@ error the app answers has the JSON :class:`~deployments.schemas.ErrorResponse` b
 too (``internal_error``): a 5xx without it came from Ray Serve's proxy, e.g. the plain-text 500 when
 the router replica died with the request, which clients retry (:func:`cascade.client.retry_delay`).
 ``/healthz`` is liveness (the router answers); ``/readyz`` reports each tier and the expert's
-circuit breaker, 503 while not ready. ``X-Cascade-Tier`` says which tier answered (``small``, ``expert`` or ``mixed``),
-``X-Cascade-Degraded`` how many samples fell back to the small tier.
+circuit breaker, 503 while not ready. ``X-Cascade-Tier`` says which tier answered (``small``,
+``expert``, a chain tier's name, ``abstained`` or ``mixed``), ``X-Cascade-Degraded`` how many samples
+fell back to an earlier tier.
 
 The app is plain FastAPI, so it runs in Ray Serve (the router) and under a test client alike::
 
@@ -220,7 +221,8 @@ def build_http_app(service: CascadeAPI, limits: ServeConfig, access: ControlAcce
         """Liveness: 200 while the router answers; names the served labels and the expert."""
         return service.health()
 
-    @app.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness, "description": "not ready"}})
+    @app.get("/readyz", response_model=Readiness, response_model_exclude_none=True,
+             responses={503: {"model": Readiness, "description": "not ready"}})
     async def readyz(response: Response) -> Readiness:
         """Readiness: each tier (small up/down; expert loading/up/down) and the breaker; 503 while not ready."""
         readiness = await service.readiness()

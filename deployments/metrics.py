@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 LATENCY_BOUNDARIES_MS: list[float] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
 
 
@@ -64,13 +66,13 @@ class CascadeMetrics:
             self.deferral_rate.set(state["realised_rate"], tags=tags)
             self.threshold.set(state["threshold"], tags=tags)
 
-    def record_answers(self, sources: Any, expert_cost: float, total_ms: float, tenant: str | None) -> None:
-        """Known once a request is answered: samples per answering tier, expert cost, end-to-end latency."""
+    def record_answers(self, tiers: Any, sources: Any, expert_cost: float, total_ms: float, tenant: str | None) -> None:
+        """Known once a request is answered: samples per answering tier (``abstained``: none answered), expert
+        cost, end-to-end latency."""
         tags = {"tenant": _tag(tenant)}
-        for tier in ("small", "expert"):
-            answered = int((sources == tier).sum())
-            if answered:
-                self.samples.inc(answered, tags={"tier": tier, **tags})
+        names, counts = np.unique(np.where(sources == "abstained", "abstained", tiers).astype(str), return_counts=True)
+        for tier, answered in zip(names, counts):
+            self.samples.inc(int(answered), tags={"tier": str(tier), **tags})
         if expert_cost > 0:
             self.cost.inc(expert_cost, tags={"tier": "expert", **tags})
         self.latency.observe(total_ms, tags={"tier": "total", **tags})

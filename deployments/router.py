@@ -36,7 +36,9 @@ from deployments.budgets import SharedBudget
 from deployments.contracts import ServiceSettings
 from deployments.control import ControlAccess, TenantAccess
 from deployments.detector import DetectorClient, LocalSmallTier
+from deployments.chain import ChainTier, ServedChain
 from deployments.expert import ExpertHandle
+from deployments.expert_calls import ExpertCalls
 from deployments.http import build_http_app
 from deployments.knobs import ROUTER_KNOBS, with_knobs
 from deployments.metrics import CascadeMetrics
@@ -54,7 +56,7 @@ class CascadeRouter:
 
     async def __init__(self, config: CascadeConfig, served: ServedPolicy, access: ControlAccess,
                        feedback_access: ControlAccess, tenants: TenantAccess, detector: DeploymentHandle | None,
-                       expert: DeploymentHandle, holder: DeploymentHandle) -> None:
+                       expert: DeploymentHandle | dict[str, DeploymentHandle], holder: DeploymentHandle) -> None:
         from cascade.small import SmallTier
 
         self._config = config
@@ -63,7 +65,9 @@ class CascadeRouter:
         self._feedback_access = feedback_access
         self._tenants = tenants
         self._holder = holder
-        expert_client = ExpertHandle(expert)
+        settings = ServiceSettings.from_config(config, served)
+        chain = served_chain(served, expert, settings) if isinstance(expert, dict) else None
+        expert_client = chain.last.expert if chain is not None else ExpertHandle(expert)
         small = (LocalSmallTier(SmallTier.load(Path(served.small_dir))) if detector is None
                  else DetectorClient(detector, config.serve.max_batch_size))
         self._set_batching(config)
@@ -76,8 +80,8 @@ class CascadeRouter:
                                       change=functools.partial(self._change_budget, name))
                    for name, leased in leases.items()}
         self._service = CascadeService(
-            ServiceSettings.from_config(config, served), small=small, expert=expert_client, policy=served.policy,
-            controller=budgets, cost=config.cost,
+            settings, small=small, expert=expert_client, policy=served.policy,
+            controller=budgets, cost=config.cost, chain=chain,
             expert_probe=expert_client.status,
             decision_log=open_decision_log(config) if config.serve.decision_log.enabled else None,
             tracer=tracer_for(config.serve.tracing),
@@ -168,3 +172,12 @@ class CascadeRouter:
 
     async def _change_budget(self, tenant: str | None, target: float) -> dict[str, Any]:
         return await self._holder.set_target.remote(target, tenant)
+
+
+def served_chain(served: ServedPolicy, experts: dict[str, DeploymentHandle], settings: ServiceSettings) -> ServedChain:
+    """The chain's tiers as this replica calls them: each tier's deployment, breaker and readiness probe."""
+    tiers = []
+    for name in served.chain.tiers:
+        client = ExpertHandle(experts[name])
+        tiers.append(ChainTier(name, client, ExpertCalls(settings, client.status)))
+    return ServedChain(served.chain, tiers, served.label_names)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from cascade.config import ServeConfig
-from cascade.types import Sample, Tier, Verdict
+from cascade.types import Sample, Verdict
 
 Modality = Literal["text", "features"]
 PAYLOADS: tuple[str, ...] = ("text", "features")
@@ -81,7 +81,8 @@ class DetectResponse(BaseModel):
     """One verdict per sample, in request order, and how many each tier answered."""
 
     verdicts: list[Verdict]
-    answered_by: dict[Tier, int]
+    answered_by: dict[str, int] = Field(description="samples per answering tier (small, expert or each chain tier's "
+                                                   "name), and abstained when the app has tiers or any abstained")
     degraded: int = Field(ge=0, description="samples the expert should have answered but could not")
 
 
@@ -221,6 +222,8 @@ class Readiness(BaseModel):
     expert: Literal["loading", "up", "down"] = Field(description="loading: never up yet; down: was up, is not now")
     breaker: Literal["closed", "open", "half-open"] = Field(description="the circuit breaker in front of the expert")
     expert_consecutive_failures: int = Field(ge=0)
+    tiers: dict[str, str] | None = Field(None, description="with several tiers after the small one: each one's state "
+                                                           "and breaker (the fields above are the worst of them)")
 
 
 class FieldProblem(BaseModel):

@@ -8,6 +8,11 @@ Layout (each part checksummed by its own manifest)::
     <artifact_dir>/expert_calibrator/  the expert's calibrator (unless ``expert.calibration`` is none)
     <artifact_dir>/monitor_reference/  the certify part's deferral scores (the exchangeability monitor's)
 
+A config with ``tiers`` (a ``chain`` budget) has ``chain/`` (the certified rule,
+:class:`policies.chain_rule.ChainRule`) instead of ``hop/``, and ``expert_calibrators/<tier>/`` per tier
+(:mod:`policies.tune_chain`). The small tier's hop is then Chow's score against the rule's first
+threshold, served fixed (``budget.served_rule: certified``); :mod:`deployments.chain` climbs the rest.
+
 Everything is loaded and checked in the driver before any replica starts, so a missing, corrupt
 or mismatched artifact fails ``build_app`` with the file's name.
 """
@@ -44,6 +49,8 @@ class ServedPolicy:
     n_features: int | None = None
     reference: Any = None
     """the certify part's deferral scores (numpy), which the exchangeability monitor compares with"""
+    chain: Any = None
+    """the certified :class:`~policies.chain_rule.ChainRule` of a config with ``tiers`` (None: two tiers)"""
 
     def controller(self, config: CascadeConfig) -> Any:
         """A fresh :class:`~policies.OnlineController` serving the certified rule (threshold and tie rule),
@@ -51,8 +58,13 @@ class ServedPolicy:
         certified threshold (cost: never below it), accepted-error and joint budgets among the grid
         rules that passed Learn-then-Test; ``budget.served_rule: certified`` never moves it."""
         from policies.online import OnlineController
+        from policies.ties import NO_TIE_BREAK
 
         budget, certificate = config.budget, self.certificate
+        if self.chain is not None:  # the small tier's threshold of the certified rule, never moved
+            return OnlineController(target=target_rate(config, certificate), threshold=self.threshold,
+                                    hard_cap=budget.hard_cap, window=budget.window, coverage="rules",
+                                    rules=[(self.threshold, NO_TIE_BREAK)], adapt=False)
         tie_break = float((certificate or {}).get("tie_break", 1.0))
         by_rules = budget.kind in ("accepted-error", "joint")
         coverage = None if certificate is None else ("rules" if by_rules else "above")
@@ -77,7 +89,7 @@ def tenant_config(config: CascadeConfig, tenant: str | None) -> CascadeConfig:
 
 def target_rate(config: CascadeConfig, certificate: dict[str, Any] | None) -> float:
     """The deferral rate the controller holds: the budget's target for a rate budget, else the rate
-    the tuned threshold achieved on the certify part (at most the hard cap)."""
+    the tuned threshold achieved on the certify part (at most the hard cap; a chain: the small tier's)."""
     if config.budget.kind == "rate":
         return config.budget.target
     if certificate is None or "defer_rate" not in certificate.get("achieved", {}):
@@ -97,6 +109,8 @@ def load_served(config: CascadeConfig) -> ServedPolicy:
     if not root.is_dir():
         raise ArtifactError(f"{root}: no fitted artifact here (artifact_dir of config '{config.name}')")
     small = SmallTier.load(root / SMALL_DIR)
+    if config.tiers is not None:
+        return load_served_chain(config, small, modality)
     hop = Hop.load(root / HOP_DIR)
     expected = getattr(hop.policy, "n_features_in_", None)
     if expected is not None and expected != small.n_features:
@@ -112,20 +126,59 @@ def load_served(config: CascadeConfig) -> ServedPolicy:
                         reference=reference, n_features=getattr(small.detector, "n_features_in_", None) if modality == "features" else None)
 
 
+def load_served_chain(config: CascadeConfig, small: Any, modality: Modality) -> ServedPolicy:
+    """A chain artifact: the rule (checked against the config's tiers), each tier's calibrator, the small tier's
+    hop as Chow's score against the rule's first threshold."""
+    from cascade.config import served_tiers
+    from policies.chain_rule import ChainRule
+    from policies.rules import ConfidencePolicy
+    from policies.tune_chain import CHAIN_DIR
+
+    root = Path(config.artifact_dir)
+    tiers = [tier.name for tier in served_tiers(config)]
+    chain = ChainRule.load(root / CHAIN_DIR, tiers)
+    for name in tiers:  # the expert replicas load them again: a missing or damaged one fails here first
+        expert_calibrator(config, name)
+    first = float(chain.rule[0])
+    threshold = first if math.isfinite(first) else math.copysign(1.0, first)  # Chow's scores lie in [0, 1)
+    certificate = chain.certificate.model_dump(mode="json")
+    return ServedPolicy(policy=ConfidencePolicy(n_classes=len(config.expert.labels)), threshold=threshold,
+                        certificate=certificate, label_names=tuple(config.expert.labels), modality=modality,
+                        small_dir=root / SMALL_DIR, chain=chain,
+                        n_features=getattr(small.detector, "n_features_in_", None) if modality == "features" else None)
+
+
 def watched(config: CascadeConfig) -> bool:
-    """Whether the app watches its certificate: the decision log and the monitors are both on."""
-    return config.serve.decision_log.enabled and config.serve.monitor.enabled
+    """Whether the app watches its certificate: the decision log and the monitors are both on (a chain's
+    certificate is not watched: its monitors are not built yet, and ``GET /v1/budget`` says so)."""
+    return config.serve.decision_log.enabled and config.serve.monitor.enabled and config.tiers is None
 
 
-def expert_calibrator(config: CascadeConfig) -> Any:
-    """The expert's calibrator saved by ``cascade tune`` (checked against ``config.expert``), or ``None``
-    when ``expert.calibration`` is none."""
+def tier_view(config: CascadeConfig, tier: str | None) -> CascadeConfig:
+    """``config`` as one tier's expert replica sees it: that tier's expert and prices in ``expert`` and ``cost``
+    (``tier`` None: the config itself)."""
+    from cascade.config import served_tiers
+
+    if tier is None:
+        return config
+    chosen = next((t for t in served_tiers(config) if t.name == tier), None)
+    if chosen is None:
+        raise ConfigError(f"tiers: no tier '{tier}' (the config has {[t.name for t in served_tiers(config)]})")
+    return config.model_copy(update={"expert": chosen.expert, "cost": chosen.cost_model(config.cost.small_per_call)})
+
+
+def expert_calibrator(config: CascadeConfig, tier: str | None = None) -> Any:
+    """The expert's calibrator saved by ``cascade tune`` (checked against the expert's config; ``tier``: that
+    chain tier's), or ``None`` when its ``calibration`` is none."""
     from cascade.expert_calibration import EXPERT_CALIBRATOR_DIR, load_expert_calibrator
+    from policies.tune_chain import EXPERT_CALIBRATORS_DIR
 
-    if config.expert.calibration == "none":
+    expert = tier_view(config, tier).expert
+    if expert.calibration == "none":
         return None
-    return load_expert_calibrator(Path(config.artifact_dir) / EXPERT_CALIBRATOR_DIR, config.expert,
-                                  served_modality(config))
+    directory = (Path(config.artifact_dir) / EXPERT_CALIBRATOR_DIR if tier is None
+                 else Path(config.artifact_dir) / EXPERT_CALIBRATORS_DIR / tier)
+    return load_expert_calibrator(directory, expert, served_modality(config))
 
 
 def served_modality(config: CascadeConfig) -> Modality:

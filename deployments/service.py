@@ -8,6 +8,10 @@ request in this process; the Ray Serve router (:mod:`deployments.router`) runs t
 small tier answers ``score(payload)`` and ``ready()`` (:mod:`deployments.detector`), the expert
 ``ajudge`` / ``aexplain``.
 
+With more tiers (``tiers`` in the config; :mod:`deployments.chain`) the deferred samples climb them
+hop by hop as the certified chain rule says, and what the last tier is unsure of is *abstained*:
+answered with no label and kept for reviewers (:class:`cascade.review.ReviewQueue`).
+
 If the expert fails or times out, the deferred samples keep the small tier's verdict, flagged
 ``degraded``. A :class:`~deployments.breaker.CircuitBreaker` stops asking an expert that keeps
 failing, so while it is down deferred samples are answered at the small tier's speed: it opens at
@@ -27,21 +31,19 @@ import numpy as np
 
 from cascade import __version__
 from cascade.decision_log import DecisionLog, new_decision_id
-from cascade.review import ReviewQueue
-from cascade.experts.errors import ExpertUnavailable
+from cascade.review import ReviewItem, ReviewQueue
 from cascade.types import CostModel, Sample, Verdict
 from deployments.answers import Answers, Triage
+from deployments.chain import ServedChain
 from deployments.payloads import InvalidSamples, Payload, feature_rows, joined, payload_of, take
 from deployments.breaker import CircuitBreaker
-from deployments.deadline import Deadline, DeadlineExceeded
-from deployments.expert_calls import ExpertCalls
+from deployments.deadline import Deadline
+from deployments.expert_calls import ExpertCalls, fallback_reason, worst_readiness
 from deployments.tracing import RequestTrace, carrying, released
 from policies.tenants import UnknownTenant
 from deployments.decisions import attach_feedback, decision_rows, pending_review
 from deployments.contracts import (
     Budget,
-    CircuitOpen,
-    ExpertOverloaded,
     ExpertTier,
     InvalidBudget,
     ServiceSettings,
@@ -83,6 +85,7 @@ class CascadeService:
         breaker: CircuitBreaker | None = None,
         decision_log: DecisionLog | None = None,
         tracer: Any = None,
+        chain: ServedChain | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or CascadeMetrics()
@@ -92,7 +95,8 @@ class CascadeService:
         self._controllers = controller if isinstance(controller, dict) else {None: controller}  # by tenant
         self._cost = cost
         self._labels = np.asarray(settings.label_names)
-        self.expert_calls = ExpertCalls(settings, expert_probe, breaker)
+        self.chain = chain  # more tiers: the last one explains, and its breaker is the one readiness shows first
+        self.expert_calls = chain.last.calls if chain is not None else ExpertCalls(settings, expert_probe, breaker)
         self.breaker = self.expert_calls.breaker
         self.decision_log = decision_log
         self.review_queue = ReviewQueue(decision_log) if decision_log is not None else None
@@ -112,10 +116,15 @@ class CascadeService:
             raise UnknownTenant(f"no tenant {tenant!r}; this app's tenants: {names}") from None
 
     def retune(self, settings: ServiceSettings) -> None:
-        """New settings for the next request (timeouts, breaker thresholds); the breaker keeps its state."""
-        self.settings = self.expert_calls.settings = settings
-        self.breaker.failures = settings.breaker_failures
-        self.breaker.cooldown_s = settings.breaker_cooldown_s
+        """New settings for the next request (timeouts, breaker thresholds); the breakers keep their state."""
+        self.settings = settings
+        for calls in self._all_calls():
+            calls.settings = settings
+            calls.breaker.failures = settings.breaker_failures
+            calls.breaker.cooldown_s = settings.breaker_cooldown_s
+
+    def _all_calls(self) -> list[ExpertCalls]:
+        return [tier.calls for tier in self.chain.tiers] if self.chain is not None else [self.expert_calls]
 
     @property
     def modality(self) -> Modality:
@@ -194,45 +203,40 @@ class CascadeService:
             span = trace.expert_span(deferred.size) if trace is not None else None
             token = carrying(trace.headers_of(span)) if trace is not None else None
             try:
-                reason = await self._ask_expert(take(payload, deferred), deferred, answers, rationale, deadline)
+                failed = await self._escalate(payload, deferred, answers, reasons, rationale, deadline, tenant)
             finally:
                 if token is not None:
                     released(token)
             expert_ms = _ms_since(expert_started)
             if span is not None:
-                span.set_attribute("cascade.degraded_reason", reason or "")
+                span.set_attribute("cascade.degraded_reason", failed)
                 span.end()
-            if reason:
-                answers.degraded[deferred] = True
-                reasons[deferred] = reason
-                self.metrics.fallbacks.inc(deferred.size, tags={"reason": reason, "tenant": _tag(tenant)})
-            else:
-                self.metrics.latency.observe(expert_ms, tags={"tier": "expert", "tenant": _tag(tenant)})
-                self.expert_calls.latency.observe(expert_ms)
         certified = triage.covered.copy()
-        if self.settings.budget_kind in ("accepted-error", "joint"):
+        if self.settings.budget_kind in ("accepted-error", "joint", "chain"):
             certified &= ~answers.degraded  # a small-tier answer to a deferred sample is no accepted answer
         label_index = answers.probabilities.argmax(axis=1)
+        abstained = answers.source == "abstained"
         probability = np.clip(answers.probabilities[np.arange(n), label_index], 0.0, 1.0)
         total_ms = _ms_since(started)
         ids = [new_decision_id() for _ in range(n)] if self.decision_log is not None else [None] * n
         verdicts = [  # built from values computed here: no re-validation on the hot path
             Verdict.model_construct(
-                id=samples[i].id, decision_id=ids[i], label=str(self._labels[label_index[i]]), probability=float(probability[i]),
-                source=answers.source[i], deferral_score=float(scores[i]), threshold=float(triage.thresholds[i]),
-                cost=float(answers.cost[i]),
+                id=samples[i].id, decision_id=ids[i], probability=float(probability[i]),
+                label=None if abstained[i] else str(self._labels[label_index[i]]),
+                source=answers.source[i], tier=answers.tier[i], deferral_score=float(scores[i]),
+                threshold=float(triage.thresholds[i]), cost=float(answers.cost[i]),
                 latency_ms={"small": small_ms, "policy": triage.policy_ms, **({"expert": expert_ms} if defer[i] else {}),
                             "total": total_ms},
                 degraded=bool(answers.degraded[i]), degraded_reason=reasons[i], forced=bool(triage.forced[i]),
                 certified=bool(certified[i]),
-                prompt_tokens=int(answers.prompt_tokens[i]) if answers.source[i] == "expert" else None,
-                completion_tokens=int(answers.completion_tokens[i]) if answers.source[i] == "expert" else None,
+                prompt_tokens=int(answers.prompt_tokens[i]) if answers.tier[i] != "small" else None,
+                completion_tokens=int(answers.completion_tokens[i]) if answers.tier[i] != "small" else None,
                 rationale=answers.rationales[i],
             )
             for i in range(n)
         ]
-        self.metrics.record_answers(answers.source, float(answers.cost.sum()) - self._cost.small_per_call * len(defer),
-                                    total_ms, tenant)
+        self.metrics.record_answers(answers.tier, answers.source,
+                                    float(answers.cost.sum()) - self._cost.small_per_call * len(defer), total_ms, tenant)
         if self.decision_log is not None:
             self.decision_log.record(decision_rows(
                 ids, payload, triage, answers, self._labels, certified, self.settings.certificate,  # type: ignore[arg-type]
@@ -243,7 +247,9 @@ class CascadeService:
         if trace is not None:
             trace.end({"cascade.samples": n, "cascade.deferred": int(deferred.size),
                        "cascade.degraded": int(answers.degraded.sum()), "cascade.certified": int(certified.sum())})
-        answered_by = {tier: int(np.count_nonzero(answers.source == tier)) for tier in ("small", "expert")}
+        if abstained.any():
+            await self._to_review(ids, samples, np.flatnonzero(abstained), tenant)
+        answered_by = answers.answered_by(self.chain.names() if self.chain is not None else None)
         return DetectResponse.model_construct(verdicts=verdicts, answered_by=answered_by,
                                               degraded=int(answers.degraded.sum()))
 
@@ -266,7 +272,7 @@ class CascadeService:
             explanation = await self.expert_calls.call(
                 self._expert.aexplain(payload, question=request.question, history=history, label=label))
         except Exception as exc:  # any expert failure is an answer, never a 5xx
-            reason = _reason(exc)
+            reason = fallback_reason(exc)
             self.metrics.fallbacks.inc(tags={"reason": reason})
             return ExplainResponse(answer=None, degraded=True, error=f"expert {reason}: {_describe(exc)}",
                                    latency_ms=_ms_since(started))
@@ -305,34 +311,60 @@ class CascadeService:
         return await self.budget(update.tenant)
 
     async def readiness(self) -> Readiness:
-        """Each tier's state and the breaker's (:meth:`ExpertCalls.readiness`)."""
-        return await self.expert_calls.readiness(self._small.ready)
+        """Each tier's state and the breaker's (:meth:`ExpertCalls.readiness`); with more tiers, the worst of
+        them, and each one's in ``tiers``."""
+        if self.chain is None:
+            return await self.expert_calls.readiness(self._small.ready)
+        states = await asyncio.gather(*(tier.calls.readiness(self._small.ready) for tier in self.chain.tiers))
+        return worst_readiness(dict(zip(self.chain.rule.tiers, states)))
 
     def health(self) -> Health:
         return Health(name=self.settings.name, modality=self.modality, labels=list(self.settings.label_names),
                       expert=self.settings.expert_name,
                       max_samples_per_request=self.settings.max_samples_per_request)
 
-    async def _ask_expert(self, payload: Payload, index: np.ndarray, answers: "Answers", rationale: bool,
-                          deadline: Deadline | None = None) -> str:
-        """Put the expert's answers for ``payload`` into ``answers[index]``; return '' or why it failed."""
+    async def _escalate(self, payload: Payload, deferred: np.ndarray, answers: Answers, reasons: np.ndarray,
+                        rationale: bool, deadline: Deadline, tenant: str | None) -> str:
+        """The deferred samples' answers from the tier(s) after the small one; '' or why the last hop asked failed."""
+        if self.chain is not None:
+            reports = await self.chain.escalate(payload, deferred, answers, reasons, deadline)
+            for report in reports:
+                tags = {"tier": report.tier, "tenant": _tag(tenant)}
+                if report.failed:
+                    self.metrics.fallbacks.inc(report.asked, tags={"reason": report.failed, "tenant": _tag(tenant)})
+                else:
+                    self.metrics.latency.observe(report.ms, tags=tags)
+            if rationale:
+                for tier in self.chain.tiers:
+                    answered = deferred[answers.tier[deferred] == tier.name]
+                    await self._rationales(payload, answered, answers, tier.expert, tier.calls)
+            return reports[-1].failed if reports else ""
+        started = time.perf_counter()
         try:
-            result = await self.expert_calls.call(self._expert.ajudge(payload), deadline)
+            result = await self.expert_calls.call(self._expert.ajudge(take(payload, deferred)), deadline)
             if tuple(result.label_names) != self.settings.label_names:
                 raise ValueError(f"expert labels {result.label_names} differ from {self.settings.label_names}")
         except Exception as exc:  # any expert failure degrades the answer, never a 5xx
-            return _reason(exc)
-        answers.take_expert(index, result)
+            reason = fallback_reason(exc)
+            answers.degraded[deferred] = True
+            reasons[deferred] = reason
+            self.metrics.fallbacks.inc(deferred.size, tags={"reason": reason, "tenant": _tag(tenant)})
+            return reason
+        expert_ms = _ms_since(started)
+        self.metrics.latency.observe(expert_ms, tags={"tier": "expert", "tenant": _tag(tenant)})
+        self.expert_calls.latency.observe(expert_ms)
+        answers.take_expert(deferred, result)
         if rationale:
-            await self._rationales(payload, index, answers)
+            await self._rationales(payload, deferred, answers, self._expert, self.expert_calls)
         return ""
 
-    async def _rationales(self, payload: Payload, index: np.ndarray, answers: "Answers") -> None:
-        """Ask for each answered sample's rationale concurrently; a failed one is left empty."""
+    async def _rationales(self, payload: Payload, index: np.ndarray, answers: "Answers", expert: ExpertTier,
+                          calls: ExpertCalls) -> None:
+        """Ask ``expert`` for each answered sample's rationale concurrently; a failed one is left empty."""
         labels = self._labels[answers.probabilities[index].argmax(axis=1)]
 
         async def one(position: int) -> Any:
-            return await self.expert_calls.call(self._expert.aexplain(payload[position], label=str(labels[position])))
+            return await calls.call(expert.aexplain(payload[index[position]], label=str(labels[position])))
 
         outcomes = await asyncio.gather(*(one(p) for p in range(len(index))), return_exceptions=True)
         for position, outcome in enumerate(outcomes):
@@ -341,25 +373,21 @@ class CascadeService:
                 continue
             answers.take_rationale(int(index[position]), outcome)
 
+    async def _to_review(self, ids: list[str | None], samples: Sequence[Sample], index: np.ndarray,
+                         tenant: str | None) -> None:
+        """Keep the abstained samples for reviewers (in a worker thread; nothing to keep without a decision log)."""
+        if self.review_queue is None:
+            return
+        now = time.time()
+        items = [ReviewItem(str(ids[i]), now, tenant, samples[i].model_dump(exclude_none=True)) for i in index]
+        await asyncio.to_thread(self.review_queue.add, items)
+
 
 def raised(outcome: Triage | BaseException) -> Triage:
     """A request's triage, or the error that failed its samples, raised."""
     if isinstance(outcome, BaseException):
         raise outcome
     return outcome
-
-
-def _reason(exc: BaseException) -> str:
-    """The fallback reason a metric and an error message carry."""
-    if isinstance(exc, DeadlineExceeded):
-        return "deadline"
-    if isinstance(exc, CircuitOpen):
-        return "circuit_open"
-    if isinstance(exc, ExpertOverloaded):
-        return "overloaded"
-    if isinstance(exc, ExpertUnavailable):
-        return "unavailable"
-    return "timeout" if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) else "error"
 
 
 def _describe(exc: BaseException) -> str:

@@ -323,7 +323,7 @@ def guarantee_now(kind: str, certificate: dict[str, Any] | None, state: dict[str
     served = "serves the certified rule as it is" if not state.get("adapt", True) else "tracks the target"
     tie_break = float(state.get("tie_break", NO_TIE_BREAK))
     certified_tie_break = float(state.get("certified_tie_break", tie_break))
-    if kind in ("accepted-error", "joint"):
+    if kind in ("accepted-error", "joint", "chain"):
         if forced:
             return {"status": "overridden", "statement": (
                 f"{forced} of the last {state['window']} requests were answered by the small tier although the "

@@ -155,7 +155,7 @@ class ServeConfig(Section):
     expert_concurrency: int | None = Field(
         None, gt=0, description="calls one expert replica computes at once (a waiting call whose deadline it can no "
                                 "longer meet is dropped unstarted); None: 2 × expert.max_num_seqs for vllm / openai, "
-                                "1 for experts computing in a thread (knn-vote, cnn, transformers)")
+                                "the node's core count for experts computing in a thread (knn-vote, cnn, transformers)")
     retry_after_s: float = Field(1.0, ge=0, description="Retry-After (seconds) on an overload or unavailable 503")
     readiness_timeout_s: float = Field(2.0, gt=0, description="/readyz: how long each tier may take to answer")
     expert_health_check_period_s: float = Field(10.0, gt=0, description="Serve's check_health period on the expert")
