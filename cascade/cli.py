@@ -20,7 +20,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import typer
 from rich.console import Console
@@ -198,13 +198,26 @@ def tune_command(
     cfg = CascadeConfig.from_dict(raw, source=config)
     with library_logs("tune") as stream, progress_to(_on_terminal(stream)):
         certificate = tune(cfg)
-    console.print(f"threshold {certificate['threshold']:.4g}: {certificate['statement']}", markup=False)  # E[...]
+    console.print(f"{certified_rule(certificate)}: {certificate['statement']}", markup=False)  # E[...]
     console.print(f"achieved on the {certificate['part']} part: {certificate['achieved']} (n={certificate['n']})",
                   markup=False)
-    fitted = json.loads((Path(cfg.artifact_dir) / "policy_fit.json").read_text())
-    if fitted["choice"] is not None:
-        console.print(f"policy '{fitted['policy']}' serves {fitted['choice']}: {fitted['reason']}")
+    fitted = Path(cfg.artifact_dir) / "policy_fit.json"
+    if fitted.is_file():  # a chain writes none: each tier ranks by Chow's rule
+        record = json.loads(fitted.read_text())
+        if record["choice"] is not None:
+            console.print(f"policy '{record['policy']}' serves {record['choice']}: {record['reason']}")
     console.print(f"artifact: {cfg.artifact_dir}")
+
+
+def certified_rule(certificate: dict[str, Any]) -> str:
+    """The rule a certificate covers, as people read it: a threshold, or a chain's (one per tier, then abstain).
+
+    >>> certified_rule({"kind": "chain", "rule": [0.2, 0.45, float("inf")]})
+    'rule (0.2, 0.45, inf)'
+    """
+    if certificate["kind"] == "chain":
+        return "rule (" + ", ".join(f"{value:.4g}" for value in certificate["rule"]) + ")"
+    return f"threshold {certificate['threshold']:.4g}"
 
 
 @app.command("serve")
@@ -225,7 +238,7 @@ def serve_command(
             from policies.tune import tune as tune_budget
 
             certificate = tune_budget(cfg)
-            terminal.print(f"tuned: threshold {certificate['threshold']:.4g}: {certificate['statement']}", markup=False)
+            terminal.print(f"tuned: {certified_rule(certificate)}: {certificate['statement']}", markup=False)
         run(cfg, blocking=True, on_ready=lambda url: terminal.print(f"cascade serving at {url} (docs: {url}/docs)"))
     console.print("stopped")
 

@@ -9,7 +9,8 @@ tier's unsure samples are *abstained*: no label, ``source: "abstained"``, kept f
 (``GET /v1/review``). Each tier has its own deployment, circuit breaker and latency estimate
 (:class:`~deployments.expert_calls.ExpertCalls`); all share the request's deadline. A tier that fails
 leaves its samples with the previous tier's answer, flagged degraded with the reason (and outside
-the certificate), never lost and never abstained for a failure.
+the certificate), never lost and never abstained for a failure. Each call is billed at its tier's
+prices (:meth:`~cascade.config.TierConfig.call_cost`, whatever the expert kind), as tuning billed it.
 
 """
 
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from cascade.config import TierConfig
 from deployments.answers import Answers
 from deployments.contracts import ExpertTier
 from deployments.deadline import Deadline
@@ -33,11 +34,13 @@ from policies.rules import ConfidencePolicy
 
 @dataclass
 class ChainTier:
-    """One tier after the small one, as a router replica calls it."""
+    """One tier after the small one, as a router replica calls it; ``price`` is its
+    :class:`~cascade.config.TierConfig`, which bills each call as tuning billed it."""
 
     name: str
     expert: ExpertTier
     calls: ExpertCalls
+    price: TierConfig
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,9 @@ class ServedChain:
                 break
             ms = _ms_since(started)
             tier.calls.latency.observe(ms)
-            answers.take_expert(pending, result, tier.name)
+            cost = tier.price.call_cost(np.asarray(result.prompt_tokens), np.asarray(result.completion_tokens))
+            answers.take_expert(pending, replace(result, cost=np.broadcast_to(cost, len(pending)).astype(float)),
+                                tier.name)
             stays = self.rule.stays(hop, self._score(np.asarray(result.probs, dtype=float)))
             last = hop == len(self.tiers)
             if last:

@@ -26,7 +26,7 @@ from fastapi import FastAPI
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
-from cascade.config import CascadeConfig
+from cascade.config import CascadeConfig, served_tiers
 from cascade.decision_setup import open_decision_log
 from cascade.types import Sample
 from deployments.answers import Triage
@@ -66,7 +66,7 @@ class CascadeRouter:
         self._tenants = tenants
         self._holder = holder
         settings = ServiceSettings.from_config(config, served)
-        chain = served_chain(served, expert, settings) if isinstance(expert, dict) else None
+        chain = served_chain(config, served, expert, settings) if isinstance(expert, dict) else None
         expert_client = chain.last.expert if chain is not None else ExpertHandle(expert)
         small = (LocalSmallTier(SmallTier.load(Path(served.small_dir))) if detector is None
                  else DetectorClient(detector, config.serve.max_batch_size))
@@ -174,10 +174,12 @@ class CascadeRouter:
         return await self._holder.set_target.remote(target, tenant)
 
 
-def served_chain(served: ServedPolicy, experts: dict[str, DeploymentHandle], settings: ServiceSettings) -> ServedChain:
-    """The chain's tiers as this replica calls them: each tier's deployment, breaker and readiness probe."""
+def served_chain(config: CascadeConfig, served: ServedPolicy, experts: dict[str, DeploymentHandle],
+                 settings: ServiceSettings) -> ServedChain:
+    """The chain's tiers as this replica calls them: each tier's deployment, breaker, readiness probe and prices."""
+    prices = {tier.name: tier for tier in served_tiers(config)}
     tiers = []
     for name in served.chain.tiers:
         client = ExpertHandle(experts[name])
-        tiers.append(ChainTier(name, client, ExpertCalls(settings, client.status)))
+        tiers.append(ChainTier(name, client, ExpertCalls(settings, client.status), prices[name]))
     return ServedChain(served.chain, tiers, served.label_names)

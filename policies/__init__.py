@@ -16,6 +16,7 @@ is deferred to the next tier when ``score > threshold``, or, tied with it, when 
 from policies.base import DeferralPolicy, PolicyBase
 from policies.baselines import AlwaysPolicy, NeverPolicy, OraclePolicy, RandomPolicy, deferral_gain
 from policies.certificate import Certificate, InfeasibleTarget
+from policies.chain_rule import ChainRule
 from policies.evaluation import Adherence, budget_adherence, deferral_curve, random_splits
 from policies.learned import LearnedPolicy, deferral_area, expected_deferral_gain
 from policies.online import OnlineController, guarantee_now
@@ -37,7 +38,7 @@ from policies.tuners import (
 )
 
 __all__ = [
-    "AcceptedErrorTuner", "Adherence", "AlwaysPolicy", "BudgetTuner", "Cascade", "Certificate",
+    "AcceptedErrorTuner", "Adherence", "AlwaysPolicy", "BudgetTuner", "Cascade", "Certificate", "ChainRule",
     "ConfidencePolicy", "CostTuner", "DeferralData", "DeferralPolicy", "EntropyPolicy", "Hop",
     "InfeasibleTarget", "JointTuner", "LearnedPolicy", "MarginPolicy", "NeverPolicy", "OnlineController",
     "OraclePolicy", "POLICIES", "PolicyBase", "PosthocPolicy", "RandomPolicy", "RateTuner",

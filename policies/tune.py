@@ -17,6 +17,9 @@ The artifact directory (``config.artifact_dir``) is what the Ray Serve app loads
                       serves and why, the extra expert calls and tokens cross-fitting spent, and the
                       expert calibration (kind, pool, calls and tokens spent judging the pool)
 
+A ``chain`` budget (``tiers``) certifies every tier's threshold at once and writes its own layout
+(:func:`policies.tune_chain.tune_chain`).
+
 A learned policy with ``policy.crossfit_folds`` > 0 also learns from out-of-fold outputs over the
 train split (:func:`cascade.crossfit.cross_fitted`); rule policies spend no extra expert calls.
 
@@ -51,6 +54,10 @@ from policies.tuners import budget_grid
 
 def tune(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     """Fit the policy on the fit part, certify the threshold on the certify part, save; return the certificate."""
+    if config.budget.kind == "chain":
+        from policies.tune_chain import tune_chain  # it imports this module's _tuning
+
+        return tune_chain(config, progress)
     roles = load_roles(config)
     ledger, part, tuning = CertifyLedger(), dataset_hash(roles.certify), _tuning(config)
     label = f"the certify part of {config.dataset.name} (n={len(roles.certify_index)}, seed {config.experiment.seed})"

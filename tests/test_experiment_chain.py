@@ -18,7 +18,7 @@ from cascade.scoring import TierScores
 from experiments.chain import run_chain
 from experiments.chain.frontier import oracle, pareto_mask, random_routing, rule_metrics, staircase
 from experiments.chain.hops import hop_verdicts
-from experiments.chain.scores import ChainPart, score_chain
+from policies.chain_scores import ChainPart, score_chain
 
 
 def walk(scores: np.ndarray, correct: np.ndarray, costs: np.ndarray, rule: np.ndarray) -> dict[str, float]:

@@ -87,8 +87,9 @@ def chain_app(config: CascadeConfig, replace: dict[str, Any] | None = None) -> t
     served = load_served(config)
     settings = ServiceSettings.from_config(config, served)
     experts = {name: (replace or {}).get(name) or tier_expert(config, name) for name in served.chain.tiers}
-    chain = ServedChain(served.chain, [ChainTier(name, expert, ExpertCalls(settings)) for name, expert in
-                                       experts.items()], served.label_names)
+    prices = {tier.name: tier for tier in config.tiers or []}
+    chain = ServedChain(served.chain, [ChainTier(name, expert, ExpertCalls(settings), prices[name])
+                                       for name, expert in experts.items()], served.label_names)
     service = CascadeService(settings, small=LocalSmallTier(SmallTier.load(served.small_dir)), expert=chain.last.expert,
                              policy=served.policy, controller=LocalBudget(served.controller(config)), cost=config.cost,
                              decision_log=open_decision_log(config), chain=chain)
@@ -126,8 +127,10 @@ def test_each_verdict_names_the_tier_the_certified_rule_routes_it_to(config: Cas
     assert [v["tier"] for v in body["verdicts"]] == expected
     assert set(expected) >= {"small", None}  # the slice reaches the small tier's answers and review
     assert body["answered_by"] == {**{name: expected.count(name) for name in names}, "abstained": expected.count(None)}
+    visited = {"small": 0.0, "near": 0.1, "wide": 1.1, None: 1.1}  # what tuning billed each route (cost_per_call)
     for verdict in body["verdicts"]:
         assert verdict["certified"] and not verdict["degraded"]
+        assert verdict["cost"] == pytest.approx(visited[verdict["tier"]])
         assert (verdict["source"], verdict["label"] is None) == (
             ("abstained", True) if verdict["tier"] is None else ("small" if verdict["tier"] == "small" else "expert",
                                                                 False))

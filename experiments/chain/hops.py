@@ -19,7 +19,7 @@ import numpy as np
 
 from cascade.config import ChainBudget
 from experiments.chain.frontier import RULE_CHUNK, best_within, rule_metrics, staircase
-from experiments.chain.scores import ChainPart
+from policies.chain_scores import ChainPart
 from policies.tuners.chain import apply_chain
 from policies.tuners.factory import chain_grid
 

@@ -3,7 +3,7 @@
 Steps, each cached or pure numpy after the first run:
 
 1. load the seeded train / fit / certify / test parts (:func:`cascade.data.roles.load_roles`);
-2. score the small tier and every tier once on the held-out and test parts (:mod:`experiments.chain.scores`);
+2. score the small tier and every tier once on the held-out and test parts (:mod:`policies.chain_scores`);
 3. place the chain budget's rule grid on the fit part (:func:`policies.tuners.factory.chain_grid`);
 4. on the test part: every grid rule's metrics, the Pareto set, the frontier at several abstention bounds,
    the oracle and random routing with the same answer shares;
@@ -31,8 +31,8 @@ from cascade.scoring import TierScores
 from experiments.chain.frontier import (oracle, pareto_mask, random_routing, rule_metrics, rule_rows, shares_of,
                                         staircase)
 from experiments.chain.hops import hop_verdicts
-from experiments.chain.scores import ChainPart, ChainScores, score_chain
 from policies import InfeasibleTarget
+from policies.chain_scores import ChainPart, ChainScores, score_chain
 from policies.tuners.factory import chain_grid, make_tuner
 
 

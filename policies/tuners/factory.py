@@ -40,8 +40,8 @@ def make_tuner(budget: BudgetConfig, cost: CostModel | None = None, max_model_le
     if isinstance(budget, ChainBudget):
         if not isinstance(grid, ChainGrid):
             raise ValueError("budget: a 'chain' budget certifies every tier's threshold at once, over a ChainGrid fixed "
-                             "on the fit part (policies.tuners.factory.chain_grid); run `python -m experiments.chain "
-                             "CONFIG` for its experiment")
+                             "on the fit part (policies.tuners.factory.chain_grid): `cascade tune CONFIG` places it "
+                             "and certifies, `python -m experiments.chain CONFIG` runs its experiment")
         return ChainTuner(alpha=budget.target, max_abstention=budget.max_abstention,
                           max_cost_per_1k=budget.max_cost_per_1k, delta=budget.delta, grid=grid, method=budget.method,
                           error=budget.error, max_request_cost=max_request_cost)
