@@ -64,8 +64,7 @@ def tune_chain(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:
     small_defers = float(np.mean(canonical(certify.scores[:, 0]) > canonical(tuner.rule_[0]))) if len(certify) else 0.0
     certified = certified.model_copy(update={"achieved": {**certified.achieved, "defer_rate": small_defers}})
     chain = ChainRule(tuple(certify.names[1:]), tuner.rule_, certified)
-    certificate = {**chain.certificate.model_dump(mode="json"), "certify_uses": spent.uses,
-                   "delta_spent": spent.delta_spent}
+    certificate = chain.certificate.model_dump(mode="json")
     root = Path(config.artifact_dir)
     staging = root.with_name(root.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)

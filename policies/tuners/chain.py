@@ -278,6 +278,8 @@ class ChainCertificate(BaseModel):
     error: ErrorForm
     cost_range: tuple[float, float] | None
     passed_rules: list[list[float]]
+    certify_uses: int = 1  # tunings of the certify part so far (policies.certify_ledger)
+    delta_spent: float | None = None  # the δ all of them spent together (Bonferroni), after spend-delta
 
     @property
     def holds(self) -> bool:
