@@ -3,7 +3,7 @@ requester can no longer use its answer is dropped before it starts.
 
 The router sends each expert call with its request's deadline (wall-clock seconds,
 :func:`deployments.deadline.expert_deadline`). In the replica a call waits for one of ``slots``; when its
-turn comes and the time left is less than the replica's fastest recent call (:class:`RecentCalls`), it
+turn comes and the time left is less than the replica's typical recent call (:class:`RecentCalls`), it
 is dropped (:class:`DeadlineExceeded`, answered degraded by the router) instead of computing an answer
 nobody waits for. A caller that gives up while waiting leaves the queue at once. Work that cannot be
 cancelled (an expert computing in a worker thread) keeps its slot until it really ends, so the bound
@@ -39,19 +39,20 @@ T = TypeVar("T")
 
 
 class RecentCalls:
-    """How long the replica's last calls took; ``fastest_s`` is the quickest of those finished within
-    ``stale_s``, once at least ``least`` did. The quickest, not the mean, and never from one call alone: a
-    call is dropped only when even that would not fit, so a slow first call (loading the model) cannot
-    make the replica drop everything; and a dropped call measures nothing, so an estimate no call has
-    confirmed for ``stale_s`` is forgotten.
+    """How long the replica's last calls took; ``typical_s`` is the median of those finished within
+    ``stale_s``, once at least ``least`` did. The median, not the mean, and never from one call alone: a
+    slow first call (loading the model) cannot make the replica drop everything; and a dropped call
+    measures nothing, so an estimate no call has confirmed for ``stale_s`` is forgotten. The median
+    follows the machine: when the cores are shared and calls take longer, a call that would finish
+    after its deadline is not started.
 
     >>> now = [0.0]
     >>> calls = RecentCalls(stale_s=10.0, least=3, clock=lambda: now[0])
-    >>> calls.observe(10_000.0); calls.fastest_s()       # one call says little
+    >>> calls.observe(10_000.0); calls.typical_s()       # one call says little
     0.0
-    >>> calls.observe(300.0); calls.observe(320.0); calls.fastest_s()
-    0.3
-    >>> now[0] = 11.0; calls.fastest_s()
+    >>> calls.observe(300.0); calls.observe(320.0); calls.typical_s()
+    0.32
+    >>> now[0] = 11.0; calls.typical_s()
     0.0
     """
 
@@ -63,11 +64,11 @@ class RecentCalls:
     def observe(self, ms: float) -> None:
         self._calls.append((self._clock(), ms))
 
-    def fastest_s(self) -> float:
-        """The quickest recent call in seconds (0 when fewer than ``least`` finished within ``stale_s``)."""
+    def typical_s(self) -> float:
+        """The median recent call in seconds (0 when fewer than ``least`` finished within ``stale_s``)."""
         now = self._clock()
-        recent = [ms for at, ms in self._calls if now - at <= self.stale_s]
-        return min(recent) / 1000.0 if len(recent) >= self.least else 0.0
+        recent = sorted(ms for at, ms in self._calls if now - at <= self.stale_s)
+        return recent[len(recent) // 2] / 1000.0 if len(recent) >= self.least else 0.0
 
 
 class ExpertWork:
@@ -83,17 +84,17 @@ class ExpertWork:
         self.running = 0
 
     async def run(self, work: Callable[[], Awaitable[T]], deadline_at: float | None) -> T:
-        """``await work()`` in a free slot, unless ``deadline_at`` (wall-clock seconds) leaves less than the
-        fastest recent call when the slot frees up."""
+        """``await work()`` in a free slot, unless ``deadline_at`` (wall-clock seconds) leaves less than a
+        typical recent call when the slot frees up."""
         await self._free.acquire()
         left = None if deadline_at is None else deadline_at - self._clock()
-        expected = self.calls.fastest_s()
+        expected = self.calls.typical_s()
         if left is not None and left <= expected:
             self._free.release()
             self.dropped += 1
             missed = f"passed {-left * 1000:.0f} ms ago" if left <= 0 else f"leaves {left * 1000:.0f} ms"
-            raise DeadlineExceeded(f"dropped before it started: the deadline {missed}; the fastest recent call "
-                                   f"here took {expected * 1000:.0f} ms")
+            raise DeadlineExceeded(f"dropped before it started: the deadline {missed}; a typical recent call "
+                                   f"here takes {expected * 1000:.0f} ms")
         self.running += 1
         started = time.perf_counter()
         task: asyncio.Future[Any] = asyncio.ensure_future(work())
@@ -106,9 +107,9 @@ class ExpertWork:
             raise
 
     def state(self) -> dict[str, Any]:
-        """Slots, calls computing now, calls dropped so far, the fastest recent call (ms)."""
+        """Slots, calls computing now, calls dropped so far, the typical recent call (ms)."""
         return {"slots": self.slots, "running": self.running, "dropped": self.dropped,
-                "fastest_recent_call_ms": round(self.calls.fastest_s() * 1000.0, 1)}
+                "typical_recent_call_ms": round(self.calls.typical_s() * 1000.0, 1)}
 
     def _finished(self, done: asyncio.Future[Any], started: float) -> None:
         self.running -= 1
