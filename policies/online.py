@@ -165,7 +165,7 @@ class OnlineController:
             chunk = scores[start:start + self.window]
             part = slice(start, start + len(chunk))
             wanted = defer_mask(chunk, self._threshold, self.tie_break, self._keys(chunk, samples, start))
-            defer[part] = capped(chunk, wanted, self._allowance())
+            defer[part] = wanted if self.hard_cap is None else capped(chunk, wanted, self._allowance())
             forced[part] = wanted & ~defer[part]
             covered[part] = self.covers_rule()
             if self.coverage == "rules":

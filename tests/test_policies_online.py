@@ -203,3 +203,12 @@ def test_a_snapshot_restores_rule_tracking_state_and_forced_counts():
 def test_a_starting_threshold_outside_the_clamp_is_refused():
     with pytest.raises(ValueError, match="outside the clamp"):
         OnlineController(target=0.1, threshold=1.0, max_threshold=0.5)
+
+
+def test_without_a_hard_cap_a_batch_that_fills_the_window_defers_all_the_rule_defers() -> None:
+    """Found by the served-certified property test: 22 then 29 deferrals in a window of 50 forced one
+    acceptance, though nothing caps the deferral rate."""
+    controller = OnlineController(target=0.02, threshold=-1.0, window=50, adapt=False)
+    for size in (22, 29):
+        decisions = controller.triage(np.zeros(size))
+        assert decisions.defer.all() and not decisions.forced.any()
