@@ -4,8 +4,9 @@
 ``kind: vllm`` runs an in-process vLLM ``AsyncLLM`` engine in the replica (its CPU settings arrive
 through the replica's ``runtime_env``); ``kind: openai`` is a client for an external
 OpenAI-compatible server (e.g. ``python -m vllm.entrypoints.openai.api_server``). An in-process
-engine is started in the constructor, so a replica only takes traffic once its engine is up; an
-external server is not contacted until the first deferral, so the app starts (and answers
+engine is started in the constructor (and a local model, the vote's MiniLM or the CNN, judges the
+probe sample there), so a replica only takes traffic once its model is up; an external server is
+not contacted until the first deferral, so the app starts (and answers
 degraded) while that server is down.
 
 The expert's label probabilities pass through the calibrator ``cascade tune`` saved in the artifact
@@ -105,9 +106,12 @@ class ExpertServer:
         self._in_process = config.expert.kind in IN_PROCESS_KINDS
         self._probe = probe_input(config, pool)
         self._work = ExpertWork(expert_slots(config), cancellable=config.expert.kind in CANCELLABLE_KINDS)
+        self._up: bool | None = None  # an external server: unknown until probed
         if self._in_process:
             await self._expert.astart()
-        self._up: bool | None = True if self._in_process else None  # an external server: unknown until probed
+            self._up = True
+        elif config.expert.kind != "openai":  # load the model (MiniLM, the CNN) before taking traffic: the first
+            await self._probe_once()          # calls must not each wait for it, nor teach the replica it is slow
 
     async def check_health(self) -> None:
         """Judge the probe sample; an in-process engine that cannot is unhealthy (Serve replaces it)."""
