@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from sklearn.datasets import load_breast_cancer
 
 from cascade.config import CascadeConfig, ConfigError
 from policies.certificate import Certificate
 from policies.certify_ledger import CertifyLedger, CertifyPartReused, Spent
+from tables import write_tumours
 
 PART, LABEL = "part-1", "the certify part of toy (n=300, seed 0)"
 
@@ -91,9 +90,7 @@ def tumours(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
 
     monkeypatch.setenv("CASCADE_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(policies.certify_ledger, "cache_dir", lambda name: tmp_path / "ledger" / name)
-    frame = load_breast_cancer(as_frame=True).frame
-    frame["diagnosis"] = np.where(frame.pop("target") == 0, "malignant", "benign")
-    frame.to_csv(tmp_path / "tumours.csv", index=False)
+    write_tumours(tmp_path)
     return {"name": "tumours", "artifact_dir": str(tmp_path / "artifact"),
             "dataset": {"name": "csv", "path": str(tmp_path / "tumours.csv"), "label_column": "diagnosis",
                         "positive_label": "malignant"},

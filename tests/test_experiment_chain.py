@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_breast_cancer
 
 from cascade.config import CascadeConfig, ChainBudget, ConfigError
 from cascade.data.roles import load_roles
@@ -19,6 +18,7 @@ from experiments.chain import run_chain
 from experiments.chain.frontier import oracle, pareto_mask, random_routing, rule_metrics, staircase
 from experiments.chain.hops import hop_verdicts
 from policies.chain_scores import ChainPart, score_chain
+from tables import write_tumours
 
 
 def walk(scores: np.ndarray, correct: np.ndarray, costs: np.ndarray, rule: np.ndarray) -> dict[str, float]:
@@ -145,9 +145,7 @@ CSV_TIERS = [{"name": "near", "expert": {"kind": "knn-vote", "labels": ["benign"
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CascadeConfig:
-    frame = load_breast_cancer(as_frame=True).frame
-    frame["diagnosis"] = np.where(frame.pop("target") == 0, "malignant", "benign")
-    frame.to_csv(tmp_path / "tumours.csv", index=False)
+    write_tumours(tmp_path)
     monkeypatch.setenv("CASCADE_HOME", str(tmp_path / "home"))
     return CascadeConfig.from_dict({
         "name": "tumours-chain", "dataset": {"name": "csv", "path": str(tmp_path / "tumours.csv"),

@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from sklearn.datasets import load_breast_cancer
 
 from cascade.config import CascadeConfig
 from cascade.data.roles import load_roles
@@ -34,6 +33,7 @@ from deployments.service import CascadeService
 from policies.rules import ConfidencePolicy
 from policies.tune import tune
 from policies.tuners.chain import apply_chain
+from tables import write_tumours
 
 CONTROL, FEEDBACK = "control-token", "feedback-token"
 LABELS = ["benign", "malignant"]
@@ -47,9 +47,7 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CascadeConfig]:
     import policies.certify_ledger
 
     root = tmp_path_factory.mktemp("serve-chain")
-    frame = load_breast_cancer(as_frame=True).frame
-    frame["diagnosis"] = np.where(frame.pop("target") == 0, "malignant", "benign")
-    frame.to_csv(root / "tumours.csv", index=False)
+    write_tumours(root)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CASCADE_HOME", str(root / "home"))
         patch.setattr(policies.certify_ledger, "cache_dir", lambda name: root / "ledger" / name)

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_breast_cancer
 from typer.testing import CliRunner
 
 from cascade.artifact import ArtifactError
@@ -29,6 +28,7 @@ from policies.ties import canonical
 from policies.tune import tune
 from policies.tune_chain import CHAIN_DIR, EXPERT_CALIBRATORS_DIR
 from policies.tuners.chain import ChainCertificate, apply_chain
+from tables import write_tumours
 
 TIERS = [{"name": "near", "expert": {"kind": "knn-vote", "labels": ["benign", "malignant"], "shots": 3},
           "cost_per_call": 0.1},
@@ -75,9 +75,7 @@ def test_a_rule_its_certificate_did_not_pass_or_of_another_length_is_refused() -
 def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The table and a cascade home whose score cache the module's tunings share."""
     root = tmp_path_factory.mktemp("tune-chain")
-    frame = load_breast_cancer(as_frame=True).frame
-    frame["diagnosis"] = np.where(frame.pop("target") == 0, "malignant", "benign")
-    frame.to_csv(root / "tumours.csv", index=False)
+    write_tumours(root)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("CASCADE_HOME", str(root / "home"))
         yield root
