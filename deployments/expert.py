@@ -41,6 +41,8 @@ from deployments.payloads import Payload
 from deployments.served import expert_calibrator, served_modality, tier_view
 
 IN_PROCESS_KINDS = ("vllm", "transformers")
+WARM_UP = ["cascade warm-up: is this message ordinary?"]
+"""what a local text expert judges before taking traffic: a text no embedding cache holds, so MiniLM loads"""
 CANCELLABLE_KINDS = ("vllm", "openai")
 """kinds whose calls stop when their caller leaves (an engine request, an HTTP call); the others compute in a
 worker thread that runs to its end"""
@@ -111,7 +113,9 @@ class ExpertServer:
             await self._expert.astart()
             self._up = True
         elif config.expert.kind != "openai":  # load the model (MiniLM, the CNN) before taking traffic: the first
-            await self._probe_once()          # calls must not each wait for it, nor teach the replica it is slow
+            warm_up = WARM_UP if served_modality(config) == "text" else self._probe  # calls must not each wait
+            if warm_up is not None:                                                  # for it, nor teach the
+                await self._expert.ajudge(warm_up)                                   # replica it is slow
 
     async def check_health(self) -> None:
         """Judge the probe sample; an in-process engine that cannot is unhealthy (Serve replaces it)."""
