@@ -177,6 +177,10 @@ class ExpertConfig(Section):
     calibration_samples: int | None = Field(
         300, ge=20, description="LLM kinds, knn-vote: judge at most this many pool samples (a seeded uniform draw) to "
                                 "fit the calibrator; None: the whole pool. Each is one expert call")
+    channels: int = Field(8, ge=1, description="cnn: filters of the first conv block (the second has twice as many); "
+                                               "with hidden_units, the CNN's size and multiply-accumulates per image")
+    hidden_units: int = Field(32, ge=1, description="cnn: units of the hidden layer of the CNN's head")
+    epochs: int = Field(6, ge=1, description="cnn: passes over the labelled pool while training")
     timeout_s: float = Field(30.0, gt=0, description="openai: seconds per HTTP request")
     max_retries: int = Field(2, ge=0, description="openai: retries of a failed HTTP request")
     retry_backoff_s: float = Field(0.5, ge=0, description="openai: first back-off between HTTP retries (doubles each "
@@ -195,7 +199,8 @@ class ExpertConfig(Section):
         if self.kind == "knn-vote":
             return f"knn-vote (k={self.shots}, no LLM)"
         if self.kind == "cnn":
-            return "cnn (trained on the labelled pool)"
+            return (f"cnn ({self.channels}/{2 * self.channels} filters, {self.hidden_units} hidden, {self.epochs} "
+                    "epochs; trained on the labelled pool)")
         name = self.served_model_name if self.kind == "openai" and self.served_model_name else self.model
         return f"{self.kind}:{Path(name).name or name}" + (f" ({self.shots}-shot)" if self.shots else "")
 
@@ -211,6 +216,7 @@ EXPERT_FIELD_KINDS: dict[str, tuple[str, ...]] = {
     "explain_max_tokens": LLM_EXPERTS,
     "shots": (*LLM_EXPERTS, "knn-vote"),
     "vote_smoothing": ("knn-vote",),
+    "channels": ("cnn",), "hidden_units": ("cnn",), "epochs": ("cnn",),
     "calibrator": (*LLM_EXPERTS, "knn-vote"), "calibration_samples": (*LLM_EXPERTS, "knn-vote"),
 }
 """Expert fields only some kinds read -> those kinds (the other fields every kind reads)."""

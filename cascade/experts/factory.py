@@ -34,7 +34,8 @@ def make_expert(config: ExpertConfig, cost: CostModel | None = None, pool: Datas
     ``vllm``, ``openai`` and ``transformers`` are LLM experts (few-shot when ``config.shots`` >= 1,
     which needs a ``pool``); ``knn-vote`` is the no-LLM control and needs a ``pool`` and shots >= 1;
     ``cnn`` is a :class:`~cascade.detectors.image.PixelCNN` trained on the ``pool``'s images (cached,
-    see :func:`cascade.experts.image.fitted_cnn`; ``config.model`` is only a name for it).
+    see :func:`cascade.experts.image.fitted_cnn`; ``config.model`` is only a name for it; ``channels``,
+    ``hidden_units`` and ``epochs`` size and train it).
     ``config.pool_groups`` keeps only the pool samples of those groups (a specialist expert).
     Engines start on first use (or with ``expert.start()`` / ``await expert.astart()``).
     """
@@ -47,7 +48,8 @@ def make_expert(config: ExpertConfig, cost: CostModel | None = None, pool: Datas
 
         if pool is None:
             raise ValueError("expert kind 'cnn' trains a CNN on a labelled pool of images (e.g. the train split)")
-        return CnnExpert(fitted_cnn(pool), config.labels, cost=cost)
+        cnn = fitted_cnn(pool, channels=config.channels, hidden_units=config.hidden_units, epochs=config.epochs)
+        return CnnExpert(cnn, config.labels, cost=cost)
     if config.shots and pool is None:
         raise ValueError(f"expert.shots={config.shots} needs a labelled pool (e.g. the train split)")
     retriever = NeighbourRetriever(pool, k=config.shots) if config.shots and pool is not None else None

@@ -29,6 +29,9 @@ NOT_IN_ANSWERS = frozenset({"timeout_s", "max_retries", "retry_backoff_s", "api_
                             "calibrator", "calibration_samples"})
 """Config fields that change how an expert is reached or explains, never its raw label probabilities (the
 calibrator maps them afterwards, from cached raw scores)."""
+CNN_ONLY = frozenset({"channels", "hidden_units", "epochs"})
+"""Config fields only the ``cnn`` kind reads (its size and training): part of a CNN's fingerprint, left out of
+every other kind's, whose answers they never change."""
 
 LLM_KINDS = ("vllm", "openai", "transformers")
 _LIBRARIES = {
@@ -44,7 +47,8 @@ _MODEL_FILES = ("config.json", "tokenizer_config.json", "generation_config.json"
 def expert_fingerprint(config: ExpertConfig, modality: str) -> dict[str, Any]:
     """Everything the expert's probabilities on ``modality`` samples depend on (JSON-able)."""
     fingerprint: dict[str, Any] = {
-        "config": config.model_dump(mode="json", exclude=set(NOT_IN_ANSWERS)),
+        "config": config.model_dump(mode="json", exclude=set(NOT_IN_ANSWERS if config.kind == "cnn"
+                                                             else NOT_IN_ANSWERS | CNN_ONLY)),
         "libraries": {name: _version(name) for name in _LIBRARIES[config.kind]},
     }
     models: dict[str, str] = {}
