@@ -123,7 +123,7 @@ def test_the_grid_sits_on_fit_quantiles_with_every_reachable_rule_once():
 
 def test_a_large_grid_warns_and_a_too_large_one_is_refused():
     fit_scores, _ = population(2000, seed=11, tiers=4)
-    with pytest.warns(UserWarning, match="Bonferroni tests each at"):
+    with pytest.warns(UserWarning, match="method=.bonferroni. would test each at"):
         ChainGrid.from_fit(fit_scores, 8, 0.2)
     with pytest.raises(ValueError, match="above max_rules=100"):
         ChainGrid.from_fit(fit_scores, 5, 0.2, max_rules=100)

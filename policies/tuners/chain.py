@@ -185,7 +185,7 @@ class ChainGrid:
         become ``+inf``, copies dropped); the abstention threshold at ``1 - abstention_span · j/(n-1)``,
         from ``+inf`` (never abstain) to about ``abstention_span`` abstained. With ``fit_correct`` (and
         ``costs``) the grid keeps the fit part's counts for :meth:`path`. Above 1000 rules it warns
-        (Bonferroni tests each at δ/R); above ``max_rules`` it refuses.
+        (Bonferroni would test each at δ/R); above ``max_rules`` it refuses.
         """
         scores = canonical(np.atleast_2d(np.asarray(fit_scores, dtype=float)))
         k = scores.shape[-1]
@@ -204,7 +204,8 @@ class ChainGrid:
         if len(rules) > max_rules:
             raise ValueError(f"the grid has {len(rules)} rules, above max_rules={max_rules}: fewer thresholds per tier")
         if len(rules) > 1000:
-            warnings.warn(f"a chain grid of {len(rules)} rules: Bonferroni tests each at δ/{len(rules)}", stacklevel=2)
+            warnings.warn(f"a chain grid of {len(rules)} rules: method='bonferroni' would test each at δ/{len(rules)} "
+                          "(fixed-sequence testing, the default, is not diluted by the grid's size)", stacklevel=2)
         return cls(rules) if fit_correct is None else cls(rules, cls(rules).counts(scores, fit_correct, costs))
 
     def counts(self, scores: ArrayLike, correct: ArrayLike, costs: ArrayLike | None = None) -> ChainCounts:
