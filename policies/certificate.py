@@ -31,36 +31,22 @@ IN_EXPECTATION: Final = "in expectation"
 WITH_PROBABILITY: Final = "with probability ≥ 1-δ"
 
 
-class Certificate(BaseModel):
-    """Target, value achieved on the certify part, guaranteed bound, ``n`` and ``δ``.
-
-    ``bound`` holds, per target metric, the upper bound the method proves (conformal risk
-    control bound, or a Clopper-Pearson upper confidence bound at the tested level); it never
-    exceeds the target. ``threshold`` may be ``±inf`` (defer nothing / everything).
-    """
+class CertificateBase(BaseModel):
+    """What every certificate states, whatever the rule: the method, each target metric with the value
+    achieved on the certify part and the bound proved (never above its target), the guarantee in words,
+    ``n``, the part, and how often the part has been used (:mod:`policies.certify_ledger`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
 
-    kind: BudgetKind
     method: str
-    threshold: float
     target: dict[str, float]
     achieved: dict[str, float]
     bound: dict[str, float]
     guarantee: Guarantee
     statement: str
     n: int
-    delta: float | None
     part: str = "certify"
-    """the data part the threshold was certified on (``n`` samples of it)"""
-    tie_break: float = 1.0
-    """a sample scoring exactly ``threshold`` is deferred when its tie key exceeds this (1: never)"""
-    tie_seed: int | None = None
-    """seed of the tie keys (:func:`policies.ties.tie_keys`); None when ties were not broken"""
-    passed_rules: list[tuple[float, float]] | None = None
-    """Learn-then-Test: every grid rule ``(threshold, tie_break)`` that passed, valid simultaneously
-    (the family-wise error control covers them all); serving may move only among them. None for
-    conformal tuners, whose certificate is about ``threshold`` alone"""
+    """the data part the rule was certified on (``n`` samples of it)"""
     certify_uses: int = 1
     """distinct tunings on this certify part so far, this one included (:mod:`policies.certify_ledger`);
     above 1 the single-tuning guarantee no longer covers choosing among them"""
@@ -72,6 +58,27 @@ class Certificate(BaseModel):
     def holds(self) -> bool:
         """Whether every bound is within its target (always true for a tuner's certificate)."""
         return all(self.bound[metric] <= target for metric, target in self.target.items())
+
+
+class Certificate(CertificateBase):
+    """Target, value achieved on the certify part, guaranteed bound, ``n`` and ``δ`` of one threshold.
+
+    ``bound`` holds, per target metric, the upper bound the method proves (conformal risk
+    control bound, or a Clopper-Pearson upper confidence bound at the tested level); it never
+    exceeds the target. ``threshold`` may be ``±inf`` (defer nothing / everything).
+    """
+
+    kind: BudgetKind
+    threshold: float
+    delta: float | None
+    tie_break: float = 1.0
+    """a sample scoring exactly ``threshold`` is deferred when its tie key exceeds this (1: never)"""
+    tie_seed: int | None = None
+    """seed of the tie keys (:func:`policies.ties.tie_keys`); None when ties were not broken"""
+    passed_rules: list[tuple[float, float]] | None = None
+    """Learn-then-Test: every grid rule ``(threshold, tie_break)`` that passed, valid simultaneously
+    (the family-wise error control covers them all); serving may move only among them. None for
+    conformal tuners, whose certificate is about ``threshold`` alone"""
 
     def save(self, directory: str | Path) -> None:
         """Write ``certificate.json`` and a checksum manifest into ``directory``."""

@@ -29,12 +29,14 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from cascade.artifact import read_json, write_json
 from cascade.config import ConfigError
 from cascade.paths import cache_dir
-from policies.certificate import Certificate
+from policies.certificate import CertificateBase
+
+C = TypeVar("C", bound=CertificateBase)
 
 CertifyReuse = Literal["refuse", "spend-delta"]
 LEDGER_KIND = "cascade.certify-uses"
@@ -55,7 +57,7 @@ class Spent:
     uncovered: int
     """other tunings on the part that were in expectation: no δ sum covers them"""
 
-    def apply(self, certificate: Certificate) -> Certificate:
+    def apply(self, certificate: C) -> C:
         """``certificate`` with ``certify_uses``, ``delta_spent`` and, after a reuse, what it means in the statement."""
         statement = certificate.statement
         if self.uses > 1 and self.delta_spent is None:

@@ -37,12 +37,11 @@ from typing import Literal, NamedTuple, Self
 
 import numpy as np
 from numpy.typing import ArrayLike
-from pydantic import BaseModel, ConfigDict
 from scipy.special import xlogy
 from scipy.stats import binom
 from sklearn.base import BaseEstimator
 
-from policies.certificate import WITH_PROBABILITY, Guarantee, InfeasibleTarget
+from policies.certificate import WITH_PROBABILITY, CertificateBase, InfeasibleTarget
 from policies.ties import canonical
 from policies.tuners.bounds import clopper_pearson_upper
 
@@ -259,32 +258,16 @@ class ChainGrid:
         return np.lexsort((cost, log_p))
 
 
-class ChainCertificate(BaseModel):
+class ChainCertificate(CertificateBase):
     """What a :class:`ChainTuner` certifies of the ``rule`` (``t_0 … t_{K-2}, a``) it picked; ``passed_rules``
     hold together (serving may move among them); ``cost_range`` bounds one request's cost (None: uncontrolled)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
-
     kind: Literal["chain"] = "chain"
-    method: str
     rule: list[float]
-    target: dict[str, float]
-    achieved: dict[str, float]
-    bound: dict[str, float]
-    guarantee: Guarantee
-    statement: str
-    n: int
     delta: float
-    part: str = "certify"
     error: ErrorForm
     cost_range: tuple[float, float] | None
     passed_rules: list[list[float]]
-    certify_uses: int = 1  # tunings of the certify part so far (policies.certify_ledger)
-    delta_spent: float | None = None  # the δ all of them spent together (Bonferroni), after spend-delta
-
-    @property
-    def holds(self) -> bool:
-        return all(self.bound[metric] <= target for metric, target in self.target.items())
 
 
 class ChainTuner(BaseEstimator):
