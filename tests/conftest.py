@@ -14,6 +14,7 @@ from cascade import data
 from cascade.config import CascadeConfig, ExpertConfig
 from cascade.models import build_tiny_llama
 from serving import KeptDeferred, Tiers, load_tiers, split_by_score, tune_artifact
+from tables import write_tumours
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -78,3 +79,14 @@ def knn_expert(pool: data.Dataset) -> Any:
     from cascade.experts import make_expert
 
     return make_expert(ExpertConfig(kind="knn-vote", shots=4, labels=["ham", "spam"]), pool=pool)
+
+
+@pytest.fixture(scope="module")
+def tumours_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder holding the breast-cancer table (``tumours.csv``) and, for the module, a ``CASCADE_HOME`` of
+    its own in it (its score cache shared by the module's tunings)."""
+    root = tmp_path_factory.mktemp("tumours")
+    write_tumours(root)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CASCADE_HOME", str(root / "home"))
+        yield root

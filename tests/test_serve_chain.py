@@ -33,7 +33,6 @@ from deployments.service import CascadeService
 from policies.rules import ConfidencePolicy
 from policies.tune import tune
 from policies.tuners.chain import apply_chain
-from tables import write_tumours
 
 CONTROL, FEEDBACK = "control-token", "feedback-token"
 LABELS = ["benign", "malignant"]
@@ -42,14 +41,12 @@ TIERS = [{"name": "near", "expert": {"kind": "knn-vote", "labels": LABELS, "shot
 
 
 @pytest.fixture(scope="module")
-def config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CascadeConfig]:
+def config(tumours_home: Path) -> Iterator[CascadeConfig]:
     """A chain tuned on a real table (breast cancer): isolation forest, then two kNN votes, then review."""
     import policies.certify_ledger
 
-    root = tmp_path_factory.mktemp("serve-chain")
-    write_tumours(root)
+    root = tumours_home
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CASCADE_HOME", str(root / "home"))
         patch.setattr(policies.certify_ledger, "cache_dir", lambda name: root / "ledger" / name)
         config = CascadeConfig.from_dict({
             "name": "tumours-chain", "artifact_dir": str(root / "artifact"),

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,6 @@ from policies.ties import canonical
 from policies.tune import tune
 from policies.tune_chain import CHAIN_DIR, EXPERT_CALIBRATORS_DIR
 from policies.tuners.chain import ChainCertificate, apply_chain
-from tables import write_tumours
 
 TIERS = [{"name": "near", "expert": {"kind": "knn-vote", "labels": ["benign", "malignant"], "shots": 3},
           "cost_per_call": 0.1},
@@ -71,23 +69,13 @@ def test_a_rule_its_certificate_did_not_pass_or_of_another_length_is_refused() -
         ChainRule(("near",), rule, certificate_of(rule))
 
 
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The table and a cascade home whose score cache the module's tunings share."""
-    root = tmp_path_factory.mktemp("tune-chain")
-    write_tumours(root)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CASCADE_HOME", str(root / "home"))
-        yield root
-
-
 @pytest.fixture
-def raw(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+def raw(tumours_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     import policies.certify_ledger
 
     monkeypatch.setattr(policies.certify_ledger, "cache_dir", lambda name: tmp_path / "ledger" / name)
     return {"name": "tumours-chain", "artifact_dir": str(tmp_path / "artifact"),
-            "dataset": {"name": "csv", "path": str(home / "tumours.csv"), "label_column": "diagnosis",
+            "dataset": {"name": "csv", "path": str(tumours_home / "tumours.csv"), "label_column": "diagnosis",
                         "label_budget": 40},
             "detector": {"kind": "isolation-forest", "params": {"n_estimators": 10}}, "tiers": TIERS,
             "budget": dict(BUDGET), "experiment": {"seed": 0}}
