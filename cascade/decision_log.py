@@ -58,7 +58,8 @@ class Decision:
     """One served verdict as logged. ``probabilities`` are the small tier's calibrated class
     probabilities, ``deferral_score`` / ``threshold`` / ``tie_key`` the rule's inputs (the tie key only
     for a score tied at the threshold), ``deferred`` whether the rule deferred it (before the hard cap
-    and the expert's health), ``tier`` / ``label`` / ``cost`` what was served and what it cost."""
+    and the expert's health), ``tier`` / ``label`` / ``cost`` what was served and what it cost (``tier``
+    ``abstained``: nothing was served, ``label`` is the one the last tier leaned to)."""
 
     id: str
     time: float

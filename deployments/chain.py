@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from cascade.config import TierConfig
+from cascade.config.tiers import SMALL_TIER
 from deployments.answers import Answers
 from deployments.contracts import ExpertTier
 from deployments.deadline import Deadline
@@ -106,8 +107,6 @@ class ServedChain:
 
     def names(self) -> list[str]:
         """Every tier's name, the small tier first."""
-        from cascade.config.tiers import SMALL_TIER
-
         return [SMALL_TIER, *self.rule.tiers]
 
 

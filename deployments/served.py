@@ -130,9 +130,8 @@ def load_served_chain(config: CascadeConfig, small: Any, modality: Modality) -> 
     """A chain artifact: the rule (checked against the config's tiers), each tier's calibrator, the small tier's
     hop as Chow's score against the rule's first threshold."""
     from cascade.config import served_tiers
-    from policies.chain_rule import ChainRule
+    from policies.chain_rule import CHAIN_DIR, ChainRule
     from policies.rules import ConfidencePolicy
-    from policies.tune_chain import CHAIN_DIR
 
     root = Path(config.artifact_dir)
     tiers = [tier.name for tier in served_tiers(config)]
@@ -171,7 +170,7 @@ def expert_calibrator(config: CascadeConfig, tier: str | None = None) -> Any:
     """The expert's calibrator saved by ``cascade tune`` (checked against the expert's config; ``tier``: that
     chain tier's), or ``None`` when its ``calibration`` is none."""
     from cascade.expert_calibration import EXPERT_CALIBRATOR_DIR, load_expert_calibrator
-    from policies.tune_chain import EXPERT_CALIBRATORS_DIR
+    from policies.chain_rule import EXPERT_CALIBRATORS_DIR
 
     expert = tier_view(config, tier).expert
     if expert.calibration == "none":

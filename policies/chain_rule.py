@@ -36,6 +36,10 @@ from policies.ties import canonical
 from policies.tuners.chain import ChainCertificate
 
 CHAIN_FILE, CHAIN_KIND = "chain.json", "cascade.chain-rule"
+CHAIN_DIR = "chain"
+"""where a chain artifact keeps the certified rule"""
+EXPERT_CALIBRATORS_DIR = "expert_calibrators"
+"""where a chain artifact keeps each tier's calibrator, one folder per tier name"""
 
 
 @dataclass(frozen=True, eq=False)

@@ -32,16 +32,12 @@ from cascade.data.roles import load_roles
 from cascade.expert_calibration import save_expert_calibrator
 from cascade.scoring import dataset_hash
 from policies.certify_ledger import CertifyLedger
-from policies.chain_rule import ChainRule
+from policies.chain_rule import CHAIN_DIR, EXPERT_CALIBRATORS_DIR, ChainRule
 from policies.chain_scores import score_held_out_chain
 from policies.ties import canonical
 from policies.tune import _tuning
 from policies.tuners.factory import chain_grid, make_tuner
 
-CHAIN_DIR = "chain"
-"""where the artifact keeps the certified rule (:class:`~policies.chain_rule.ChainRule`)"""
-EXPERT_CALIBRATORS_DIR = "expert_calibrators"
-"""where the artifact keeps each tier's calibrator, one folder per tier name"""
 
 
 def tune_chain(config: CascadeConfig, progress: bool = True) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from policies.certify_ledger import CertifyPartReused
 from policies.chain_scores import score_held_out_chain
 from policies.ties import canonical
 from policies.tune import tune
-from policies.tune_chain import CHAIN_DIR, EXPERT_CALIBRATORS_DIR
+from policies.chain_rule import CHAIN_DIR, EXPERT_CALIBRATORS_DIR
 from policies.tuners.chain import ChainCertificate, apply_chain
 
 TIERS = [{"name": "near", "expert": {"kind": "knn-vote", "labels": ["benign", "malignant"], "shots": 3},
